@@ -1,0 +1,52 @@
+"""``python -m exporter``: export the published musicnn taggers to ONNX.
+
+    python -m exporter musicnn --variant MSD --output models/musicnn-msd.onnx
+    python -m exporter vgg --variant MTT --weights ~/Downloads/musicnn-0.1.0-py3-none-any.whl
+    python -m exporter fetch            # only download the weights wheel into the cache
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from .checkpoint import CheckpointError
+from .export import ExportError, export_onnx
+from .weights import WeightsUnavailable, fetch_wheel, open_weights
+
+log = logging.getLogger("exporter")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m exporter", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("architecture", choices=["musicnn", "vgg", "fetch"])
+    parser.add_argument("--variant", choices=["MSD", "MTT"], default="MSD", help="training set (default MSD)")
+    parser.add_argument("--output", type=Path, help="ONNX file to write (default models/<arch>-<variant>.onnx)")
+    parser.add_argument("--weights", type=Path, help="musicnn-0.1.0 wheel or unpacked folder (default: download into the cache)")
+    parser.add_argument("--cache-dir", type=Path, help="where the downloaded wheel is kept")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        if args.architecture == "fetch":
+            print(fetch_wheel(args.cache_dir))
+            return 0
+        from .zoo import build_published, verification_audio
+
+        model_id = f"{args.architecture}-{args.variant.lower()}"
+        output = args.output or Path("models") / f"{model_id}.onnx"
+        archive = open_weights(args.weights, args.cache_dir)
+        module, card = build_published(model_id, archive)
+        figures = export_onnx(module, card, output, verify_audio=verification_audio())
+    except (WeightsUnavailable, CheckpointError, ExportError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    log.info("wrote %s (%s, %d labels); onnxruntime vs torch on %d windows: tags max |diff| %.1e, "
+             "embedding max rel diff %.1e", output, card.id, len(card.labels), int(figures["windows"]),
+             figures["tags_max_abs_diff"], figures["embedding_max_rel_diff"])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,64 @@
+"""The four published musicnn 0.1.0 taggers, declared as data: checkpoint, labels, architecture, card."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from torch import nn
+
+from .export import ModelCard
+from .musicnn import PAD, SAMPLE_RATE, WINDOW, WINDOW_HOP, Musicnn, Vgg
+from .weights import WeightsArchive
+
+
+@dataclass(frozen=True)
+class Published:
+    variant: str  # folder in the wheel
+    label_set: str  # MTT or MSD
+    model_id: str
+    build: Callable[[int], nn.Module]
+    roc_auc: float
+    dataset: str
+    note: str = ""
+
+
+MODELS: dict[str, Published] = {p.model_id: p for p in (
+    Published("MSD_musicnn", "MSD", "musicnn-msd", lambda n: Musicnn(n), 0.8802, "Million Song Dataset (Last.fm tags)"),
+    Published("MTT_musicnn", "MTT", "musicnn-mtt", lambda n: Musicnn(n), 0.9067, "MagnaTagATune"),
+    Published("MSD_vgg", "MSD", "vgg-msd", lambda n: Vgg(n, pools=Vgg.MSD_TRAINED_POOLS), 0.8768,
+              "Million Song Dataset (Last.fm tags)",
+              "pooling as the checkpoint was trained (pool1 4x1/4x1, pool2 1x4/1x4), not as musicnn 0.1.0 runs it"),
+    Published("MTT_vgg", "MTT", "vgg-mtt", lambda n: Vgg(n), 0.9030, "MagnaTagATune"),
+)}
+
+EXPORT_VERSION = "0.1.0+tagger.1"
+DATA_DIR = Path(__file__).parent / "data"
+
+
+def build_published(model_id: str, archive: WeightsArchive) -> tuple[nn.Module, ModelCard]:
+    """The torch module with trained weights loaded, and its card."""
+    spec = MODELS[model_id]
+    ck = archive.checkpoint(spec.variant, spec.label_set)
+    module = spec.build(len(ck.labels)).load_tf(ck.tensors).eval()
+    kind = "musicnn" if isinstance(module, Musicnn) else "VGG-style"
+    emb = ("penultimate dense layer (200 units, after ReLU and batch norm)" if isinstance(module, Musicnn)
+           else "flattened pool5 (2 time steps x 128 channels, time-major)")
+    card = ModelCard(
+        id=model_id, version=EXPORT_VERSION, labels=ck.labels, sample_rate=SAMPLE_RATE, window=WINDOW,
+        hop=WINDOW_HOP, embedding_dim=module.embedding_dim, pad_start=PAD, pad_end=PAD,
+        short_input="repeat", partial_tail="drop", aggregate="mean",
+        description=(f"{kind} music tagger trained on {spec.dataset} by the Music Technology Group (UPF), "
+                     f"weights from musicnn 0.1.0 ({spec.variant}). Input: 3-s windows of 16 kHz mono audio "
+                     f"with the log-mel front-end inside the model. {spec.note}").strip(),
+        embedding_output=emb, source=ck.source, licence="ISC", licence_text=ck.licence,
+        metrics={"roc_auc": spec.roc_auc, "dataset": spec.dataset},
+    )
+    return module, card
+
+
+def verification_audio() -> list:
+    """Real music windows for the export check (two CC-licensed clips shipped with the exporter)."""
+    from tagger.decode import decode
+
+    return [decode(p, SAMPLE_RATE).samples for p in sorted(DATA_DIR.glob("*.ogg"))]
