@@ -1,0 +1,62 @@
+"""Shared fixtures. Reference material lives in ../shared beside the checkout; tests that need it skip
+cleanly when it is absent (a fresh clone), everything else uses files generated here or committed."""
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED = Path(os.environ.get("TAGGER_SHARED", ROOT.parent / "shared"))
+AUDIO = SHARED / "audio"
+REFERENCE = SHARED / "reference"
+EXPORTER_DATA = ROOT / "exporter" / "data"
+TRUMPET = EXPORTER_DATA / "sorohanro_-_solo-trumpet-06.ogg"
+
+needs_shared = pytest.mark.skipif(not REFERENCE.is_dir(), reason=f"reference material not found at {SHARED}")
+
+
+def reference_clips() -> list[Path]:
+    return sorted(p for p in AUDIO.glob("*.ogg") if not p.name.endswith(".hq.ogg")) if AUDIO.is_dir() else []
+
+
+@pytest.fixture(scope="session")
+def weights_archive():
+    """The musicnn 0.1.0 wheel (downloaded into the cache once; .ci/run fetches it up front)."""
+    pytest.importorskip("torch")
+    from exporter.weights import WeightsUnavailable, open_weights
+
+    try:
+        return open_weights()
+    except WeightsUnavailable as exc:
+        pytest.skip(f"musicnn weights unavailable: {exc}")
+
+
+@pytest.fixture(scope="session")
+def msd_model():
+    from tagger.model import load_model
+
+    return load_model("musicnn-msd", device="cpu", threads=2)
+
+
+@pytest.fixture(autouse=True)
+def no_leaked_threads():
+    """Fail any test that leaves a tagger thread running: stoppable threads must be stopped."""
+    before = set(threading.enumerate())
+    yield
+    leaked = [t for t in threading.enumerate() if t not in before and t.is_alive() and t.name.startswith("tagger")]
+    for t in leaked:
+        t.join(timeout=5)
+    still = [t.name for t in leaked if t.is_alive()]
+    assert not still, f"threads leaked by the test: {still}"
+
+
+def sine(seconds: float, rate: int = 44100, channels: int = 2, freq: float = 440.0, seed: int = 0) -> np.ndarray:
+    """A (channels, n) test signal: a tone plus a little noise, so codecs have something to encode."""
+    t = np.arange(int(seconds * rate)) / rate
+    rng = np.random.default_rng(seed)
+    mono = 0.3 * np.sin(2 * np.pi * freq * t) + 0.02 * rng.standard_normal(len(t))
+    return np.stack([mono * (1 - 0.1 * c) for c in range(channels)]).astype(np.float32)

@@ -1,0 +1,200 @@
+"""The PyTorch ports match the original musicnn outputs; the ONNX exports match end to end."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from conftest import EXPORTER_DATA, REFERENCE, needs_shared, reference_clips
+
+torch = pytest.importorskip("torch")
+onnx = pytest.importorskip("onnx")
+
+from exporter import ExportError, ModelCard, export_onnx, read_card  # noqa: E402
+from exporter.zoo import MODELS, build_published, verification_audio  # noqa: E402
+
+VARIANT_DIR = {"musicnn-msd": "MSD_musicnn", "musicnn-mtt": "MTT_musicnn", "vgg-msd": "MSD_vgg", "vgg-mtt": "MTT_vgg"}
+
+
+@pytest.fixture(scope="session")
+def modules(weights_archive):
+    return {mid: build_published(mid, weights_archive) for mid in MODELS}
+
+
+@pytest.fixture(scope="session")
+def exported(modules, tmp_path_factory):
+    out = tmp_path_factory.mktemp("onnx")
+    audio = verification_audio()
+    paths = {}
+    for mid, (module, card) in modules.items():
+        paths[mid] = out / f"{mid}.onnx"
+        export_onnx(module, card, paths[mid], verify_audio=audio)
+    return paths
+
+
+def _frontend():
+    return np.load(REFERENCE / "frontend" / "Kevin_MacLeod_-_Vibe_Ace.npz")
+
+
+@needs_shared
+@pytest.mark.parametrize("model_id", list(VARIANT_DIR))
+def test_network_matches_reference_on_logmel(modules, weights_archive, model_id):
+    module, _ = modules[model_id]
+    ref = np.load(REFERENCE / VARIANT_DIR[model_id] / "Kevin_MacLeod_-_Vibe_Ace.npz")
+    batch = torch.from_numpy(_frontend()["batch"])
+    with torch.no_grad():
+        tags, emb = (t.numpy() for t in module.forward_logmel(batch))
+    expected = ref["taggram_as_trained_arch"] if model_id == "vgg-msd" else ref["taggram"]
+    assert np.abs(tags - expected).max() <= 1e-5
+    if model_id.startswith("musicnn"):
+        ref_emb = ref["penultimate"]
+    else:
+        ref_emb = ref["pool5"].reshape(len(tags), -1)  # rows 2i, 2i+1 = patch i, time-major
+    if model_id == "vgg-msd":
+        # The stored pool5 (and taggram) come from the pooling musicnn 0.1.0 actually runs.
+        from exporter.musicnn import Vgg
+
+        shipped = Vgg(50).load_tf(weights_archive.checkpoint("MSD_vgg", "MSD").tensors).eval()
+        with torch.no_grad():
+            shipped_tags, emb = (t.numpy() for t in shipped.forward_logmel(batch))
+        assert np.abs(shipped_tags - ref["taggram"]).max() <= 1e-5
+    assert np.abs(emb - ref_emb).max() / np.abs(ref_emb).max() <= 1e-4
+
+
+@needs_shared
+def test_mel_frontend_matches_reference():
+    from exporter.frontend import LogMel
+
+    fe = _frontend()
+    with torch.no_grad():
+        got = LogMel()(torch.from_numpy(np.pad(fe["audio_16k"], (256, 256)))[None])[0].numpy()
+    assert got.shape == fe["log_mel"].shape
+    assert np.abs(got - fe["log_mel"]).max() <= 5e-4
+
+
+@needs_shared
+@pytest.mark.parametrize("model_id", list(VARIANT_DIR))
+def test_onnx_end_to_end_matches_reference_on_every_clip(exported, model_id):
+    from tagger.engine import Engine
+    from tagger.model import Model
+
+    engine = Engine(Model(exported[model_id], device="cpu", threads=2), keep_window_tags=True)
+    clips = reference_clips()
+    assert clips
+    results = {r.path: r for r in engine.analyse(clips)}
+    for clip in clips:
+        ref = np.load(REFERENCE / VARIANT_DIR[model_id] / f"{clip.stem}.npz")
+        expected = ref["taggram_as_trained_arch"] if model_id == "vgg-msd" else ref["taggram"]
+        got = results[clip].window_tags
+        assert got.shape == expected.shape, clip.name
+        assert np.abs(got - expected).max() <= 1e-4, clip.name
+
+
+def test_batch_size_does_not_change_outputs(exported):
+    import onnxruntime as ort
+
+    clips = verification_audio()
+    windows = []
+    for clip in clips:
+        padded = np.pad(clip, (256, 256))
+        windows += [padded[s:s + 48128] for s in range(0, len(padded) - 48128 + 1, 47872)]
+    rng = np.random.default_rng(3)
+    while len(windows) < 64:
+        windows.append((rng.standard_normal(48128) * 0.1).astype(np.float32))
+    windows = np.stack(windows[:64]).astype(np.float32)
+    sess = ort.InferenceSession(str(exported["musicnn-msd"]), providers=["CPUExecutionProvider"])
+    full_tags, full_emb = sess.run(["tags", "embedding"], {"waveform": windows})
+    for bs in (1, 7):
+        parts = [sess.run(["tags", "embedding"], {"waveform": windows[i:i + bs]}) for i in range(0, 64, bs)]
+        tags = np.concatenate([p[0] for p in parts])
+        emb = np.concatenate([p[1] for p in parts])
+        assert np.abs(tags - full_tags).max() <= 1e-6
+        assert np.abs(emb - full_emb).max() <= 1e-6 * max(1.0, np.abs(full_emb).max())
+
+
+def test_metadata_makes_the_file_self_describing(exported):
+    card = read_card(exported["musicnn-msd"])
+    assert card["schema"] == 1 and card["id"] == "musicnn-msd"
+    assert len(card["labels"]) == 50 and "Mellow" in card["labels"] and "jazz" in card["labels"]
+    assert (card["sample_rate"], card["window"], card["hop"], card["pad_start"]) == (16000, 48128, 47872, 256)
+    assert card["short_input"] == "repeat" and card["partial_tail"] == "drop"
+    assert card["embedding_dim"] == 200
+    assert len(card["source"]["wheel_sha256"]) == 64 and card["licence"] == "ISC" and "Pompeu Fabra" in card["licence_text"]
+    assert read_card(exported["vgg-mtt"])["embedding_dim"] == 256
+
+
+@pytest.mark.parametrize("model_id", ["musicnn-msd", "musicnn-mtt"])
+def test_bundled_models_are_reproduced_by_a_fresh_export(exported, model_id):
+    """The committed ONNX files are exactly what the exporter makes: same weights, metadata, outputs."""
+    from onnx import numpy_helper
+
+    from tagger.model import BUNDLED_DIR
+
+    fresh, bundled = onnx.load(str(exported[model_id])), onnx.load(str(BUNDLED_DIR / f"{model_id}.onnx"))
+    assert {p.key: json.loads(p.value) for p in fresh.metadata_props} == \
+           {p.key: json.loads(p.value) for p in bundled.metadata_props}
+    fw = {i.name: numpy_helper.to_array(i) for i in fresh.graph.initializer}
+    bw = {i.name: numpy_helper.to_array(i) for i in bundled.graph.initializer}
+    assert fw.keys() == bw.keys()
+    for name in fw:
+        np.testing.assert_array_equal(fw[name], bw[name], err_msg=name)
+    assert [n.op_type for n in fresh.graph.node] == [n.op_type for n in bundled.graph.node]
+
+
+class _Tiny(torch.nn.Module):
+    """A user's own conforming model: 2 labels, embedding of 3."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin = torch.nn.Linear(16, 3)
+        self.out = torch.nn.Linear(3, 2)
+
+    def forward(self, waveform):
+        feats = waveform.reshape(waveform.shape[0], 16, -1).abs().mean(-1)
+        emb = torch.relu(self.lin(feats))
+        return torch.sigmoid(self.out(emb)), emb
+
+
+def _tiny_card(**kw):
+    base = dict(id="tiny", version="1", labels=["a", "b"], sample_rate=8000, window=1600, hop=800, embedding_dim=3)
+    base.update(kw)
+    return ModelCard(**base)
+
+
+def test_user_module_exports_and_plugs_into_the_runtime(tmp_path):
+    from tagger.model import Model
+
+    path = tmp_path / "tiny.onnx"
+    export_onnx(_Tiny(), _tiny_card(), path)
+    model = Model(path, device="cpu", threads=1)
+    assert model.spec.labels == ("a", "b") and model.spec.window == 1600
+    tags, emb = model.run(np.zeros((3, 1600), np.float32))
+    assert tags.shape == (3, 2) and emb.shape == (3, 3)
+
+
+def test_export_refuses_a_card_that_does_not_fit(tmp_path):
+    with pytest.raises(ExportError, match="expected"):
+        export_onnx(_Tiny(), _tiny_card(labels=["a", "b", "c"]), tmp_path / "x.onnx")
+    with pytest.raises(ExportError, match="unique"):
+        export_onnx(_Tiny(), _tiny_card(labels=["a", "a"]), tmp_path / "x.onnx")
+    assert not list(tmp_path.iterdir())  # nothing half-written
+
+
+def test_export_refuses_when_onnxruntime_disagrees(tmp_path, monkeypatch):
+    import exporter.export as ex
+
+    real = ex.verify_onnx
+
+    def strict(path, module, windows, **kw):
+        return real(path, module, windows, atol=-1.0)  # impossible tolerance: must refuse
+
+    monkeypatch.setattr(ex, "verify_onnx", strict)
+    with pytest.raises(ExportError, match="disagrees"):
+        export_onnx(_Tiny(), _tiny_card(), tmp_path / "x.onnx")
+    assert not list(tmp_path.iterdir())
+
+
+def test_verification_clips_ship_with_attribution():
+    assert (EXPORTER_DATA / "ATTRIBUTION.md").read_text().count("CC BY 3.0") >= 1
+    assert len(verification_audio()) == 2
