@@ -197,3 +197,25 @@ class Fingerprint:
 
     def hexdigest(self) -> str:
         return self._h.hexdigest()
+
+
+def native_digest(path: str | Path) -> str:
+    """Hash of every decoded sample at the file's own rate and channel count.
+
+    Used to prove a tag write left the audio payload alone: the copy must decode to exactly the
+    same samples as the original.
+    """
+    path = Path(path)
+    fmt = sniff(path)
+    info = StreamInfo(format=fmt)
+    blocks = _pedalboard_blocks(path, fmt, info) if fmt in PEDALBOARD_FORMATS else _pyav_blocks(path, info)
+    h = hashlib.blake2b(digest_size=20)
+    try:
+        for block in blocks:
+            h.update(np.ascontiguousarray(block, dtype=np.float32).tobytes())
+    except DecodeError:
+        raise
+    except Exception as exc:
+        raise DecodeError(path, f"cannot decode {fmt}: {str(exc).strip() or type(exc).__name__}") from None
+    h.update(f"{info.source_rate}:{info.channels}".encode())
+    return h.hexdigest()

@@ -1,0 +1,201 @@
+"""Configuration: documented defaults (config.yaml) overlaid with the user's file, validated up front.
+
+Every key is checked against the defaults' shape, so a typo or a bad value stops the program at start
+with a message naming the key, instead of surfacing as odd behaviour in the middle of a scan.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import ConfigError
+
+DEFAULTS_FILE = Path(__file__).parent / "default-config.yaml"
+FIELDS = ("genre", "mood", "descriptors")
+POLICIES = ("fill", "merge", "replace")
+
+
+def xdg(kind: str) -> Path:
+    env, fallback = {"config": ("XDG_CONFIG_HOME", ".config"), "data": ("XDG_DATA_HOME", ".local/share"),
+                     "cache": ("XDG_CACHE_HOME", ".cache"), "state": ("XDG_STATE_HOME", ".local/state")}[kind]
+    return Path(os.environ.get(env) or Path.home() / fallback)
+
+
+def default_config_path() -> Path:
+    return xdg("config") / "tagger" / "config.yaml"
+
+
+def expand_path(value: str) -> Path:
+    """~ and $VARS, with the XDG variables defaulting to their standard locations when unset."""
+    env = dict(os.environ)
+    for kind in ("config", "data", "cache", "state"):
+        env.setdefault(f"XDG_{kind.upper()}_HOME", str(xdg(kind)))
+    out = value
+    for key in sorted(env, key=len, reverse=True):
+        out = out.replace("${" + key + "}", env[key]).replace("$" + key, env[key])
+    return Path(out).expanduser()
+
+
+@dataclass(frozen=True)
+class FieldRule:
+    policy: str
+    max_values: int
+    min_score: float
+    relative: float
+
+
+@dataclass(frozen=True)
+class LabelRule:
+    field: str
+    value: str
+    min_score: float | None = None
+
+
+@dataclass(frozen=True)
+class Config:
+    library: tuple[Path, ...]
+    model: str
+    models_dir: Path
+    database: Path
+    device: str
+    threads: int
+    batch_size: int
+    decode_workers: int
+    extensions: frozenset[str]
+    commit_every: int
+    commit_seconds: float
+    write_enabled: bool
+    id3_version: int
+    id3v23_separator: str
+    provenance: bool
+    fields: dict[str, FieldRule]
+    labels: dict[str, dict[str, LabelRule]]
+    source: str
+
+
+def _merge(defaults: Any, user: Any, where: str) -> Any:
+    if isinstance(defaults, dict) and where not in ("labels",) and not where.startswith("labels."):
+        if not isinstance(user, dict):
+            raise ConfigError(where or "config", f"must be a mapping, got {type(user).__name__}")
+        out = dict(defaults)
+        for key, value in user.items():
+            path = f"{where}.{key}" if where else str(key)
+            if key not in defaults:
+                raise ConfigError(path, f"unknown key (known: {', '.join(map(str, defaults))})")
+            out[key] = _merge(defaults[key], value, path)
+        return out
+    return user
+
+
+def _need(cond: bool, key: str, reason: str) -> None:
+    if not cond:
+        raise ConfigError(key, reason)
+
+
+def _int(raw: dict, key: str, lo: int, hi: int | None = None) -> int:
+    v = raw[key]
+    _need(isinstance(v, int) and not isinstance(v, bool) and v >= lo and (hi is None or v <= hi), key,
+          f"must be an integer >= {lo}" + (f" and <= {hi}" if hi is not None else "") + f", got {v!r}")
+    return v
+
+
+def _score(v: Any, key: str) -> float:
+    _need(isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v <= 1, key, f"must be a number in [0, 1], got {v!r}")
+    return float(v)
+
+
+def _value_ok(value: str) -> bool:
+    """Players split on ; / , and read bare small numbers as ID3v1 genre codes."""
+    return bool(value.strip()) and not any(c in value for c in ";/,") and not value.strip().isdigit()
+
+
+def _labels(raw: Any) -> dict[str, dict[str, LabelRule]]:
+    _need(isinstance(raw, dict), "labels", "must map model ids to label tables")
+    out: dict[str, dict[str, LabelRule]] = {}
+    for model_id, table in raw.items():
+        key = f"labels.{model_id}"
+        _need(isinstance(table, dict), key, "must map labels to a field")
+        rules = {}
+        for label, entry in table.items():
+            lkey = f"{key}.{label}"
+            if isinstance(entry, str):
+                entry = {"field": entry}
+            _need(isinstance(entry, dict), lkey, "must be a field name or {field, value, min_score}")
+            unknown = set(entry) - {"field", "value", "min_score"}
+            _need(not unknown, lkey, f"unknown key(s) {sorted(unknown)}")
+            field = entry.get("field")
+            _need(field in FIELDS, lkey, f"field must be one of {', '.join(FIELDS)}, got {field!r}")
+            value = str(entry.get("value", label))
+            _need(_value_ok(value), lkey, f"value {value!r} must not contain ; / , or be a bare number")
+            ms = _score(entry["min_score"], f"{lkey}.min_score") if "min_score" in entry else None
+            rules[str(label)] = LabelRule(field, value, ms)
+        out[str(model_id)] = rules
+    return out
+
+
+def load_config(path: Path | None = None, *, required: bool = False) -> Config:
+    """Defaults, overlaid with ``path`` (or the XDG config file when it exists)."""
+    defaults = yaml.safe_load(DEFAULTS_FILE.read_text())
+    source = "defaults"
+    user: dict = {}
+    candidate = path or default_config_path()
+    if path is not None and not path.is_file():
+        raise ConfigError(path, "config file not found")
+    if candidate.is_file():
+        try:
+            user = yaml.safe_load(candidate.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(candidate, f"not valid YAML: {exc}") from None
+        except OSError as exc:
+            raise ConfigError(candidate, f"cannot read: {exc.strerror}") from None
+        source = str(candidate)
+        if not isinstance(user, dict):
+            raise ConfigError(candidate, "top level must be a mapping of keys")
+    # Label tables replace the defaults per model rather than merging label by label.
+    user_labels = user.pop("labels", None)
+    raw = _merge(defaults, user, "")
+    if user_labels is not None:
+        raw["labels"] = {**defaults["labels"], **(user_labels or {})}
+    try:
+        return _build(raw, source)
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: {exc.subject}", exc.reason) from None
+
+
+def _build(raw: dict, source: str) -> Config:
+    lib = raw["library"]
+    _need(isinstance(lib, list) and all(isinstance(x, str) for x in lib), "library", "must be a list of folders")
+    for key in ("model", "models_dir", "database"):
+        _need(isinstance(raw[key], str) and raw[key].strip() != "", key, "must be a non-empty string")
+    _need(raw["device"] in ("auto", "cpu", "cuda"), "device", f"must be auto, cpu or cuda, got {raw['device']!r}")
+    exts = raw["extensions"]
+    _need(isinstance(exts, list) and all(isinstance(e, str) and e.startswith(".") for e in exts), "extensions",
+          "must be a list like [.mp3, .flac]")
+    w = raw["write"]
+    _need(isinstance(w["enabled"], bool), "write.enabled", "must be true or false")
+    _need(isinstance(w["provenance"], bool), "write.provenance", "must be true or false")
+    _need(w["id3_version"] in (3, 4), "write.id3_version", f"must be 3 or 4, got {w['id3_version']!r}")
+    _need(isinstance(w["id3v23_separator"], str) and w["id3v23_separator"] != "", "write.id3v23_separator", "must be a non-empty string")
+    fields = {}
+    for name in FIELDS:
+        f = w["fields"][name]
+        key = f"write.fields.{name}"
+        _need(isinstance(f, dict) and set(f) == {"policy", "max_values", "min_score", "relative"}, key,
+              "needs exactly policy, max_values, min_score, relative")
+        _need(f["policy"] in POLICIES, f"{key}.policy", f"must be one of {', '.join(POLICIES)}, got {f['policy']!r}")
+        fields[name] = FieldRule(f["policy"], _int(f, "max_values", 0), _score(f["min_score"], f"{key}.min_score"),
+                                 _score(f["relative"], f"{key}.relative"))
+    cs = raw["commit_seconds"]
+    _need(isinstance(cs, (int, float)) and not isinstance(cs, bool) and cs > 0, "commit_seconds", "must be a positive number")
+    return Config(
+        library=tuple(expand_path(x) for x in lib), model=raw["model"], models_dir=expand_path(raw["models_dir"]),
+        database=expand_path(raw["database"]), device=raw["device"], threads=_int(raw, "threads", 0),
+        batch_size=_int(raw, "batch_size", 1, 4096), decode_workers=_int(raw, "decode_workers", 1, 64),
+        extensions=frozenset(e.lower() for e in exts), commit_every=_int(raw, "commit_every", 1),
+        commit_seconds=float(cs), write_enabled=w["enabled"], id3_version=w["id3_version"],
+        id3v23_separator=w["id3v23_separator"], provenance=w["provenance"], fields=fields,
+        labels=_labels(raw["labels"]), source=source)

@@ -1,0 +1,400 @@
+"""The only code that touches the database: TinyDB records plus a compact vector store, one writer.
+
+Layout of the database folder::
+
+    records.json            TinyDB document store, one record per (track path, model id)
+    vectors/<model>.f32     float32 rows [tag probabilities | embedding], one row ("slot") per record
+    vectors/<model>.json    row width and label count of that matrix
+    lock                    held (flock) by the single writer process
+
+Plain TinyDB rewrites the whole JSON file on every operation, so records are kept in memory with an
+index by path, changes are applied to TinyDB in batches, and :meth:`Store.commit` writes the file once
+(temp file, fsync, atomic rename): a crash leaves either the old or the new database, never half of one.
+Vectors are written to slots that no committed record references, and fsynced before the records
+that point at them are committed; so whatever moment a crash happens, every committed record points
+at the vectors it was committed with.
+"""
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tinydb import TinyDB
+from tinydb.table import Document
+from tinydb.storages import Storage
+
+from .errors import StoreError, StoreLockedError
+
+RECORDS = "records.json"
+TABLE = "tracks"
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that readers and crashes see the old or the new content, nothing else."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    fsync_dir(path.parent)
+
+
+class _CommitStorage(Storage):
+    """TinyDB storage that keeps the data in memory and writes only on :meth:`flush`, atomically."""
+
+    def __init__(self, path: str, read_only: bool = False) -> None:
+        self.path = Path(path)
+        self.read_only = read_only
+        self._data: dict[str, Any] | None = None
+        self.dirty = False
+
+    def read(self) -> dict[str, Any] | None:
+        if self._data is None:
+            if not self.path.exists():
+                return None
+            try:
+                self._data = json.loads(self.path.read_text(encoding="utf-8") or "{}")
+            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+                raise StoreError(self.path, f"database file is not valid JSON ({exc}); restore it or move it aside") from None
+        return self._data
+
+    def write(self, data: dict[str, Any]) -> None:
+        self._data = data
+        self.dirty = True
+
+    def flush(self) -> None:
+        if self.read_only:
+            raise StoreError(self.path, "opened read-only")
+        if self.dirty and self._data is not None:
+            atomic_write_bytes(self.path, json.dumps(self._data, ensure_ascii=False, separators=(",", ":")).encode())
+            self.dirty = False
+
+    def close(self) -> None:
+        pass
+
+
+class VectorMatrix:
+    """A growable memory-mapped float32 matrix; row ``slot`` holds one record's vectors."""
+
+    def __init__(self, path: Path, width: int, n_labels: int, writable: bool) -> None:
+        self.path, self.width, self.n_labels, self.writable = path, width, n_labels, writable
+        meta = path.with_suffix(".json")
+        if meta.exists():
+            stored = json.loads(meta.read_text())
+            if (stored["width"], stored["n_labels"]) != (width, n_labels):
+                raise StoreError(path, f"vector width {stored['width']} does not match the model ({width}); "
+                                       "the model changed shape: use another database or remove this file")
+        elif writable:
+            atomic_write_bytes(meta, json.dumps({"width": width, "n_labels": n_labels, "dtype": "float32"}).encode())
+        self._map: np.memmap | None = None
+        self.capacity = 0
+        self._open()
+
+    def _open(self) -> None:
+        size = self.path.stat().st_size if self.path.exists() else 0
+        self.capacity = size // (4 * self.width)
+        self._map = (np.memmap(self.path, np.float32, "r+" if self.writable else "r", shape=(self.capacity, self.width))
+                     if self.capacity else None)
+
+    def ensure(self, rows: int) -> None:
+        if rows <= self.capacity:
+            return
+        new = max(rows, 2 * self.capacity, 1024)
+        if self._map is not None:
+            self._map.flush()
+            self._map = None
+        with open(self.path, "ab") as f:
+            f.truncate(new * 4 * self.width)
+        self._open()
+
+    def write(self, slot: int, row: np.ndarray) -> None:
+        self.ensure(slot + 1)
+        assert self._map is not None
+        self._map[slot] = row
+
+    def read(self, slot: int) -> np.ndarray:
+        if self._map is None or slot >= self.capacity:
+            self._open()
+        if self._map is None or slot >= self.capacity:
+            raise StoreError(self.path, f"slot {slot} is beyond the vector file (database and vectors disagree)")
+        return np.array(self._map[slot])
+
+    def sync(self) -> None:
+        if self._map is not None:
+            self._map.flush()  # msync, so the rows are on disk before records point at them
+
+    def rows(self, slots: np.ndarray) -> np.ndarray:
+        if self._map is None:
+            self._open()
+        return np.asarray(self._map[slots]) if self._map is not None else np.zeros((0, self.width), np.float32)
+
+    def close(self) -> None:
+        if self._map is not None:
+            self._map.flush()
+            self._map = None
+
+
+def _key(path: str, model: str) -> tuple[str, str]:
+    return path, model
+
+
+def path_key(path: Path | str) -> str:
+    """Records store paths as text; undecodable bytes survive via surrogateescape (os.fsdecode)."""
+    return os.fsdecode(os.path.abspath(path))
+
+
+class Store:
+    """Records and vectors; open with ``writer=True`` from exactly one process at a time."""
+
+    def __init__(self, root: Path, *, writer: bool = True) -> None:
+        self.root = Path(root)
+        self.writer = writer
+        self._lock_fd: int | None = None
+        if writer:
+            try:
+                (self.root / "vectors").mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise StoreError(self.root, f"cannot create database folder: {exc.strerror}") from None
+            self._lock()
+        elif not (self.root / RECORDS).exists():
+            raise StoreError(self.root, "no database here yet (run `tagger scan` first)")
+        self._storage: _CommitStorage | None = None
+
+        def make_storage(path: str) -> _CommitStorage:
+            self._storage = _CommitStorage(path, read_only=not writer)
+            return self._storage
+
+        self.db = TinyDB(str(self.root / RECORDS), storage=make_storage)
+        self.table = self.db.table(TABLE, cache_size=0)
+        self._docs: dict[tuple[str, str], dict[str, Any]] = {}
+        self._ids: dict[tuple[str, str], int] = {}
+        for doc in self.table.all():
+            k = _key(doc["path"], doc["model"])
+            self._docs[k] = dict(doc)
+            self._ids[k] = doc.doc_id
+        self._new: dict[tuple[str, str], dict[str, Any]] = {}
+        self._changed: set[tuple[str, str]] = set()
+        self._removed: dict[tuple[str, str], int] = {}
+        self._vectors: dict[str, VectorMatrix] = {}
+        self._committed_slots: dict[str, set[int]] = {}
+        self._fresh_slots: dict[str, set[int]] = {}
+        self._retired_slots: dict[str, set[int]] = {}
+        self._free: dict[str, list[int]] = {}
+        self._high: dict[str, int] = {}
+        for (_, model), doc in self._docs.items():
+            if doc.get("slot") is not None:
+                self._committed_slots.setdefault(model, set()).add(int(doc["slot"]))
+
+    # -- locking -----------------------------------------------------------------------------------
+    def _lock(self) -> None:
+        path = self.root / "lock"
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 64).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise StoreLockedError(self.root, f"database is in use by another tagger process (pid {holder}); "
+                                              "stop it (or let `tagger watch` do the scanning) and try again") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
+        self._lock_fd = fd
+
+    def close(self) -> None:
+        for vm in self._vectors.values():
+            vm.close()
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # releases the flock
+            self._lock_fd = None
+
+    def __enter__(self) -> "Store":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- reading -----------------------------------------------------------------------------------
+    def get(self, path: Path | str, model: str) -> dict[str, Any] | None:
+        doc = self._docs.get(_key(path_key(path), model))
+        return dict(doc) if doc is not None else None
+
+    def records(self, model: str | None = None) -> Iterator[dict[str, Any]]:
+        for (_, m), doc in list(self._docs.items()):
+            if model is None or m == model:
+                yield dict(doc)
+
+    def __len__(self) -> int:
+        return len(self._docs)
+
+    def matrix(self, model: str, width: int | None = None, n_labels: int | None = None) -> VectorMatrix:
+        vm = self._vectors.get(model)
+        if vm is None:
+            path = self.root / "vectors" / f"{model}.f32"
+            if width is None or n_labels is None:
+                meta = path.with_suffix(".json")
+                if not meta.exists():
+                    raise StoreError(path, "no vectors stored for this model")
+                stored = json.loads(meta.read_text())
+                width, n_labels = stored["width"], stored["n_labels"]
+            vm = VectorMatrix(path, width, n_labels, self.writer)
+            self._vectors[model] = vm
+        return vm
+
+    def vectors(self, record: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+        """(tag probabilities, embedding) of a stored ok record."""
+        if record.get("slot") is None:
+            raise StoreError(record["path"], "no vectors stored for this record")
+        vm = self.matrix(record["model"])
+        row = vm.read(int(record["slot"]))
+        return row[: vm.n_labels], row[vm.n_labels:]
+
+    # -- writing -----------------------------------------------------------------------------------
+    def _require_writer(self) -> None:
+        if not self.writer:
+            raise StoreError(self.root, "opened read-only")
+
+    def _alloc(self, model: str, vm: VectorMatrix) -> int:
+        free = self._free.get(model)
+        if free is None:  # slots no committed record references, lowest first
+            used = self._committed_slots.get(model, set())
+            free = [s for s in range(vm.capacity - 1, -1, -1) if s not in used]
+            self._free[model] = free
+            self._high[model] = max(vm.capacity, max(used, default=-1) + 1)
+        if free:
+            slot = free.pop()
+        else:
+            slot = self._high[model]
+            self._high[model] += 1
+        self._fresh_slots.setdefault(model, set()).add(slot)
+        return slot
+
+    def put(self, record: dict[str, Any], tags: np.ndarray | None = None, embedding: np.ndarray | None = None) -> None:
+        """Insert or replace the record for (record['path'], record['model']); vectors go to a new slot."""
+        self._require_writer()
+        record = dict(record)
+        record["path"] = path_key(record["path"])
+        k = _key(record["path"], record["model"])
+        old = self._docs.get(k)
+        if old is not None and old.get("slot") is not None:
+            self._retire(record["model"], int(old["slot"]))
+        if tags is not None and embedding is not None:
+            row = np.concatenate([tags, embedding]).astype(np.float32)
+            vm = self.matrix(record["model"], len(row), len(tags))
+            if vm.width != len(row):
+                raise StoreError(vm.path, f"vector width {vm.width} != {len(row)}")
+            slot = self._alloc(record["model"], vm)
+            vm.write(slot, row)
+            record["slot"] = slot
+        else:
+            record["slot"] = None
+        self._docs[k] = record
+        if k in self._ids:
+            self._changed.add(k)
+        else:
+            self._new[k] = record
+
+    def _retire(self, model: str, slot: int) -> None:
+        if slot in self._fresh_slots.get(model, set()):
+            self._fresh_slots[model].discard(slot)  # never committed: free at once
+            if model in self._free:
+                self._free[model].append(slot)
+        else:
+            self._retired_slots.setdefault(model, set()).add(slot)
+
+    def update(self, path: Path | str, model: str, **fields: Any) -> None:
+        """Change fields of an existing record (no vector change)."""
+        self._require_writer()
+        k = _key(path_key(path), model)
+        if k not in self._docs:
+            raise StoreError(path, f"no record for model {model}")
+        self._docs[k].update(fields)
+        if k in self._ids:
+            self._changed.add(k)
+
+    def _drop(self, k: tuple[str, str]) -> dict[str, Any]:
+        """Forget a record in memory and schedule its deletion; its slot is the caller's business."""
+        doc = self._docs.pop(k)
+        if k in self._new:
+            del self._new[k]
+        else:
+            self._changed.discard(k)
+            self._removed[k] = self._ids.pop(k)
+        return doc
+
+    def remove(self, path: Path | str, model: str) -> bool:
+        self._require_writer()
+        k = _key(path_key(path), model)
+        if k not in self._docs:
+            return False
+        doc = self._drop(k)
+        if doc.get("slot") is not None:
+            self._retire(model, int(doc["slot"]))
+        return True
+
+    def rename(self, old: Path | str, new: Path | str) -> int:
+        """Move every model's record from ``old`` to ``new`` (a file moved inside the library), vectors kept."""
+        self._require_writer()
+        moved = 0
+        for k in [k for k in self._docs if k[0] == path_key(old)]:
+            doc = dict(self._drop(k))
+            doc["path"] = path_key(new)
+            target = _key(doc["path"], k[1])
+            if target in self._docs:
+                self.remove(doc["path"], k[1])
+            self._docs[target] = doc
+            self._new[target] = doc
+            moved += 1
+        return moved
+
+    @property
+    def pending(self) -> int:
+        return len(self._new) + len(self._changed) + len(self._removed)
+
+    def commit(self) -> None:
+        """Make every change so far durable in one atomic step."""
+        self._require_writer()
+        if not self.pending:
+            return
+        for vm in self._vectors.values():
+            vm.sync()
+        # Changed records are re-inserted under their old ids: two O(n) TinyDB passes per commit in all.
+        gone = list(self._removed.values()) + [self._ids[k] for k in self._changed]
+        if gone:
+            self.table.remove(doc_ids=gone)
+        if self._changed:
+            self.table.insert_multiple([Document(self._docs[k], doc_id=self._ids[k]) for k in self._changed])
+        if self._new:
+            keys = list(self._new)
+            ids = self.table.insert_multiple([self._new[k] for k in keys])
+            self._ids.update(zip(keys, ids))
+        assert self._storage is not None
+        self._storage.flush()
+        self._removed.clear()
+        self._changed.clear()
+        self._new.clear()
+        self._committed_slots = {}
+        for (_, model), doc in self._docs.items():
+            if doc.get("slot") is not None:
+                self._committed_slots.setdefault(model, set()).add(int(doc["slot"]))
+        self._fresh_slots.clear()
+        self._retired_slots.clear()
+        self._free.clear()

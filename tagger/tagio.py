@@ -1,0 +1,139 @@
+"""Reading and writing our fields with mutagen: one table says where each field lives in each format.
+
+Families: ``id3`` (MP3, WAV and AIFF all carry an ID3v2 tag), ``vorbis`` (FLAC, Ogg Vorbis, Opus: repeated
+comments), ``mp4`` (M4A atoms, freeform ``----:com.apple.iTunes:NAME`` for custom names). Multi-value fields
+are written the way each format expects: ID3v2.4 multi-string frames, repeated Vorbis comments, MP4 lists;
+ID3v2.3 joins values with a configurable separator and keeps mood in ``TXXX:MOOD``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import mutagen
+from mutagen.aiff import AIFF
+from mutagen.flac import FLAC
+from mutagen.id3 import ID3, TCON, TMOO, TXXX
+from mutagen.mp3 import MP3
+from mutagen.mp4 import MP4, AtomDataType, MP4FreeForm
+from mutagen.oggopus import OggOpus
+from mutagen.oggvorbis import OggVorbis
+from mutagen.wave import WAVE
+
+from .decode import sniff
+from .errors import DecodeError, TagWriteError
+
+# Where each named field is stored, per family. Custom names (anything not listed) use the CUSTOM row.
+FIELD_TABLE: dict[str, dict[str, str]] = {
+    "GENRE": {"id3": "TCON", "id3v23": "TCON", "vorbis": "GENRE", "mp4": "\xa9gen"},
+    "MOOD": {"id3": "TMOO", "id3v23": "TXXX:MOOD", "vorbis": "MOOD", "mp4": "----:com.apple.iTunes:MOOD"},
+}
+CUSTOM = {"id3": "TXXX:{name}", "id3v23": "TXXX:{name}", "vorbis": "{name}", "mp4": "----:com.apple.iTunes:{name}"}
+
+# Formats the header sniffer names -> (mutagen class, tag family).
+FORMATS: dict[str, tuple[type, str]] = {
+    "mp3": (MP3, "id3"), "wav": (WAVE, "id3"), "aiff": (AIFF, "id3"),
+    "flac": (FLAC, "vorbis"), "vorbis": (OggVorbis, "vorbis"), "opus": (OggOpus, "vorbis"),
+    "mp4": (MP4, "mp4"),
+}
+
+
+def field_key(name: str, family: str) -> str:
+    row = FIELD_TABLE.get(name)
+    return row[family] if row else CUSTOM[family].format(name=name)
+
+
+@dataclass
+class TagFile:
+    """An opened file plus its family; ``get``/``set`` speak field names, not frames or atoms."""
+
+    path: Path
+    fmt: str
+    family: str  # id3 | vorbis | mp4
+    audio: mutagen.FileType
+    id3_version: int = 4
+    v23_sep: str = "; "
+
+    @property
+    def _fam(self) -> str:
+        return "id3v23" if self.family == "id3" and self.id3_version == 3 else self.family
+
+    def get(self, name: str) -> list[str]:
+        tags = self.audio.tags
+        if tags is None:
+            return []
+        key = field_key(name, self._fam)
+        if self.family == "id3":
+            if name == "MOOD":  # read both homes of mood, whichever version wrote it
+                frames = tags.getall("TMOO") + tags.getall("TXXX:MOOD")
+            else:
+                frames = tags.getall(key)
+            out: list[str] = []
+            for fr in frames:
+                out += list(fr.genres) if isinstance(fr, TCON) else [str(t) for t in fr.text]
+            return [v for v in out if v != ""]
+        if self.family == "vorbis":
+            return [v for v in tags.get(key, []) if v != ""]
+        values = tags.get(key, [])
+        return [bytes(v).decode("utf-8", "replace") if isinstance(v, (bytes, MP4FreeForm)) else str(v) for v in values]
+
+    def set(self, name: str, values: list[str]) -> None:
+        """Replace the field with ``values``; an empty list deletes it."""
+        if self.audio.tags is None:
+            self.audio.add_tags()
+        tags = self.audio.tags
+        key = field_key(name, self._fam)
+        if self.family == "id3":
+            if name == "MOOD":
+                tags.delall("TMOO")
+                tags.delall("TXXX:MOOD")
+            else:
+                tags.delall(key)
+            if values:
+                if key == "TCON":
+                    tags.add(TCON(encoding=3, text=list(values)))
+                elif key == "TMOO":
+                    tags.add(TMOO(encoding=3, text=list(values)))
+                else:
+                    tags.add(TXXX(encoding=3, desc=key.split(":", 1)[1], text=list(values)))
+        elif self.family == "vorbis":
+            if key in tags:
+                del tags[key]
+            if values:
+                tags[key] = list(values)
+        else:
+            if key in tags:
+                del tags[key]
+            if values:
+                if key.startswith("----:"):
+                    tags[key] = [MP4FreeForm(v.encode("utf-8"), dataformat=AtomDataType.UTF8) for v in values]
+                else:
+                    tags[key] = list(values)
+
+    def save(self) -> None:
+        if self.family == "id3":
+            if self.id3_version == 3:
+                self.audio.save(v2_version=3, v23_sep=self.v23_sep)
+            else:
+                self.audio.save(v2_version=4)
+        else:
+            self.audio.save()
+
+
+def open_tags(path: Path, *, id3_version: int = 4, v23_sep: str = "; ") -> TagFile:
+    """Open ``path`` for tag access with the class its header calls for (not its extension)."""
+    try:
+        fmt = sniff(path)
+    except DecodeError as exc:
+        raise TagWriteError(path, exc.reason) from None
+    if fmt not in FORMATS:
+        raise TagWriteError(path, f"writing tags to {fmt} files is not supported")
+    cls, family = FORMATS[fmt]
+    try:
+        audio = cls(str(path))
+    except Exception as exc:  # mutagen raises format-specific errors; wrap them with the path
+        raise TagWriteError(path, f"cannot read tags ({type(exc).__name__}: {exc})") from None
+    return TagFile(path, fmt, family, audio, id3_version, v23_sep)
+
+
+__all__ = ["FIELD_TABLE", "FORMATS", "TagFile", "field_key", "open_tags", "ID3"]
