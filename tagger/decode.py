@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import math
+import os
+from contextlib import nullcontext
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,11 +20,13 @@ import numpy as np
 import soxr
 
 from .errors import DecodeError
-from .mp3gapless import read_gapless
+from .mp3gapless import read_gapless, xing_stream_bytes
 
 BLOCK_SECONDS = 10.0
-PEDALBOARD_FORMATS = frozenset({"wav", "aiff", "flac", "vorbis", "mp3"})
-PYAV_FORMATS = frozenset({"mp4", "opus", "asf", "ogg-other"})
+# FLAC goes through FFmpeg: pedalboard fills a truncated FLAC with silence up to the declared length,
+# FFmpeg stops where the data stops, so the shortfall against STREAMINFO's sample count is visible.
+PEDALBOARD_FORMATS = frozenset({"wav", "aiff", "vorbis", "mp3"})
+PYAV_FORMATS = frozenset({"flac", "mp4", "opus", "asf", "ogg-other"})
 
 
 def sniff(path: str | Path) -> str:
@@ -70,11 +74,63 @@ class StreamInfo:
     source_frames: int = 0
 
 
+def _utf8_name(path: Path) -> str | None:
+    """The path as text the C++ decoders accept, or None when it is not valid UTF-8 on disk."""
+    name = str(path)
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return None
+    return name
+
+
+def _chunks(head: bytes, start: int, big_endian: bool) -> Iterator[tuple[bytes, int, int]]:
+    pos = start
+    order = "big" if big_endian else "little"
+    while pos + 8 <= len(head):
+        cid, size = head[pos:pos + 4], int.from_bytes(head[pos + 4:pos + 8], order)
+        yield cid, pos + 8, size
+        pos += 8 + size + (size & 1)
+
+
+def check_complete(path: Path, fmt: str) -> None:
+    """Refuse files whose header promises more audio than the file holds.
+
+    pedalboard zero-fills a truncated WAV, AIFF or MP3 up to the length its header declares, which
+    would be analysed as silence; the declared sizes make the truncation visible before decoding.
+    """
+    size = os.path.getsize(path)
+    if fmt in ("wav", "aiff"):
+        with open(path, "rb") as f:
+            head = f.read(1 << 16)
+        data_id = b"data" if fmt == "wav" else b"SSND"
+        for cid, offset, length in _chunks(head, 12, big_endian=fmt == "aiff"):
+            if cid == data_id:
+                if length not in (0, 0xFFFFFFFF) and offset + length > size:
+                    raise DecodeError(path, f"file is truncated: audio data needs {offset + length} bytes, file has {size}")
+                return
+    elif fmt == "mp3":
+        declared = xing_stream_bytes(str(path))
+        if declared is not None and declared[0] + declared[1] > size:
+            raise DecodeError(path, f"file is truncated: the MP3 header declares {declared[1]} bytes of frames, "
+                                    f"the file holds {size - declared[0]}")
+
+
+def _flac_declared_frames(path: Path) -> int:
+    from mutagen.flac import FLAC
+
+    try:
+        return int(FLAC(path).info.total_samples)
+    except Exception:  # unreadable STREAMINFO: FFmpeg will say what is wrong
+        return 0
+
+
 def _pedalboard_blocks(path: Path, fmt: str, info: StreamInfo) -> Iterator[np.ndarray]:
     from pedalboard.io import AudioFile
 
     gap = read_gapless(str(path)) if fmt == "mp3" else None
-    with AudioFile(str(path)) as f:
+    name = _utf8_name(path)
+    with (open(path, "rb") if name is None else nullcontext()) as handle, AudioFile(name or handle) as f:
         info.source_rate, info.channels = int(f.samplerate), int(f.num_channels)
         total = int(f.frames)
         end = total
@@ -92,7 +148,8 @@ def _pedalboard_blocks(path: Path, fmt: str, info: StreamInfo) -> Iterator[np.nd
 def _pyav_blocks(path: Path, info: StreamInfo) -> Iterator[np.ndarray]:
     import av
 
-    with av.open(str(path)) as container:
+    name = _utf8_name(path)
+    with (open(path, "rb") if name is None else nullcontext()) as handle, av.open(name or handle) as container:
         if not container.streams.audio:
             raise DecodeError(path, "container has no audio stream")
         stream = container.streams.audio[0]
@@ -120,10 +177,12 @@ def stream_mono(path: str | Path, sample_rate: int, info: StreamInfo | None = No
     info = info if info is not None else StreamInfo()
     fmt = sniff(path)
     info.format = fmt
+    check_complete(path, fmt)
     if fmt in PEDALBOARD_FORMATS:
         info.decoder, blocks = "pedalboard", _pedalboard_blocks(path, fmt, info)
     else:
         info.decoder, blocks = "pyav", _pyav_blocks(path, info)
+    declared = _flac_declared_frames(path) if fmt == "flac" else 0
     resampler: soxr.ResampleStream | None = None
     produced = 0
     try:
@@ -143,6 +202,9 @@ def stream_mono(path: str | Path, sample_rate: int, info: StreamInfo | None = No
             produced += len(out)
             if len(out):
                 yield out
+        if declared and info.source_frames < declared:
+            raise DecodeError(path, f"file is truncated or damaged: decoded {info.source_frames} of the "
+                                    f"{declared} samples its header declares")
         if resampler is not None:
             tail = resampler.resample_chunk(np.zeros(0, np.float32), last=True)
             produced += len(tail)
@@ -208,6 +270,7 @@ def native_digest(path: str | Path) -> str:
     path = Path(path)
     fmt = sniff(path)
     info = StreamInfo(format=fmt)
+    check_complete(path, fmt)
     blocks = _pedalboard_blocks(path, fmt, info) if fmt in PEDALBOARD_FORMATS else _pyav_blocks(path, info)
     h = hashlib.blake2b(digest_size=20)
     try:

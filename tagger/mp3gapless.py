@@ -18,6 +18,19 @@ class Gapless:
     skip_end: int  # samples to drop at the end
 
 
+def xing_stream_bytes(path: str, max_scan: int = 1 << 16) -> tuple[int, int] | None:
+    """(offset of the first frame, stream length in bytes the Xing/Info header declares), if it has one."""
+    found = _xing(path, max_scan)
+    if found is None:
+        return None
+    start, buf, xing = found
+    flags = int.from_bytes(buf[xing + 4:xing + 8], "big")
+    if not flags & 2:
+        return None
+    off = xing + 8 + (4 if flags & 1 else 0)
+    return start, int.from_bytes(buf[off:off + 4], "big")
+
+
 def _skip_id3v2(head: bytes) -> int:
     if len(head) >= 10 and head[:3] == b"ID3":
         size = (head[6] & 0x7F) << 21 | (head[7] & 0x7F) << 14 | (head[8] & 0x7F) << 7 | (head[9] & 0x7F)
@@ -26,8 +39,8 @@ def _skip_id3v2(head: bytes) -> int:
     return 0
 
 
-def read_gapless(path: str, max_scan: int = 1 << 16) -> Gapless | None:
-    """Gapless info from the first frame's LAME tag, or None when the file has none."""
+def _xing(path: str, max_scan: int) -> tuple[int, bytes, int] | None:
+    """(tag-free start offset, bytes from there, offset of the Xing/Info tag in them) or None."""
     with open(path, "rb") as f:
         head = f.read(10)
         start = _skip_id3v2(head)
@@ -50,9 +63,17 @@ def read_gapless(path: str, max_scan: int = 1 << 16) -> Gapless | None:
     else:
         side = 9 if mono else 17
     xing = pos + 4 + side
-    tag = buf[xing:xing + 4]
-    if tag not in (b"Xing", b"Info"):
+    if buf[xing:xing + 4] not in (b"Xing", b"Info"):
         return None
+    return start + pos, buf, xing
+
+
+def read_gapless(path: str, max_scan: int = 1 << 16) -> Gapless | None:
+    """Gapless info from the first frame's LAME tag, or None when the file has none."""
+    found = _xing(path, max_scan)
+    if found is None:
+        return None
+    _, buf, xing = found
     flags = int.from_bytes(buf[xing + 4:xing + 8], "big")
     off = xing + 8
     off += 4 if flags & 1 else 0

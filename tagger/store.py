@@ -85,7 +85,8 @@ class _CommitStorage(Storage):
         if self.read_only:
             raise StoreError(self.path, "opened read-only")
         if self.dirty and self._data is not None:
-            atomic_write_bytes(self.path, json.dumps(self._data, ensure_ascii=False, separators=(",", ":")).encode())
+            # ASCII escapes keep undecodable file names (surrogate-escaped) intact through JSON.
+            atomic_write_bytes(self.path, json.dumps(self._data, ensure_ascii=True, separators=(",", ":")).encode())
             self.dirty = False
 
     def close(self) -> None:

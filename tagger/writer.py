@@ -43,7 +43,9 @@ def write_changes(path: Path, changes: list[Change], *, expect: tuple[int, int] 
         raise TagWriteError(path, "file changed since it was analysed; left alone (the next scan picks it up)")
     if not changes:
         return st
-    if not os.access(path, os.W_OK):
+    # Mode bits are checked too: as root os.access says yes to everything, but a file its owner marked
+    # read-only is a clear "do not touch".
+    if not os.access(path, os.W_OK) or not st.st_mode & (stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH):
         raise TagWriteError(path, "file is read-only; left alone")
     if not os.access(path.parent, os.W_OK | os.X_OK):
         raise TagWriteError(path, "folder is not writable, so no safe temp copy can be made; left alone")

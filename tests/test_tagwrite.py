@@ -1,0 +1,177 @@
+"""Per-format contract of the tag writer: the right frames/atoms/comments, audio untouched, refusals."""
+from __future__ import annotations
+
+import os
+import stat
+from dataclasses import replace
+
+import numpy as np
+import pytest
+from mutagen.flac import FLAC
+from mutagen.id3 import ID3
+from mutagen.mp4 import MP4
+from mutagen.oggopus import OggOpus
+from mutagen.oggvorbis import OggVorbis
+
+from audiofiles import music_like, write_audio
+from tagger.config import load_config
+from tagger.decode import native_digest
+from tagger.errors import TagWriteError
+from tagger.tags import Change, plan_changes, plan_undo, select_labels
+from tagger.writer import read_fields, write_changes
+
+WRITABLE = [".mp3", ".flac", ".ogg", ".opus", ".m4a", ".wav", ".aiff"]
+CHANGES = [Change("GENRE", [], ["Jazz", "Blues"]), Change("MOOD", [], ["Mellow", "chill"]),
+           Change("TAGGER_DESCRIPTORS", [], ["instrumental", "1960s"]), Change("TAGGER_MODEL", [], ["m@1"])]
+
+
+@pytest.fixture(scope="module")
+def originals(tmp_path_factory):
+    d = tmp_path_factory.mktemp("orig")
+    audio = music_like(2.0, 44100, 2)
+    return {fmt: write_audio(d / f"o{fmt}", audio, 44100) for fmt in WRITABLE}
+
+
+@pytest.fixture
+def copy(originals, tmp_path):
+    def make(fmt):
+        p = tmp_path / f"track{fmt}"
+        p.write_bytes(originals[fmt].read_bytes())
+        return p
+    return make
+
+
+@pytest.mark.parametrize("fmt", WRITABLE)
+def test_write_verify_and_read_back(copy, fmt):
+    p = copy(fmt)
+    audio = native_digest(p)
+    st = os.stat(p)
+    write_changes(p, CHANGES, expect=(st.st_size, st.st_mtime_ns))
+    assert native_digest(p) == audio
+    got = read_fields(p)
+    assert got["GENRE"] == ["Jazz", "Blues"] and got["MOOD"] == ["Mellow", "chill"]
+    assert got["TAGGER_DESCRIPTORS"] == ["instrumental", "1960s"] and got["TAGGER_MODEL"] == ["m@1"]
+    assert not [x for x in p.parent.iterdir() if x.name.startswith(".")]  # no temp file left
+
+
+def test_multi_values_as_each_format_expects(copy):
+    mp3, flac, ogg, opus, m4a = (copy(f) for f in (".mp3", ".flac", ".ogg", ".opus", ".m4a"))
+    for p in (mp3, flac, ogg, opus, m4a):
+        write_changes(p, CHANGES, expect=None)
+    id3 = ID3(mp3)
+    assert id3.version[:2] == (2, 4)
+    assert id3.getall("TCON")[0].text == ["Jazz", "Blues"]  # one multi-string frame
+    assert id3.getall("TMOO")[0].text == ["Mellow", "chill"]
+    assert id3.getall("TXXX:TAGGER_DESCRIPTORS")[0].text == ["instrumental", "1960s"]
+    for cls, p in ((FLAC, flac), (OggVorbis, ogg), (OggOpus, opus)):
+        comments = [(k.upper(), v) for k, v in cls(p).tags]
+        assert ("GENRE", "Jazz") in comments and ("GENRE", "Blues") in comments  # repeated comments
+        assert ("MOOD", "Mellow") in comments
+    tags = MP4(m4a).tags
+    assert tags["\xa9gen"] == ["Jazz", "Blues"]
+    assert [bytes(v).decode() for v in tags["----:com.apple.iTunes:MOOD"]] == ["Mellow", "chill"]
+
+
+def test_id3v23_joins_values_and_keeps_mood_in_txxx(copy):
+    p = copy(".mp3")
+    write_changes(p, CHANGES, expect=None, id3_version=3, v23_sep="; ")
+    id3 = ID3(p)
+    assert id3.version[:2] == (2, 3)
+    assert id3.getall("TCON")[0].text == ["Jazz; Blues"]
+    assert not id3.getall("TMOO") and id3.getall("TXXX:MOOD")[0].text == ["Mellow; chill"]
+
+
+@pytest.mark.parametrize("fmt", WRITABLE)
+def test_no_change_leaves_the_file_byte_identical(copy, fmt):
+    p = copy(fmt)
+    before, st = p.read_bytes(), os.stat(p)
+    write_changes(p, [], expect=(st.st_size, st.st_mtime_ns))
+    assert p.read_bytes() == before and os.stat(p).st_mtime_ns == st.st_mtime_ns
+
+
+def test_read_only_file_is_left_alone(copy):
+    """Even as root (where os.access ignores modes) a file marked read-only is not rewritten."""
+    p = copy(".flac")
+    p.chmod(0o444)
+    before = p.read_bytes()
+    with pytest.raises(TagWriteError, match="read-only"):
+        write_changes(p, CHANGES, expect=None)
+    assert p.read_bytes() == before and stat.S_IMODE(os.stat(p).st_mode) == 0o444
+
+
+def test_file_changed_since_analysis_is_left_alone(copy):
+    p = copy(".mp3")
+    st = os.stat(p)
+    os.utime(p, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    before = p.read_bytes()
+    with pytest.raises(TagWriteError, match="changed since"):
+        write_changes(p, CHANGES, expect=(st.st_size, st.st_mtime_ns))
+    assert p.read_bytes() == before
+
+
+def test_mode_is_kept(copy):
+    p = copy(".ogg")
+    p.chmod(0o640)
+    write_changes(p, CHANGES, expect=None)
+    assert stat.S_IMODE(os.stat(p).st_mode) == 0o640
+
+
+# -- label choice and plans (pure) ----------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def cfg():
+    return load_config(None)
+
+
+LABELS = ("rock", "jazz", "blues", "Mellow", "chill", "instrumental", "60s", "female vocalists", "female vocalist")
+
+
+def _scores(**kw):
+    return np.array([kw.get(label.replace(" ", "_"), 0.0) for label in LABELS], np.float32)
+
+
+def test_selection_uses_floor_relative_cut_and_dedup(cfg):
+    rules = cfg.labels["musicnn-msd"]
+    sel = select_labels(LABELS, _scores(jazz=0.46, blues=0.20, rock=0.16, Mellow=0.09, female_vocalists=0.3,
+                                        female_vocalist=0.25, instrumental=0.12), rules, cfg.fields)
+    assert [v for v, _, _ in sel["genre"]] == ["jazz"]  # blues 0.20 < 0.5 * 0.46
+    assert [v for v, _, _ in sel["mood"]] == ["Mellow"]
+    assert [v for v, _, _ in sel["descriptors"]] == ["female vocals", "instrumental"]  # deduplicated value
+    nothing = select_labels(LABELS, _scores(jazz=0.05), rules, cfg.fields)
+    assert all(v == [] for v in nothing.values())
+
+
+def _plan(cfg, current, genres, **kw):
+    sel = {"genre": [(g, g, 0.5) for g in genres], "mood": [], "descriptors": []}
+    return {c.field: c.after for c in plan_changes(current, sel, cfg, analyser="m@1", scores={"jazz": 0.5}, now="T", **kw)}
+
+
+def test_fill_never_touches_a_users_genre(cfg):
+    assert "GENRE" not in _plan(cfg, {"GENRE": ["Folk"]}, ["jazz"])
+    assert _plan(cfg, {}, ["jazz"])["GENRE"] == ["jazz"]
+
+
+def test_merge_and_replace(cfg):
+    merge = replace(cfg, fields={**cfg.fields, "genre": replace(cfg.fields["genre"], policy="merge")})
+    assert _plan(merge, {"GENRE": ["Folk"]}, ["jazz", "folk"])["GENRE"] == ["Folk", "jazz"]
+    rep = replace(cfg, fields={**cfg.fields, "genre": replace(cfg.fields["genre"], policy="replace")})
+    assert _plan(rep, {"GENRE": ["Folk"]}, ["jazz"])["GENRE"] == ["jazz"]
+    assert "GENRE" not in _plan(rep, {"GENRE": ["Folk"]}, [])  # nothing to offer: keep theirs
+
+
+def test_own_earlier_values_are_replaced_not_kept(cfg):
+    current = {"GENRE": ["jazz"], "TAGGER_WRITTEN": ["GENRE=jazz"], "TAGGER_MODEL": ["m@0"]}
+    plan = _plan(cfg, current, ["blues"])
+    assert plan["GENRE"] == ["blues"] and plan["TAGGER_WRITTEN"] == ["GENRE=blues"]
+
+
+def test_unchanged_file_gets_no_plan(cfg):
+    first = _plan(cfg, {}, ["jazz"])
+    current = {k: v for k, v in first.items()}
+    assert _plan(cfg, current, ["jazz"]) == {}
+
+
+def test_undo_removes_exactly_what_was_written(cfg):
+    current = {"GENRE": ["Folk", "jazz"], "TAGGER_WRITTEN": ["GENRE=jazz"], "TAGGER_MODEL": ["m@1"],
+               "TAGGER_DESCRIPTORS": ["instrumental"]}
+    plan = {c.field: c.after for c in plan_undo(current)}
+    assert plan["GENRE"] == ["Folk"] and plan["TAGGER_MODEL"] == [] and plan["TAGGER_DESCRIPTORS"] == []
