@@ -12,7 +12,7 @@ from tagger.errors import DecodeError
 from tagger.model import ModelSpec
 from tagger.windows import iter_windows
 
-DECODER = {".wav": "pedalboard", ".aiff": "pedalboard", ".flac": "pedalboard", ".ogg": "pedalboard",
+DECODER = {".wav": "pedalboard", ".aiff": "pedalboard", ".flac": "pyav", ".ogg": "pedalboard",
            ".mp3": "pedalboard", ".opus": "pyav", ".m4a": "pyav", ".alac.m4a": "pyav", ".wma": "pyav"}
 
 
