@@ -23,12 +23,13 @@ log = logging.getLogger("tagger")
 EXIT_OK, EXIT_FILES_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
-def _setup_logging(verbose: bool) -> None:
+def _setup_logging(verbose: bool) -> logging.Handler:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
-    root.handlers[:] = [handler]
+    root.addHandler(handler)
     root.setLevel(logging.DEBUG if verbose else logging.INFO)
+    return handler
 
 
 def _config(args: argparse.Namespace) -> Config:
@@ -56,9 +57,9 @@ def _model(cfg: Config) -> Model:
 class Progress:
     """A one-line progress bar with ETA on a terminal; silent otherwise."""
 
-    def __init__(self, stream=sys.stderr) -> None:
-        self.stream = stream
-        self.enabled = stream.isatty()
+    def __init__(self, stream=None) -> None:
+        self.stream = stream or sys.stderr
+        self.enabled = self.stream.isatty()
         self.start = time.monotonic()
 
     def __call__(self, done: int, total: int, path: Path) -> None:
@@ -75,7 +76,8 @@ class Progress:
         self.stream.flush()
 
 
-def _print_diff(outcome, out=sys.stdout) -> None:
+def _print_diff(outcome, out=None) -> None:
+    out = out or sys.stdout
     print(os.fsdecode(outcome.path), file=out)
     if outcome.status != "ok":
         print(f"  failed: {outcome.reason}", file=out)
@@ -284,7 +286,7 @@ def main(argv: list[str] | None = None) -> int:
             stream.reconfigure(errors="surrogateescape")
     parser = build_parser()
     args = parser.parse_args(argv)
-    _setup_logging(getattr(args, "verbose", False))
+    handler = _setup_logging(getattr(args, "verbose", False))
     try:
         return args.func(args)
     except ConfigError as exc:
@@ -296,6 +298,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("tagger: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    finally:
+        logging.getLogger().removeHandler(handler)
 
 
 if __name__ == "__main__":

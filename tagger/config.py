@@ -157,10 +157,12 @@ def load_config(path: Path | None = None, *, required: bool = False) -> Config:
             raise ConfigError(candidate, "top level must be a mapping of keys")
     # Label tables replace the defaults per model rather than merging label by label.
     user_labels = user.pop("labels", None)
-    raw = _merge(defaults, user, "")
-    if user_labels is not None:
-        raw["labels"] = {**defaults["labels"], **(user_labels or {})}
     try:
+        raw = _merge(defaults, user, "")
+        if user_labels is not None:
+            if not isinstance(user_labels, dict):
+                raise ConfigError("labels", "must map model ids to label tables")
+            raw["labels"] = {**defaults["labels"], **user_labels}
         return _build(raw, source)
     except ConfigError as exc:
         raise ConfigError(f"{source}: {exc.subject}", exc.reason) from None
