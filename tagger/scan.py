@@ -20,7 +20,7 @@ from .engine import Engine, TrackFailure, TrackResult
 from .errors import TagWriteError
 from .model import Model
 from .store import Store, path_key
-from .tags import Change, plan_changes, select_labels
+from .tags import PROVENANCE, Change, plan_changes, select_labels
 from .writer import TEMP_MARK, read_fields, write_changes
 
 log = logging.getLogger(__name__)
@@ -194,17 +194,20 @@ class Scanner:
                                            id3_version=self.cfg.id3_version, v23_sep=self.cfg.id3v23_separator)
                     base["size"], base["mtime_ns"] = new_st.st_size, new_st.st_mtime_ns
                     report.written += 1
-                written = {c.field: c.after for c in changes}
+                written = {c.field: c.after for c in changes if c.field not in PROVENANCE}
             except TagWriteError as exc:
                 write_error = exc.reason
                 report.write_failed.append((os.fsdecode(res.path), exc.reason))
                 outcome.write_error = exc.reason
         if self.store is not None and not self.pretend:
-            self.store.put({**base, "status": "ok", "reason": None, "fingerprint": res.fingerprint,
-                            "duration": round(res.duration, 3), "windows": res.n_windows, "format": res.info.format,
-                            "decoder": res.info.decoder, "source_rate": res.info.source_rate,
-                            "channels": res.info.channels, "selected": {f: [v for v, _, _ in sel] for f, sel in selection.items()},
-                            "written": written, "write_error": write_error or None}, res.tags, res.embedding)
+            # Kept small on purpose: every field of every record is parsed when the database opens.
+            record = {**base, "status": "ok", "fingerprint": res.fingerprint, "duration": round(res.duration, 2),
+                      "format": res.info.format}
+            if written:
+                record["written"] = written
+            if write_error:
+                record["write_error"] = write_error
+            self.store.put(record, res.tags, res.embedding)
         return outcome
 
 

@@ -98,7 +98,9 @@ def test_kill_during_updates_leaves_a_consistent_database(tmp_path):
     """SIGKILL a writer mid-stream of updates; every committed record must point at its own vectors."""
     script = textwrap.dedent("""
         import sys, numpy as np
+        import tagger.store
         from tagger.store import Store
+        tagger.store.COMPACT_MIN_BYTES = 3000  # fold the journal often, so kills land in compactions too
         s = Store(sys.argv[1])
         i = 0
         while True:
@@ -125,3 +127,57 @@ def test_kill_during_updates_leaves_a_consistent_database(tmp_path):
             tags, emb = s.vectors(r)
             assert tags.tolist() == [r["gen"]] * 3, r
             assert emb.tolist() == [int(r["path"].split("/")[-1].split(".")[0])] * 4
+
+
+def test_torn_journal_line_is_dropped_and_corruption_reported(tmp_path):
+    with Store(tmp_path) as s:
+        s.put(_rec(1), *_vec(1))
+        s.commit()
+        s.put(_rec(2), *_vec(2))
+        s.commit()
+    journal = tmp_path / "records.journal"
+    good = journal.read_bytes()
+    journal.write_bytes(good + b'{"op":"put","id":9,"doc":{"pa')  # a crash in the middle of an append
+    with Store(tmp_path) as s:
+        assert len(s) == 2
+    assert journal.read_bytes() == good  # the writer cut the torn tail off
+    journal.write_bytes(b"garbage\n" + good)
+    with pytest.raises(StoreError, match="journal line 1 is corrupt"):
+        Store(tmp_path)
+
+
+def test_compaction_folds_the_journal(tmp_path, monkeypatch):
+    import tagger.store
+
+    monkeypatch.setattr(tagger.store, "COMPACT_MIN_BYTES", 500)
+    with Store(tmp_path) as s:
+        for i in range(30):
+            s.put(_rec(i), *_vec(i))
+            s.commit()
+        s.remove("/lib/3.flac", "m")
+        s.commit()
+    assert (tmp_path / "records.journal").stat().st_size < 500
+    assert len(json.loads((tmp_path / "records.json").read_text())["tracks"]) >= 20
+    with Store(tmp_path, writer=False) as r:
+        assert len(r) == 29 and r.get("/lib/3.flac", "m") is None
+        assert r.vectors(r.get("/lib/29.flac", "m"))[0].tolist() == [29] * 3
+
+
+def test_fast_open_snapshot_is_only_used_when_it_matches(tmp_path):
+    with Store(tmp_path) as s:
+        for i in range(3):
+            s.put(_rec(i), *_vec(i))
+        s.commit()
+        s.compact()
+    cache = tmp_path / "records.json.cache"
+    assert cache.exists()
+    cache.write_bytes(b"\x00garbage")  # damaged snapshot: ignored, records.json is the truth
+    with Store(tmp_path, writer=False) as r:
+        assert len(r) == 3
+    with Store(tmp_path) as s:
+        s.compact()
+    data = json.loads((tmp_path / "records.json").read_text())
+    data["tracks"].pop(next(iter(data["tracks"])))
+    (tmp_path / "records.json").write_text(json.dumps(data))  # edited by hand: snapshot no longer matches
+    with Store(tmp_path, writer=False) as r:
+        assert len(r) == 2
