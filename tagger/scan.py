@@ -32,8 +32,12 @@ def is_ignored_name(name: str) -> bool:
             or name.endswith((".part", ".tmp", ".crdownload", ".partial", ".!qB")))
 
 
-def discover(roots: Iterable[Path], extensions: frozenset[str]) -> tuple[list[Path], list[Path]]:
-    """(audio files under the roots, sorted; roots that are missing or not folders)."""
+def discover(roots: Iterable[Path], extensions: frozenset[str],
+             leftovers: list[Path] | None = None) -> tuple[list[Path], list[Path]]:
+    """(audio files under the roots, sorted; roots that are missing or not folders).
+
+    Temp copies this tool left behind when killed mid-write are appended to ``leftovers``.
+    """
     files: list[Path] = []
     missing: list[Path] = []
     for root in roots:
@@ -47,6 +51,8 @@ def discover(roots: Iterable[Path], extensions: frozenset[str]) -> tuple[list[Pa
         for dirpath, dirnames, filenames in os.walk(root):
             dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
             for name in filenames:
+                if leftovers is not None and name.startswith(".") and TEMP_MARK in name and name.endswith(".tmp"):
+                    leftovers.append(Path(dirpath) / name)
                 if not is_ignored_name(name) and os.path.splitext(name)[1].lower() in extensions:
                     files.append(Path(dirpath) / name)
     return sorted(set(files)), missing
@@ -214,7 +220,12 @@ class Scanner:
 def scan(roots: list[Path], cfg: Config, model: Model, store: Store | None, *, force: bool = False,
          pretend: bool = False, progress: Callable[[int, int, Path], None] | None = None) -> ScanReport:
     report = ScanReport()
-    files, missing = discover(roots, cfg.extensions)
+    leftovers: list[Path] = []
+    files, missing = discover(roots, cfg.extensions, leftovers)
+    if store is not None and not pretend:  # we hold the database lock: no other tagger is writing these
+        for tmp in leftovers:
+            log.info("removing temp copy left by an interrupted tag write: %s", tmp)
+            tmp.unlink(missing_ok=True)
     report.missing_roots = [os.fsdecode(m) for m in missing]
     scanner = Scanner(cfg, model, store, pretend=pretend)
     scanner.prune([r for r in roots if Path(r).is_dir()], files, report)
