@@ -72,6 +72,36 @@ class StreamInfo:
     source_rate: int = 0
     channels: int = 0
     source_frames: int = 0
+    native_hash: "NativeHash | None" = None  # set one to get the native-audio digest on the way
+
+    def native_digest(self) -> str:
+        assert self.native_hash is not None
+        return self.native_hash.hexdigest(self.source_rate, self.channels)
+
+
+class NativeHash:
+    """Digest of decoded audio, one running hash per channel: independent of how the stream was cut
+    into blocks, and no interleaving copy is needed."""
+
+    def __init__(self) -> None:
+        self._per_channel: list["hashlib._Hash"] = []
+
+    def update(self, block: np.ndarray) -> None:
+        block = block.reshape(1, -1) if block.ndim == 1 else block
+        while len(self._per_channel) < block.shape[0]:
+            self._per_channel.append(hashlib.blake2b(digest_size=20))
+        for h, channel in zip(self._per_channel, block):
+            h.update(np.ascontiguousarray(channel, dtype=np.float32).data)
+
+    def hexdigest(self, rate: int, channels: int) -> str:
+        top = hashlib.blake2b(f"{rate}:{channels}".encode(), digest_size=20)
+        for h in self._per_channel:
+            top.update(h.digest())
+        return top.hexdigest()
+
+
+def new_native_hash() -> NativeHash:
+    return NativeHash()
 
 
 def _utf8_name(path: Path) -> str | None:
@@ -191,6 +221,8 @@ def stream_mono(path: str | Path, sample_rate: int, info: StreamInfo | None = No
                 chunk = chunk.reshape(1, -1)
             if not np.isfinite(chunk).all():
                 raise DecodeError(path, "decoded samples contain NaN or infinity")
+            if info.native_hash is not None:
+                info.native_hash.update(chunk)
             mono = chunk.mean(axis=0, dtype=np.float32) if chunk.shape[0] > 1 else chunk[0].astype(np.float32)
             info.source_frames += len(mono)
             if info.source_rate == sample_rate:
@@ -265,20 +297,18 @@ def native_digest(path: str | Path) -> str:
     """Hash of every decoded sample at the file's own rate and channel count.
 
     Used to prove a tag write left the audio payload alone: the copy must decode to exactly the
-    same samples as the original.
+    same samples as the original. The analysis pass computes the same digest on the way (StreamInfo).
     """
     path = Path(path)
     fmt = sniff(path)
-    info = StreamInfo(format=fmt)
+    info = StreamInfo(format=fmt, native_hash=NativeHash())
     check_complete(path, fmt)
     blocks = _pedalboard_blocks(path, fmt, info) if fmt in PEDALBOARD_FORMATS else _pyav_blocks(path, info)
-    h = hashlib.blake2b(digest_size=20)
     try:
         for block in blocks:
-            h.update(np.ascontiguousarray(block, dtype=np.float32).tobytes())
+            info.native_hash.update(block)
     except DecodeError:
         raise
     except Exception as exc:
         raise DecodeError(path, f"cannot decode {fmt}: {str(exc).strip() or type(exc).__name__}") from None
-    h.update(f"{info.source_rate}:{info.channels}".encode())
-    return h.hexdigest()
+    return info.native_digest()

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .decode import Fingerprint, StreamInfo, stream_mono
+from .decode import Fingerprint, StreamInfo, new_native_hash, stream_mono
 from .errors import DecodeError, TaggerError
 from .model import Model
 from .windows import iter_windows
@@ -77,7 +77,7 @@ class Engine:
         self.stats = {"windows": 0, "batches": 0, "infer_seconds": 0.0}
 
     def _decode_one(self, key: int, path: Path, out: "queue.Queue[tuple]", stop: threading.Event) -> None:
-        info = StreamInfo()
+        info = StreamInfo(native_hash=new_native_hash())
         fp = Fingerprint()
         n = 0
         samples = 0

@@ -113,6 +113,8 @@ class Model:
         opts.inter_op_num_threads = 1
         opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         opts.log_severity_level = 3
+        # Idle inference threads must not spin: the decoder threads need those cores in the meantime.
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.threads = opts.intra_op_num_threads
         providers, reason = self._choose_providers(ort, device)
         try:

@@ -197,7 +197,8 @@ class Scanner:
                 outcome.changes = changes
                 if changes and not self.pretend:
                     new_st = write_changes(res.path, changes, expect=(st.st_size, st.st_mtime_ns),
-                                           id3_version=self.cfg.id3_version, v23_sep=self.cfg.id3v23_separator)
+                                           id3_version=self.cfg.id3_version, v23_sep=self.cfg.id3v23_separator,
+                                           audio_digest=res.info.native_digest())
                     base["size"], base["mtime_ns"] = new_st.st_size, new_st.st_mtime_ns
                     report.written += 1
                 written = {c.field: c.after for c in changes if c.field not in PROVENANCE}

@@ -32,8 +32,12 @@ def _expected(values: list[str], joined: bool, sep: str) -> list[str]:
 
 
 def write_changes(path: Path, changes: list[Change], *, expect: tuple[int, int] | None,
-                  id3_version: int = 4, v23_sep: str = "; ") -> os.stat_result:
-    """Apply ``changes`` safely; returns the new stat. ``expect`` = (size, mtime_ns) seen at analysis."""
+                  id3_version: int = 4, v23_sep: str = "; ", audio_digest: str | None = None) -> os.stat_result:
+    """Apply ``changes`` safely; returns the new stat.
+
+    ``expect`` = (size, mtime_ns) seen at analysis; ``audio_digest`` = the native-audio digest taken
+    during that analysis (saves decoding the original again; only valid together with ``expect``).
+    """
     path = Path(path)
     try:
         st = os.stat(path)
@@ -50,7 +54,7 @@ def write_changes(path: Path, changes: list[Change], *, expect: tuple[int, int] 
     if not os.access(path.parent, os.W_OK | os.X_OK):
         raise TagWriteError(path, "folder is not writable, so no safe temp copy can be made; left alone")
     try:
-        before_audio = native_digest(path)
+        before_audio = audio_digest if (audio_digest and expect is not None) else native_digest(path)
     except DecodeError as exc:
         raise TagWriteError(path, f"cannot verify audio before writing: {exc.reason}") from None
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name[:100]}{TEMP_MARK}", suffix=".tmp", dir=path.parent)
