@@ -234,6 +234,127 @@ def cmd_undo(args: argparse.Namespace) -> int:
     return EXIT_FILES_FAILED if failed else EXIT_OK
 
 
+def _lookup_setup(args: argparse.Namespace):
+    """(config, read-only store, model spec, library view) for the lookup commands."""
+    from .similar import Library
+    from .store import Store
+
+    cfg = _config(args)
+    model = _model(cfg)
+    store = Store(cfg.database, writer=False)
+    return cfg, store, model, Library(store, model.spec.id, model.spec.labels)
+
+
+def _seed(path: Path, lib, model) -> tuple[dict, "np.ndarray"]:
+    """The seed's stored record and unit embedding; a file not in the database is analysed on the fly."""
+    import numpy as np
+
+    from .engine import Engine, TrackFailure
+    from .errors import DecodeError
+    from .store import path_key
+
+    rec = lib.by_path.get(path_key(path))
+    if rec is not None:
+        return rec, lib.embedding_of(rec)
+    (res,) = list(Engine(model, decode_workers=1).analyse([path]))
+    if isinstance(res, TrackFailure):
+        raise DecodeError(path, res.reason)
+    emb = res.embedding / max(float(np.linalg.norm(res.embedding)), 1e-12)
+    return {"path": path_key(path), "fingerprint": res.fingerprint, "duration": res.duration}, emb
+
+
+def _filters(args: argparse.Namespace, lib, seed: dict | None):
+    from .similar import folder_filter, tag_filter
+
+    checks = []
+    if getattr(args, "tag", None):
+        checks.append(tag_filter(lib.labels, lib.store, args.tag))
+    if getattr(args, "under", None):
+        checks.append(folder_filter(Path(args.under)))
+    if seed is not None and getattr(args, "not_same_artist", False) and seed.get("artist"):
+        a = seed["artist"].casefold()
+        checks.append(lambda r: (r.get("artist") or "").casefold() != a)
+    if seed is not None and getattr(args, "not_same_album", False) and seed.get("album"):
+        al = seed["album"].casefold()
+        checks.append(lambda r: (r.get("album") or "").casefold() != al)
+    return (lambda r: all(c(r) for c in checks)) if checks else None
+
+
+def _emit_tracks(args: argparse.Namespace, rows: list[dict], store, model_id: str) -> None:
+    from .similar import write_m3u
+
+    out_file = getattr(args, "m3u", None) or getattr(args, "output", None)
+    if out_file:
+        write_m3u(rows, Path(out_file))
+    if args.json:
+        for r in rows:
+            r.setdefault("id", store.doc_id(r["path"], model_id))
+        print(json.dumps(rows, ensure_ascii=False, indent=1))
+    else:
+        for r in rows:
+            score = f"{r['score']:.4f}  " if "score" in r else ""
+            dup = "  (duplicate)" if r.get("duplicate") else ""
+            print(f"{score}{r['path']}{dup}")
+        if out_file:
+            print(f"wrote {out_file}", file=sys.stderr)
+
+
+def cmd_similar(args: argparse.Namespace) -> int:
+    cfg, store, model, lib = _lookup_setup(args)
+    seed, query = _seed(Path(args.file), lib, model)
+    hits = lib.similar(query, seed, args.n, include_duplicates=args.include_duplicates, keep=_filters(args, lib, seed))
+    _emit_tracks(args, [h.to_json(store.doc_id(h.record["path"], model.spec.id)) for h in hits], store, model.spec.id)
+    return EXIT_OK
+
+
+def cmd_playlist(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from .similar import Hit, playlist
+
+    cfg, store, model, lib = _lookup_setup(args)
+    if not args.seed and not args.tags:
+        raise ConfigError("playlist", "give --seed FILE, --tags LABEL[,LABEL...] or both")
+    seed = None
+    keep = _filters(args, lib, None)
+    if args.tags:
+        wanted = [t.strip() for t in args.tags.split(",") if t.strip()]
+        labels = list(model.spec.labels)
+        unknown = [t for t in wanted if t not in labels]
+        if unknown:
+            raise ConfigError("--tags", f"unknown label(s) {unknown}; this model knows: {', '.join(labels)}")
+        cols = [labels.index(t) for t in wanted]
+        tags = store.matrix(model.spec.id).rows(lib.slots)[:, : len(labels)]
+        score = tags[:, cols].min(axis=1)  # every asked-for tag must be there
+        if keep is not None:
+            score = np.where([keep(r) for r in lib.records], score, -np.inf)
+        order = np.lexsort((np.arange(len(score)), -score))[: args.n * 3]
+        cands = [Hit(lib.records[i], float(score[i])) for i in order if np.isfinite(score[i])]
+    if args.seed:
+        seed, query = _seed(Path(args.seed), lib, model)
+        if args.tags:
+            cands.sort(key=lambda h: (-float(lib.embedding_of(h.record) @ query), h.record["path"]))
+        else:
+            cands = lib.similar(query, seed, args.n * 3, keep=keep)
+    rows = playlist(lib, cands, seed if seed is not None and "slot" in seed else None, args.n)
+    if seed is not None and "slot" not in seed:  # a seed from outside the library leads the list
+        rows = [seed, *rows][: args.n]
+    _emit_tracks(args, [{k: r[k] for k in ("path", "artist", "title", "duration") if k in r} for r in rows],
+                 store, model.spec.id)
+    return EXIT_OK
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from .serve import ServeConfig, serve
+
+    cfg = _config(args)
+    token = args.token or os.environ.get("TAGGER_TOKEN") or None
+    sc = ServeConfig(host=args.host, port=args.port, token=token, allow_remote=args.allow_remote,
+                     allowed_hosts=tuple(args.allowed_host or ()))
+    model = _model(cfg)
+    return serve(cfg, model, sc)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="tagger", description="Tag a music library with ONNX music taggers.",
                                 epilog="Exit codes: 0 ok, 1 some files failed, 2 configuration/usage, 3 model, "
@@ -271,6 +392,41 @@ def build_parser() -> argparse.ArgumentParser:
     sh.add_argument("--json", action="store_true")
     common(sh)
     sh.set_defaults(func=cmd_show)
+
+    si = sub.add_parser("similar", help="tracks that sound like FILE (cosine of stored embeddings)")
+    si.add_argument("file")
+    si.add_argument("-n", type=int, default=10)
+    si.add_argument("--json", action="store_true", help="a list of {path, score, id, ...}, best first")
+    si.add_argument("--m3u", help="also write the result as an .m3u8 playlist")
+    si.add_argument("--include-duplicates", action="store_true", dest="include_duplicates",
+                    help="keep copies of the same recording (other files, formats, bitrates)")
+    si.add_argument("--tag", action="append", help="only tracks carrying this label (repeatable)")
+    si.add_argument("--not-same-artist", action="store_true", dest="not_same_artist")
+    si.add_argument("--not-same-album", action="store_true", dest="not_same_album")
+    si.add_argument("--under", help="only tracks under this folder")
+    common(si)
+    si.set_defaults(func=cmd_similar)
+
+    pl = sub.add_parser("playlist", help="a flowing .m3u8 playlist from a seed file and/or tags")
+    pl.add_argument("--seed", help="start from this file")
+    pl.add_argument("--tags", help="comma-separated labels every track must carry, e.g. Mellow,jazz")
+    pl.add_argument("-n", type=int, default=20)
+    pl.add_argument("-o", "--output", help="write the playlist here (.m3u8)")
+    pl.add_argument("--json", action="store_true")
+    pl.add_argument("--under", help="only tracks under this folder")
+    common(pl)
+    pl.set_defaults(func=cmd_playlist)
+
+    sv = sub.add_parser("serve", help="read-only HTTP JSON API (similar tracks, tags, search)")
+    sv.add_argument("--host", default="127.0.0.1")
+    sv.add_argument("--port", type=int, default=8765)
+    sv.add_argument("--token", help="require 'Authorization: Bearer TOKEN' (or set TAGGER_TOKEN)")
+    sv.add_argument("--allow-remote", action="store_true", dest="allow_remote",
+                    help="needed to bind anything but a loopback address")
+    sv.add_argument("--allowed-host", action="append", dest="allowed_host",
+                    help="extra Host header names to accept (DNS-rebinding protection)")
+    common(sv)
+    sv.set_defaults(func=cmd_serve)
 
     u = sub.add_parser("undo", help="remove the tags this tool wrote (as listed in TAGGER_WRITTEN)")
     u.add_argument("files", nargs="+")

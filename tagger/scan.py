@@ -20,8 +20,8 @@ from .engine import Engine, TrackFailure, TrackResult
 from .errors import TagWriteError
 from .model import Model
 from .store import Store, path_key
-from .tags import PROVENANCE, Change, plan_changes, select_labels
-from .writer import TEMP_MARK, read_fields, write_changes
+from .tags import ALL_FIELDS, PROVENANCE, Change, plan_changes, select_labels
+from .writer import INFO_FIELDS, TEMP_MARK, read_fields, write_changes
 
 log = logging.getLogger(__name__)
 
@@ -189,9 +189,19 @@ class Scanner:
         outcome = FileOutcome(res.path, "ok", top=top)
         written: dict[str, list[str]] = {}
         write_error = ""
-        if self.write:
+        info: dict[str, str] = {}
+        try:
+            current = read_fields(res.path, id3_version=self.cfg.id3_version, v23_sep=self.cfg.id3v23_separator,
+                                  names=(*ALL_FIELDS, *INFO_FIELDS))
+            info = {name.lower(): current[name][0] for name in INFO_FIELDS if current.get(name)}
+        except TagWriteError as exc:  # tags unreadable (e.g. WMA): analysis still counts, nothing is written
+            current = None
+            write_error = exc.reason
+            if self.write:
+                report.write_failed.append((os.fsdecode(res.path), exc.reason))
+                outcome.write_error = exc.reason
+        if self.write and current is not None:
             try:
-                current = read_fields(res.path, id3_version=self.cfg.id3_version, v23_sep=self.cfg.id3v23_separator)
                 changes = plan_changes(current, selection, self.cfg, analyser=self.spec.analyser, scores=scores,
                                        now=base["analysed_at"])
                 outcome.changes = changes
@@ -212,8 +222,9 @@ class Scanner:
                       "format": res.info.format}
             if written:
                 record["written"] = written
-            if write_error:
+            if write_error and self.write:
                 record["write_error"] = write_error
+            record.update(info)
             self.store.put(record, res.tags, res.embedding)
         return outcome
 

@@ -172,10 +172,16 @@ class VectorMatrix:
         if self._map is not None:
             self._map.flush()  # msync, so the rows are on disk before records point at them
 
-    def rows(self, slots: np.ndarray) -> np.ndarray:
+    def ensure_open(self) -> None:
+        """Re-map when another process grew the file (readers see rows added since they opened)."""
+        if self.path.exists() and self.path.stat().st_size // (4 * self.width) != self.capacity:
+            self._open()
+
+    def rows(self, slots) -> np.ndarray:
+        """A view (for a slice) or a copy (for an index array) of rows."""
         if self._map is None:
             self._open()
-        return np.asarray(self._map[slots]) if self._map is not None else np.zeros((0, self.width), np.float32)
+        return self._map[slots] if self._map is not None else np.zeros((0, self.width), np.float32)
 
     def close(self) -> None:
         if self._map is not None:
@@ -328,6 +334,35 @@ class Store:
             self._vectors[model] = vm
         return vm
 
+    def unit_matrix(self, model: str, dim: int | None = None) -> VectorMatrix:
+        """Unit-length embeddings, same slots as :meth:`matrix`: cosine similarity is one mat-vec product."""
+        key = f"{model}#unit"
+        vm = self._vectors.get(key)
+        if vm is None:
+            path = self.root / "vectors" / f"{model}.unit.f32"
+            if dim is None:
+                meta = path.with_suffix(".json")
+                if not meta.exists():
+                    raise StoreError(path, "no embeddings stored for this model")
+                dim = int(json.loads(meta.read_text())["width"])
+            vm = VectorMatrix(path, dim, 0, self.writer)
+            self._vectors[key] = vm
+        return vm
+
+    def slots(self, model: str) -> tuple[np.ndarray, list[dict[str, Any]]]:
+        """Slots and records of every committed track with vectors, in a stable order (by path)."""
+        recs = sorted((d for (p, m), d in self._docs.items() if m == model and d.get("slot") is not None),
+                      key=lambda d: d["path"])
+        return np.array([int(d["slot"]) for d in recs], dtype=np.int64), recs
+
+    def doc_id(self, path: Path | str, model: str) -> int | None:
+        """A committed record's TinyDB document id: the stable handle the HTTP API uses."""
+        return self._ids.get(_key(path_key(path), model))
+
+    def by_id(self, doc_id: int) -> dict[str, Any] | None:
+        doc = self._rows.get(str(doc_id))
+        return dict(doc) if doc is not None else None
+
     def vectors(self, record: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
         """(tag probabilities, embedding) of a stored ok record."""
         if record.get("slot") is None:
@@ -372,6 +407,8 @@ class Store:
                 raise StoreError(vm.path, f"vector width {vm.width} != {len(row)}")
             slot = self._alloc(record["model"], vm)
             vm.write(slot, row)
+            unit = np.asarray(embedding, np.float32)
+            self.unit_matrix(record["model"], len(unit)).write(slot, unit / max(float(np.linalg.norm(unit)), 1e-12))
             record["slot"] = slot
         else:
             record["slot"] = None

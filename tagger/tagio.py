@@ -27,6 +27,10 @@ from .errors import DecodeError, TagWriteError
 FIELD_TABLE: dict[str, dict[str, str]] = {
     "GENRE": {"id3": "TCON", "id3v23": "TCON", "vorbis": "GENRE", "mp4": "\xa9gen"},
     "MOOD": {"id3": "TMOO", "id3v23": "TXXX:MOOD", "vorbis": "MOOD", "mp4": "----:com.apple.iTunes:MOOD"},
+    # Read only (for playlists and filters), never written:
+    "ARTIST": {"id3": "TPE1", "id3v23": "TPE1", "vorbis": "ARTIST", "mp4": "\xa9ART"},
+    "ALBUM": {"id3": "TALB", "id3v23": "TALB", "vorbis": "ALBUM", "mp4": "\xa9alb"},
+    "TITLE": {"id3": "TIT2", "id3v23": "TIT2", "vorbis": "TITLE", "mp4": "\xa9nam"},
 }
 CUSTOM = {"id3": "TXXX:{name}", "id3v23": "TXXX:{name}", "vorbis": "{name}", "mp4": "----:com.apple.iTunes:{name}"}
 

@@ -22,9 +22,13 @@ from .tags import ALL_FIELDS, Change
 TEMP_MARK = ".tagger-"
 
 
-def read_fields(path: Path, *, id3_version: int = 4, v23_sep: str = "; ") -> dict[str, list[str]]:
+INFO_FIELDS = ("ARTIST", "ALBUM", "TITLE")
+
+
+def read_fields(path: Path, *, id3_version: int = 4, v23_sep: str = "; ",
+                names: tuple[str, ...] = ALL_FIELDS) -> dict[str, list[str]]:
     tf = open_tags(path, id3_version=id3_version, v23_sep=v23_sep)
-    return {name: tf.get(name) for name in ALL_FIELDS}
+    return {name: tf.get(name) for name in names}
 
 
 def _expected(values: list[str], joined: bool, sep: str) -> list[str]:

@@ -1,0 +1,102 @@
+"""The HTTP API through a real client: routes, auth, Host checks, and refusal of path tricks."""
+from __future__ import annotations
+
+import http.client
+import json
+import threading
+from dataclasses import replace
+
+import pytest
+
+from audiofiles import music_like, write_audio
+from tagger.config import load_config
+from tagger.errors import ConfigError
+from tagger.scan import scan
+from tagger.serve import ServeConfig, make_server
+from tagger.store import Store
+
+
+@pytest.fixture(scope="module")
+def db(tmp_path_factory, msd_model):
+    root = tmp_path_factory.mktemp("api")
+    lib = root / "lib"
+    lib.mkdir()
+    for i in range(4):
+        write_audio(lib / f"t{i}.flac", music_like(4.0 + 1.5 * i, 44100, 2, seed=i), 44100)  # distinct durations
+    cfg = replace(load_config(None), database=root / "db", write_enabled=False)
+    with Store(cfg.database) as store:
+        scan([lib], cfg, msd_model, store)
+    return cfg
+
+
+@pytest.fixture
+def server(db, msd_model, request):
+    sc = getattr(request, "param", ServeConfig(port=0))
+    srv = make_server(db, msd_model, sc)
+    thread = threading.Thread(target=srv.serve_forever, name="tagger-test-serve")
+    thread.start()
+    yield srv
+    srv.shutdown()
+    srv.server_close()
+    thread.join()
+
+
+def get(srv, path, headers=None, method="GET"):
+    conn = http.client.HTTPConnection(*srv.server_address[:2], timeout=10)
+    conn.request(method, path, headers=headers or {})
+    resp = conn.getresponse()
+    body = resp.read()
+    conn.close()
+    return resp.status, (json.loads(body) if body else None)
+
+
+def test_routes(server):
+    status, spec = get(server, "/openapi.json")
+    assert status == 200 and spec["openapi"].startswith("3.") and "/tracks/{id}/similar" in spec["paths"]
+    status, health = get(server, "/health")
+    assert status == 200 and health["tracks"] == 4
+    status, found = get(server, "/tracks?tag=rock&tag=pop&limit=3")
+    assert status == 200 and isinstance(found, list) and len(found) <= 3
+    status, track = get(server, "/tracks/1")
+    assert status == 200 and len(track["tags"]) == 50 and track["id"] == 1
+    status, sims = get(server, "/tracks/1/similar?n=2")
+    assert status == 200 and len(sims) == 2 and all(s["id"] != 1 for s in sims)
+    assert sims[0]["score"] >= sims[1]["score"]
+
+
+@pytest.mark.parametrize("path", ["/../../etc/passwd", "/tracks/..%2F..%2Fetc%2Fpasswd", "/tracks/%2Fetc%2Fpasswd",
+                                  "/tracks//etc/passwd", "/tracks/1/../../../etc/passwd", "/tracks/0",
+                                  "/tracks/99999", "/tracks/1.flac", "/etc/passwd"])
+def test_path_tricks_get_nothing(server, path):
+    status, body = get(server, path)
+    assert status in (400, 404) and "root:" not in json.dumps(body)
+
+
+def test_bad_queries_are_400(server):
+    assert get(server, "/tracks")[0] == 400
+    assert get(server, "/tracks?tag=nope")[0] == 400
+    assert get(server, "/tracks/1/similar?n=abc")[0] == 400
+
+
+def test_read_only(server):
+    assert get(server, "/tracks/1", method="DELETE")[0] == 405
+    assert get(server, "/tracks/1", method="POST")[0] == 405
+
+
+@pytest.mark.parametrize("server", [ServeConfig(port=0, token="s3cret")], indirect=True)
+def test_token(server):
+    assert get(server, "/health")[0] == 401
+    assert get(server, "/health", {"Authorization": "Bearer wrong"})[0] == 401
+    assert get(server, "/health", {"Authorization": "Bearer s3cret"})[0] == 200
+
+
+def test_foreign_host_header_is_refused(server):
+    assert get(server, "/health", {"Host": "evil.example:8765"})[0] == 403
+    assert get(server, "/health", {"Host": "localhost:8765"})[0] == 200
+
+
+def test_non_loopback_bind_needs_explicit_permission(db, msd_model):
+    with pytest.raises(ConfigError, match="--allow-remote"):
+        make_server(db, msd_model, ServeConfig(host="0.0.0.0", port=0))
+    srv = make_server(db, msd_model, ServeConfig(host="0.0.0.0", port=0, allow_remote=True, token="t"))
+    srv.server_close()
