@@ -23,9 +23,27 @@ log = logging.getLogger("tagger")
 EXIT_OK, EXIT_FILES_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
+class _JournalFormatter(logging.Formatter):
+    """Under systemd (JOURNAL_STREAM set) prefix each line with its syslog priority, <3> to <7>,
+    which journald turns into the entry's level; elsewhere plain 'LEVEL name: message'."""
+
+    PRIORITY = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, logging.ERROR: 3, logging.CRITICAL: 2}
+
+    def __init__(self) -> None:
+        super().__init__("%(name)s: %(message)s")
+        self.journal = bool(os.environ.get("JOURNAL_STREAM"))
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        if self.journal:
+            prio = self.PRIORITY.get(record.levelno, 6)
+            return "\n".join(f"<{prio}>{line}" for line in text.splitlines())
+        return f"{record.levelname} {text}"
+
+
 def _setup_logging(verbose: bool) -> logging.Handler:
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    handler.setFormatter(_JournalFormatter())
     root = logging.getLogger()
     root.addHandler(handler)
     root.setLevel(logging.DEBUG if verbose else logging.INFO)
@@ -355,6 +373,26 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return serve(cfg, model, sc)
 
 
+def cmd_watch(args: argparse.Namespace) -> int:
+    import signal
+    import threading
+    from dataclasses import replace
+
+    from .watch import Daemon
+
+    stop = threading.Event()  # a SIGTERM during start-up (loading the model) still ends cleanly
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    cfg = _config(args)
+    if args.polling:
+        cfg = replace(cfg, polling=True)
+    if args.settle is not None:
+        cfg = replace(cfg, settle_seconds=args.settle)
+    roots = [Path(p).expanduser() for p in args.paths] or list(cfg.library)
+    daemon = Daemon(cfg, roots, config_path=Path(args.config) if args.config else None, stop_event=stop)
+    return daemon.run()
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="tagger", description="Tag a music library with ONNX music taggers.",
                                 epilog="Exit codes: 0 ok, 1 some files failed, 2 configuration/usage, 3 model, "
@@ -416,6 +454,13 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("--under", help="only tracks under this folder")
     common(pl)
     pl.set_defaults(func=cmd_playlist)
+
+    w = sub.add_parser("watch", help="daemon: tag new and changed files as they arrive (systemd-ready)")
+    w.add_argument("paths", nargs="*", help="folders to watch (default: the configured library)")
+    w.add_argument("--polling", action="store_true", help="poll instead of inotify (network mounts)")
+    w.add_argument("--settle", type=float, help="seconds a file must be quiet before analysis")
+    common(w)
+    w.set_defaults(func=cmd_watch)
 
     sv = sub.add_parser("serve", help="read-only HTTP JSON API (similar tracks, tags, search)")
     sv.add_argument("--host", default="127.0.0.1")

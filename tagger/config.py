@@ -75,6 +75,10 @@ class Config:
     fields: dict[str, FieldRule]
     labels: dict[str, dict[str, LabelRule]]
     source: str
+    settle_seconds: float = 3.0
+    rescan_hours: float = 6.0
+    polling: bool = False
+    poll_seconds: float = 30.0
 
 
 def _merge(defaults: Any, user: Any, where: str) -> Any:
@@ -191,6 +195,12 @@ def _build(raw: dict, source: str) -> Config:
         _need(f["policy"] in POLICIES, f"{key}.policy", f"must be one of {', '.join(POLICIES)}, got {f['policy']!r}")
         fields[name] = FieldRule(f["policy"], _int(f, "max_values", 0), _score(f["min_score"], f"{key}.min_score"),
                                  _score(f["relative"], f"{key}.relative"))
+    wt = raw["watch"]
+    for key in ("settle_seconds", "rescan_hours", "poll_seconds"):
+        v = wt[key]
+        _need(isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0, f"watch.{key}", f"must be a number >= 0, got {v!r}")
+    _need(isinstance(wt["polling"], bool), "watch.polling", "must be true or false")
+    _need(wt["poll_seconds"] > 0, "watch.poll_seconds", "must be positive")
     cs = raw["commit_seconds"]
     _need(isinstance(cs, (int, float)) and not isinstance(cs, bool) and cs > 0, "commit_seconds", "must be a positive number")
     return Config(
@@ -200,4 +210,5 @@ def _build(raw: dict, source: str) -> Config:
         extensions=frozenset(e.lower() for e in exts), commit_every=_int(raw, "commit_every", 1),
         commit_seconds=float(cs), write_enabled=w["enabled"], id3_version=w["id3_version"],
         id3v23_separator=w["id3v23_separator"], provenance=w["provenance"], fields=fields,
-        labels=_labels(raw["labels"]), source=source)
+        labels=_labels(raw["labels"]), source=source, settle_seconds=float(wt["settle_seconds"]),
+        rescan_hours=float(wt["rescan_hours"]), polling=wt["polling"], poll_seconds=float(wt["poll_seconds"]))

@@ -160,7 +160,12 @@ class Engine:
             batch: list[tuple[int, np.ndarray]] = []
             try:
                 while True:
-                    item = windows.get()
+                    try:
+                        item = windows.get(timeout=0.1)
+                    except queue.Empty:
+                        if stop.is_set():  # the consumer went away; its drain may have eaten our sentinel
+                            return
+                        continue
                     while True:
                         key, payload = item[0], item[1]
                         if payload is _END and key == -1:

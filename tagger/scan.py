@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -114,6 +114,7 @@ class Scanner:
         self.spec = model.spec
         self.engine = Engine(model, max_batch=cfg.batch_size, decode_workers=cfg.decode_workers)
         self.rules = cfg.labels.get(self.spec.id, {})
+        self.on_result: Callable[[FileOutcome], None] | None = None
         if self.write and not self.rules:
             log.warning("config has no label table for model %s: nothing will be written to files", self.spec.id)
 
@@ -152,26 +153,48 @@ class Scanner:
                 report.skipped += 1
         return todo
 
-    def run(self, todo: list[tuple[Path, os.stat_result]], report: ScanReport,
-            progress: Callable[[int, int, Path], None] | None = None) -> None:
-        stats = {os.fsdecode(p): st for p, st in todo}
+    def run(self, todo: Iterable[tuple[Path, os.stat_result]], report: ScanReport,
+            progress: Callable[[int, int, Path], None] | None = None,
+            should_stop: Callable[[], bool] | None = None, total: int | None = None) -> None:
+        """Analyse ``todo`` (consumed lazily, so the daemon can keep feeding it) and store the results.
+
+        ``should_stop`` is checked after each file: the file in hand is finished and committed, the rest
+        is left for next time.
+        """
+        stats: dict[str, os.stat_result] = {}
+
+        def paths() -> Iterator[Path]:
+            for p, st in todo:
+                stats[os.fsdecode(p)] = st
+                yield p
+
+        if total is None and isinstance(todo, list):
+            total = len(todo)
         last_commit = time.monotonic()
         done = 0
         t0 = time.monotonic()
-        for res in self.engine.analyse(p for p, _ in todo):
-            done += 1
-            st = stats[os.fsdecode(res.path)]
-            outcome = self._handle(res, st, report)
-            report.outcomes.append(outcome)
-            if progress:
-                progress(done, len(todo), res.path)
-            if self.store is not None and not self.pretend and (
-                    self.store.pending >= self.cfg.commit_every or time.monotonic() - last_commit >= self.cfg.commit_seconds):
+        results = self.engine.analyse(paths())
+        try:
+            for res in results:
+                done += 1
+                outcome = self._handle(res, stats.pop(os.fsdecode(res.path)), report)
+                report.outcomes.append(outcome)
+                if self.on_result is not None:
+                    self.on_result(outcome)
+                if progress:
+                    progress(done, total or done, res.path)
+                if self.store is not None and not self.pretend and (
+                        self.store.pending >= self.cfg.commit_every
+                        or time.monotonic() - last_commit >= self.cfg.commit_seconds):
+                    self.store.commit()
+                    last_commit = time.monotonic()
+                if should_stop is not None and should_stop():
+                    break
+        finally:
+            results.close()  # stops decoding the rest
+            if self.store is not None and not self.pretend:
                 self.store.commit()
-                last_commit = time.monotonic()
-        if self.store is not None and not self.pretend:
-            self.store.commit()
-        report.seconds += time.monotonic() - t0
+            report.seconds += time.monotonic() - t0
 
     def _handle(self, res: TrackResult | TrackFailure, st: os.stat_result, report: ScanReport) -> FileOutcome:
         base = {"path": res.path, "model": self.spec.id, "analyser": self.spec.analyser, "size": st.st_size,

@@ -1,0 +1,516 @@
+"""`tagger watch`: tag new and changed music as it arrives.
+
+Threads: the watchdog observer(s) only classify events and hand them to a :class:`Debouncer`; one worker
+thread owns the database and the model, applies moves and deletions, and streams settled files into the
+same engine as `tagger scan` (so 1,000 files landing at once are analysed as one batched stream); the main
+thread handles signals, supervises the other two and sends systemd keep-alives.
+
+Known failure modes and what handles them:
+- our own tag writes: the temp copy has an ignored name, and the renamed result has the size and mtime the
+  database recorded after the write, so it never needs analysis again (no cooldown timers);
+- half-copied files: a path is analysed only after `settle_seconds` without events, and truncated files are
+  refused by the decoder;
+- inotify watch limits: one log line naming the sysctl, then polling for that root;
+- missed events (overflow, network mounts, downtime): a reconciliation scan at start and every `rescan_hours`;
+- an unmounted or emptied root: deletions are not applied to a root that holds no audio at all;
+- an exception in an event handler: logged, watching goes on; a dead observer is restarted.
+"""
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from watchdog.events import FileSystemEvent, FileSystemEventHandler
+from watchdog.observers import Observer
+from watchdog.observers.polling import PollingObserver
+
+from .config import Config, load_config
+from .model import Model, load_model
+from .notify import notify, watchdog_interval
+from .scan import FileOutcome, ScanReport, Scanner, discover, is_ignored_name, needs_analysis, scan
+from .store import Store, path_key
+
+log = logging.getLogger(__name__)
+
+INOTIFY_SYSCTL = "fs.inotify.max_user_watches"
+
+
+@dataclass(frozen=True)
+class Op:
+    """A structural change, applied in arrival order: 'move' (src -> dest) or 'delete' (src)."""
+
+    kind: str
+    src: str
+    dest: str = ""
+    is_dir: bool = False
+
+
+class Debouncer:
+    """Turns a stream of file events into settled paths and ordered structural operations.
+
+    A path is due once `settle` seconds passed without an event for it. Moves are due at once; deletions
+    wait until `settle` seconds passed without another deletion, so a burst of them (an emptied or
+    unmounting disk) is judged as a whole. The clock is injectable, so tests feed synthetic events
+    without sleeping.
+    """
+
+    def __init__(self, settle: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.settle = settle
+        self.clock = clock
+        self._lock = threading.Condition()
+        self._pending: dict[str, float] = {}
+        self._ops: list[Op] = []
+        self._deletes: list[Op] = []
+        self._last_delete = 0.0
+
+    def touch(self, path: str) -> None:
+        with self._lock:
+            self._pending[path] = self.clock()
+            self._lock.notify_all()
+
+    def op(self, op: Op) -> None:
+        with self._lock:
+            if op.kind == "delete":
+                self._pending.pop(op.src, None)
+                self._deletes.append(op)
+                self._last_delete = self.clock()
+            else:
+                if op.src in self._pending:  # still settling: follow it to its new name
+                    del self._pending[op.src]
+                    self._pending[op.dest] = self.clock()
+                self._ops.append(op)
+            self._lock.notify_all()
+
+    def take_ops(self) -> list[Op]:
+        """Moves, then deletions once their burst is over. Applying a deletion re-checks the disk, so
+        running it after a later move is safe."""
+        with self._lock:
+            ops, self._ops = self._ops, []
+            if self._deletes and self.clock() - self._last_delete >= self.settle:
+                ops += self._deletes
+                self._deletes = []
+            return ops
+
+    def take_due(self) -> list[str]:
+        with self._lock:
+            now = self.clock()
+            due = sorted(p for p, t in self._pending.items() if now - t >= self.settle)
+            for p in due:
+                del self._pending[p]
+            return due
+
+    @property
+    def pending(self) -> int:
+        with self._lock:
+            return len(self._pending)
+
+    def has_ops(self) -> bool:
+        with self._lock:
+            return bool(self._ops)
+
+    def next_due_in(self, paths_only: bool = False) -> float | None:
+        """Seconds until the next path (or, unless ``paths_only``, burst of deletions) is due."""
+        with self._lock:
+            times = list(self._pending.values()) + ([self._last_delete] if self._deletes and not paths_only else [])
+            if not times:
+                return None
+            return max(0.0, min(times) + self.settle - self.clock())
+
+    def wait(self, timeout: float) -> None:
+        """Sleep until an event arrives or `timeout` passes (real time; used by the worker only)."""
+        with self._lock:
+            self._lock.wait(timeout)
+
+    def wake(self) -> None:
+        with self._lock:
+            self._lock.notify_all()
+
+
+class LibraryEventHandler(FileSystemEventHandler):
+    """Classifies watchdog events for the debouncer. Never raises: a failure is logged and watching goes on."""
+
+    def __init__(self, debouncer: Debouncer, extensions: frozenset[str], ignore_under: tuple[str, ...] = ()) -> None:
+        self.debouncer = debouncer
+        self.extensions = extensions
+        self.ignore_under = ignore_under
+        self.errors = 0
+
+    def _audio(self, path: str) -> bool:
+        name = os.path.basename(path)
+        return (not is_ignored_name(name) and os.path.splitext(name)[1].lower() in self.extensions
+                and not any(path.startswith(d) for d in self.ignore_under)
+                and not any(part.startswith(".") for part in Path(path).parts[1:-1]))
+
+    def dispatch(self, event: FileSystemEvent) -> None:
+        try:
+            self.handle(event)
+        except Exception:  # a handler exception must never kill the observer thread
+            self.errors += 1
+            log.exception("error while handling %s; watching goes on", event)
+
+    def handle(self, event: FileSystemEvent) -> None:
+        src = os.fsdecode(event.src_path)
+        kind = event.event_type
+        if kind in ("opened", "closed_no_write"):
+            return
+        if kind == "moved":
+            dest = os.fsdecode(event.dest_path)
+            if event.is_directory:
+                self.debouncer.op(Op("move", src, dest, is_dir=True))
+            elif self._audio(dest) and self._audio(src):
+                self.debouncer.op(Op("move", src, dest))
+            elif self._audio(dest):  # a temp or partial name becoming real (our own writes included)
+                self.debouncer.touch(dest)
+            elif self._audio(src):  # renamed to an ignored name: gone from the library
+                self.debouncer.op(Op("delete", src))
+            return
+        if kind == "deleted":
+            if event.is_directory or self._audio(src):
+                self.debouncer.op(Op("delete", src, is_dir=event.is_directory))
+            return
+        if not event.is_directory and kind in ("created", "modified", "closed") and self._audio(src):
+            self.debouncer.touch(src)
+
+
+@dataclass
+class DaemonStats:
+    analysed: dict[str, int] = field(default_factory=dict)
+    written: dict[str, int] = field(default_factory=dict)
+    failed: dict[str, str] = field(default_factory=dict)
+    moved: int = 0
+    removed: int = 0
+    reconciliations: int = 0
+    batches: int = 0
+
+    def record(self, outcome: FileOutcome, wrote: bool) -> None:
+        key = os.fsdecode(outcome.path)
+        self.analysed[key] = self.analysed.get(key, 0) + 1
+        if wrote:
+            self.written[key] = self.written.get(key, 0) + 1
+        if outcome.status != "ok":
+            self.failed[key] = outcome.reason
+
+
+class Daemon:
+    """The watch daemon. `run()` blocks until SIGTERM/SIGINT (or `stop()`), then exits cleanly."""
+
+    def __init__(self, cfg: Config, roots: list[Path], *, config_path: Path | None = None,
+                 model: Model | None = None, clock: Callable[[], float] = time.monotonic,
+                 stop_event: threading.Event | None = None) -> None:
+        self.cfg = cfg
+        self.config_path = config_path
+        self.roots = [Path(os.path.abspath(r)) for r in roots]
+        self.model = model or load_model(cfg.model, models_dir=cfg.models_dir, device=cfg.device, threads=cfg.threads)
+        self.debouncer = Debouncer(cfg.settle_seconds, clock)
+        self.stats = DaemonStats()
+        self.stop_event = stop_event or threading.Event()
+        self.reload_event = threading.Event()
+        self.ready = threading.Event()
+        self.store: Store | None = None
+        self.observers: list = []
+        self.polled: list[Path] = []
+        self.worker: threading.Thread | None = None
+        self.worker_error: BaseException | None = None
+        self._last_rescan = 0.0
+
+    # -- observers ---------------------------------------------------------------------------------
+    def _handler(self) -> LibraryEventHandler:
+        db = path_key(self.cfg.database).rstrip(os.sep) + os.sep
+        return LibraryEventHandler(self.debouncer, self.cfg.extensions, (db,))
+
+    def start_observers(self) -> None:
+        handler = self._handler()
+        primary = (PollingObserver(timeout=self.cfg.poll_seconds) if self.cfg.polling else Observer())
+        primary.name = "tagger-observer"
+        primary.daemon = True
+        primary.start()
+        self.observers = [primary]
+        fallback = None
+        for root in self.roots:
+            if not root.is_dir():
+                log.warning("library folder %s does not exist (yet); the periodic rescan will pick it up", root)
+                continue
+            try:
+                primary.schedule(handler, str(root), recursive=True)
+            except OSError as exc:
+                if exc.errno not in (errno.ENOSPC, errno.EMFILE):
+                    raise
+                limit = _read_sysctl(INOTIFY_SYSCTL)
+                log.warning("inotify watch limit reached while watching %s (%s = %s); raise it, e.g. "
+                            "`sysctl -w %s=524288`; polling %s every %g s meanwhile", root, INOTIFY_SYSCTL,
+                            limit, INOTIFY_SYSCTL, root, self.cfg.poll_seconds)
+                if fallback is None:
+                    fallback = PollingObserver(timeout=self.cfg.poll_seconds)
+                    fallback.name = "tagger-observer-poll"
+                    fallback.daemon = True
+                    fallback.start()
+                    self.observers.append(fallback)
+                fallback.schedule(handler, str(root), recursive=True)
+                self.polled.append(root)
+
+    def stop_observers(self) -> None:
+        for obs in self.observers:
+            obs.stop()
+        for obs in self.observers:
+            obs.join(timeout=10)
+        self.observers = []
+
+    # -- worker ------------------------------------------------------------------------------------
+    def _scanner(self) -> Scanner:
+        assert self.store is not None
+        scanner = Scanner(self.cfg, self.model, self.store)
+
+        def on_result(outcome: FileOutcome) -> None:
+            wrote = bool(outcome.changes) and not outcome.write_error
+            self.stats.record(outcome, wrote=wrote)
+            if outcome.status != "ok":
+                log.warning("failed: %s: %s", os.fsdecode(outcome.path), outcome.reason)
+            else:
+                log.info("analysed %s%s", os.fsdecode(outcome.path), " (tags written)" if wrote else
+                         (f" (tags not written: {outcome.write_error})" if outcome.write_error else ""))
+
+        scanner.on_result = on_result
+        return scanner
+
+    def reconcile(self, yield_to_events: bool = False) -> None:
+        """Full incremental scan of the roots: catches whatever events missed.
+
+        With ``yield_to_events`` (the periodic rescan) it is low priority: it stops as soon as new files are
+        waiting and is resumed after they are done.
+        """
+        assert self.store is not None
+        existing = [r for r in self.roots if r.is_dir()]
+        report = ScanReport()
+        scanner = self._scanner()
+        leftovers: list[Path] = []
+        files, _ = discover(existing, self.cfg.extensions, leftovers)
+        for tmp in leftovers:  # temp copies of a tag write interrupted by a crash; we hold the lock
+            log.info("removing temp copy left by an interrupted tag write: %s", tmp)
+            tmp.unlink(missing_ok=True)
+        scanner.prune(existing, files, report)
+        todo = []
+        for p, st in scanner.select(files, False, report):
+            if time.time() - st.st_mtime < self.cfg.settle_seconds:  # still arriving: let it settle first
+                self.debouncer.touch(os.fsdecode(p))
+            else:
+                todo.append((p, st))
+        interrupted = False
+
+        def should_stop() -> bool:
+            nonlocal interrupted
+            interrupted = self.stop_event.is_set() or (yield_to_events and self.debouncer.pending > 0)
+            return interrupted
+
+        scanner.run(todo, report, should_stop=should_stop)
+        self.stats.removed += report.removed
+        if interrupted:
+            return
+        self.stats.reconciliations += 1
+        self._last_rescan = time.monotonic()
+        log.info("reconciled %d folder(s): %d analysed, %d unchanged, %d failed, %d removed",
+                 len(existing), report.analysed, report.skipped, len(report.failed), report.removed)
+
+    def apply_ops(self, ops: list[Op]) -> None:
+        """Moves update records in place (no re-analysis); deletions drop them, except under an emptied root."""
+        assert self.store is not None
+        model = self.model.spec.id
+        deleted: list[Op] = []
+        for op in ops:
+            if op.kind == "delete":
+                deleted.append(op)
+                continue
+            src_prefix = op.src.rstrip(os.sep) + os.sep
+            pairs = ([(r["path"], op.dest + r["path"][len(op.src):]) for r in self.store.records(model)
+                      if r["path"].startswith(src_prefix)] if op.is_dir else [(op.src, op.dest)])
+            inside = any(_under(op.dest, root) for root in self.roots)
+            for old, new in pairs:
+                rec = self.store.get(old, model)
+                if rec is None:
+                    if inside and not op.is_dir:
+                        self.debouncer.touch(new)
+                    continue
+                if not inside:
+                    self.store.remove(old, model)
+                    self.stats.removed += 1
+                    continue
+                try:
+                    st = os.stat(new)
+                except OSError:
+                    continue
+                if (st.st_size, st.st_mtime_ns) == (rec.get("size"), rec.get("mtime_ns")):
+                    self.store.rename(old, new)
+                    self.stats.moved += 1
+                else:  # moved and changed: analyse the new one
+                    self.store.remove(old, model)
+                    self.debouncer.touch(new)
+        if deleted:
+            self._apply_deletes(deleted)
+        self.store.commit()
+
+    def _apply_deletes(self, ops: list[Op]) -> None:
+        assert self.store is not None
+        model = self.model.spec.id
+        for root in self.roots:
+            mine = [op for op in ops if _under(op.src, root)]
+            if not mine:
+                continue
+            files, _ = discover([root], self.cfg.extensions) if root.is_dir() else ([], [])
+            if not files:
+                log.warning("%s is missing or holds no audio any more; it looks unmounted or emptied, "
+                            "so its records are kept", root)
+                continue
+            for op in mine:
+                prefix = op.src.rstrip(os.sep) + os.sep
+                targets = [r["path"] for r in self.store.records(model)
+                           if r["path"] == op.src or (op.is_dir and r["path"].startswith(prefix))]
+                for p in targets:
+                    if not os.path.lexists(os.fsencode(p)):
+                        self.store.remove(p, model)
+                        self.stats.removed += 1
+
+    def _stream(self, first: list[str]) -> Iterator[tuple[Path, os.stat_result]]:
+        """Settled paths that need analysis, fed to the engine as they come: one stream per burst of files."""
+        assert self.store is not None
+        model = self.model.spec
+        queue = list(first)
+        while not self.stop_event.is_set():
+            if not queue:
+                wait = self.debouncer.next_due_in(paths_only=True)
+                if wait is None or self.debouncer.has_ops():
+                    return  # nothing more settling (or moves to apply first): end the stream
+                self.stop_event.wait(min(wait, 0.5))
+                queue = self.debouncer.take_due()
+                continue
+            p = queue.pop(0)
+            try:
+                st = os.stat(p)
+            except OSError:
+                continue  # gone again
+            if time.time() - st.st_mtime < self.cfg.settle_seconds * 0.5 and self.cfg.settle_seconds > 0:
+                self.debouncer.touch(p)  # still being written, whatever the events said
+                continue
+            if needs_analysis(self.store.get(p, model.id), st, model.analyser, False):
+                yield Path(p), st
+
+    def work(self) -> None:
+        """The worker thread: the only code that touches the store while the daemon runs."""
+        try:
+            self.store = Store(self.cfg.database, writer=True)
+            self.ready.set()
+            self.reconcile()
+            notify("STATUS=watching " + ", ".join(map(str, self.roots)))
+            while not self.stop_event.is_set():
+                if self.reload_event.is_set():
+                    self.reload_event.clear()
+                    self._reload()
+                ops = self.debouncer.take_ops()
+                if ops:
+                    self.apply_ops(ops)
+                due = self.debouncer.take_due()
+                if due:
+                    self.stats.batches += 1
+                    self._scanner().run(self._stream(due), ScanReport(), should_stop=self.stop_event.is_set)
+                    continue
+                if self.cfg.rescan_hours > 0 and time.monotonic() - self._last_rescan > self.cfg.rescan_hours * 3600:
+                    self.reconcile(yield_to_events=True)
+                    continue
+                wait = self.debouncer.next_due_in()
+                self.debouncer.wait(1.0 if wait is None else min(max(wait, 0.01), 1.0))
+        except BaseException as exc:  # surfaced to the main thread, which exits non-zero
+            self.worker_error = exc
+            log.exception("worker stopped")
+            self.stop_event.set()
+        finally:
+            if self.store is not None:
+                self.store.close()
+            self.ready.set()
+
+    def _reload(self) -> None:
+        if self.config_path is None and self.cfg.source == "defaults":
+            log.info("SIGHUP: no configuration file to reload")
+            return
+        try:
+            new = load_config(self.config_path)
+        except Exception as exc:
+            log.error("SIGHUP: configuration not reloaded: %s", exc)
+            return
+        if (new.model, new.device, new.threads) != (self.cfg.model, self.cfg.device, self.cfg.threads):
+            self.model = load_model(new.model, models_dir=new.models_dir, device=new.device, threads=new.threads)
+        self.cfg = new
+        self.debouncer.settle = new.settle_seconds
+        log.info("SIGHUP: configuration reloaded from %s", new.source)
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+    def start(self) -> None:
+        self.start_observers()
+        self.worker = threading.Thread(target=self.work, name="tagger-worker")
+        self.worker.start()
+        self.ready.wait()
+
+    def stop(self) -> None:
+        self.stop_event.set()
+        self.debouncer.wake()
+
+    def shutdown(self) -> None:
+        self.stop()
+        notify("STOPPING=1")
+        self.stop_observers()
+        if self.worker is not None:
+            self.worker.join()
+
+    def supervise_once(self) -> None:
+        for i, obs in enumerate(list(self.observers)):
+            if not obs.is_alive() and not self.stop_event.is_set():
+                log.error("file observer stopped unexpectedly; restarting it and rescanning")
+                self.stop_observers()
+                self.start_observers()
+                self._last_rescan = 0.0  # events may have been lost
+                self.debouncer.wake()
+                break
+
+    def run(self) -> int:
+        """Main thread: signals, supervision, systemd notifications."""
+        signal.signal(signal.SIGTERM, lambda *_: self.stop())
+        signal.signal(signal.SIGINT, lambda *_: self.stop())
+        signal.signal(signal.SIGHUP, lambda *_: (self.reload_event.set(), self.debouncer.wake()))
+        if self.stop_event.is_set():  # asked to stop while still starting up
+            return 0
+        self.start()
+        if self.worker_error is None:
+            notify("READY=1\nSTATUS=reconciling")
+            log.info("watching %s (%s)", ", ".join(map(str, self.roots)),
+                     "polling" if self.cfg.polling else "inotify")
+        keepalive = watchdog_interval()
+        try:
+            while not self.stop_event.wait(min(keepalive or 1.0, 1.0)):
+                self.supervise_once()
+                if keepalive and self.worker is not None and self.worker.is_alive():
+                    notify("WATCHDOG=1")
+        finally:
+            self.shutdown()
+        if self.worker_error is not None:
+            return getattr(self.worker_error, "exit_code", 1)
+        log.info("stopped cleanly")
+        return 0
+
+
+def _under(path: str, root: Path) -> bool:
+    r = str(root).rstrip(os.sep) + os.sep
+    return path.startswith(r)
+
+
+def _read_sysctl(name: str) -> str:
+    try:
+        return Path("/proc/sys/" + name.replace(".", "/")).read_text().strip()
+    except OSError:
+        return "unknown"
+
+
+__all__ = ["Daemon", "Debouncer", "LibraryEventHandler", "Op", "scan"]
