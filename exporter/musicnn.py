@@ -77,6 +77,71 @@ class _Loader:
             raise ValueError(f"checkpoint variables not used by the model: {unused}")
 
 
+class SpectralTimbral(nn.Module):
+    """musicnn's timbral branches (conv 7 x K over time x frequency, ReLU, BN, max over frequency), computed
+    through a length-N DFT along frequency: the same numbers with about 2.5x fewer multiplications.
+
+    A 'valid' correlation along an axis of length N equals the circular one for every output that does not
+    wrap, so y[t, j] = IDFT(sum over taps of conj(W) X)[j] for j <= N - K. Per frequency bin, the sum over the
+    seven time taps is a small matrix product; the inverse transform and the max over frequency follow.
+    Because ReLU is monotone and BN is a per-channel affine map, max_j BN(ReLU(y_j + b)) is
+    BN(ReLU(max_j y_j + b)) for channels whose BN scale is positive and BN(ReLU(min_j y_j + b)) otherwise,
+    so the elementwise work happens after the reduction, on 1/59 of the values.
+    """
+
+    def __init__(self, convs: list[nn.Conv2d], bns: list[nn.Module], n_freq: int) -> None:
+        super().__init__()
+        n = n_freq
+        bins = n // 2 + 1
+        k = np.arange(bins)
+        f = np.arange(n)
+        ang = 2 * np.pi * np.outer(f, k) / n  # (n, bins)
+        self.register_buffer("dft", torch.from_numpy(np.concatenate([np.cos(ang), -np.sin(ang)], 1).astype(np.float32)))
+        self.bins, self.taps = bins, convs[0].kernel_size[0]
+        self.bns = nn.ModuleList(bns)
+        for b, (conv, bn) in enumerate(zip(convs, bns)):
+            w = conv.weight.detach().double().numpy()[:, 0]  # (C, taps, K)
+            c, taps, kw = w.shape
+            # min_j y_j = -max_j(-y_j): channels whose BN scale is negative get negated kernels, so one
+            # max-reduction serves every channel and the sign is restored afterwards.
+            bn_scale = (bn.weight / torch.sqrt(bn.running_var + bn.eps)).detach().double().numpy()
+            sign = np.where(bn_scale >= 0, 1.0, -1.0)
+            spec = np.fft.rfft(w * sign[:, None, None], n=n, axis=2)  # (C, taps, bins): W[c, dt, k]
+            wr, wi = spec.real.transpose(2, 1, 0), spec.imag.transpose(2, 1, 0)  # (bins, taps, C)
+            # inputs per bin: [Xr(t + dt) for dt] + [Xi(t + dt) for dt]; conj(W) X = (WrXr + WiXi) + i(WrXi - WiXr)
+            j = np.arange(n - kw + 1)
+            scale = np.full(bins, 2.0 / n)
+            scale[0] = 1.0 / n
+            if n % 2 == 0:
+                scale[-1] = 1.0 / n
+            ang_j = 2 * np.pi * np.outer(j, k) / n  # (J, bins)
+            for name, value in (("w_re", np.concatenate([wr, wi], 1)), ("w_im", np.concatenate([-wi, wr], 1)),
+                                ("inv_re", scale * np.cos(ang_j)), ("inv_im", -scale * np.sin(ang_j)),
+                                ("sign", sign), ("bias", conv.bias.detach().numpy())):
+                self.register_buffer(f"{name}{b}", torch.from_numpy(np.asarray(value, np.float32)))
+        self.n_branches = len(convs)
+
+    def forward(self, padded: torch.Tensor) -> list[torch.Tensor]:
+        """padded: (B, 1, T + taps - 1, n) after the input BN and time padding -> [(B, C, T)] per branch."""
+        batch, _, tp, _ = padded.shape
+        t = tp - self.taps + 1
+        spec = padded[:, 0] @ self.dft  # (B, Tp, 2*bins): [re | im]
+        taps = torch.stack([spec[:, dt:dt + t] for dt in range(self.taps)], dim=2)  # (B, T, taps, 2*bins)
+        u = taps.reshape(batch, t, self.taps, 2, self.bins).permute(4, 0, 1, 3, 2).reshape(self.bins, batch * t, 2 * self.taps)
+        out = []
+        for b in range(self.n_branches):
+            p_re = torch.matmul(u, getattr(self, f"w_re{b}"))  # (bins, B*T, C)
+            p_im = torch.matmul(u, getattr(self, f"w_im{b}"))
+            channels = p_re.shape[-1]
+            # inverse real DFT of every (t, c) spectrum at the J valid positions, then max over them
+            y = torch.addmm(getattr(self, f"inv_re{b}") @ p_re.reshape(self.bins, -1),
+                            getattr(self, f"inv_im{b}"), p_im.reshape(self.bins, -1))  # (J, B*T*C)
+            y = y.amax(0).reshape(batch, t, channels) * getattr(self, f"sign{b}")
+            y = F.relu(y + getattr(self, f"bias{b}")).transpose(1, 2)  # (B, C, T)
+            out.append(self.bns[b](y.unsqueeze(-1)).squeeze(-1))  # the BatchNorm2d of the original layer
+        return out
+
+
 class Musicnn(nn.Module):
     """musicnn (Pons & Serra): musically motivated timbral/temporal front-end, residual mid-end, pooled back-end."""
 
@@ -103,14 +168,22 @@ class Musicnn(nn.Module):
         self.dense = nn.Linear(pooled, units)
         self.dense_bn = _bn(units, 1)
         self.out = nn.Linear(units, n_labels)
+        self.n_mels = n_mels
+        self.spectral: SpectralTimbral | None = None
+
+    def use_spectral_timbral(self) -> "Musicnn":
+        """Switch the timbral branches to the DFT formulation (call after loading weights)."""
+        self.spectral = SpectralTimbral(list(self.timbral), list(self.timbral_bn), self.n_mels)
+        return self
 
     def forward_logmel(self, logmel: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, 187, n_mels) log-mel -> (sigmoid tags (B, L), penultimate embedding (B, units))."""
         x = self.in_bn(logmel.unsqueeze(1))  # (B, 1, T, F)
         padded = F.pad(x, (0, 0, 3, 3))
-        branches = []
-        for conv, bn in zip(self.timbral, self.timbral_bn):
-            branches.append(bn(F.relu(conv(padded))).amax(dim=3))
+        if self.spectral is not None:
+            branches = self.spectral(padded)
+        else:
+            branches = [bn(F.relu(conv(padded))).amax(dim=3) for conv, bn in zip(self.timbral, self.timbral_bn)]
         for k, conv, bn in zip(self.temporal_kernels, self.temporal, self.temporal_bn):
             y = F.pad(x, (0, 0, (k - 1) // 2, k // 2))  # TF 'SAME' for an even kernel
             branches.append(bn(F.relu(conv(y))).amax(dim=3))

@@ -36,11 +36,17 @@ EXPORT_VERSION = "0.1.0+tagger.1"
 DATA_DIR = Path(__file__).parent / "data"
 
 
-def build_published(model_id: str, archive: WeightsArchive) -> tuple[nn.Module, ModelCard]:
-    """The torch module with trained weights loaded, and its card."""
+def build_published(model_id: str, archive: WeightsArchive, *, spectral: bool = True) -> tuple[nn.Module, ModelCard]:
+    """The torch module with trained weights loaded, and its card.
+
+    musicnn's timbral convolutions are exported in their DFT form (see ``SpectralTimbral``); pass
+    ``spectral=False`` for the layer-by-layer original.
+    """
     spec = MODELS[model_id]
     ck = archive.checkpoint(spec.variant, spec.label_set)
     module = spec.build(len(ck.labels)).load_tf(ck.tensors).eval()
+    if isinstance(module, Musicnn) and spectral:
+        module.use_spectral_timbral()  # same outputs (within 1e-6), ~2.5x fewer multiplications
     kind = "musicnn" if isinstance(module, Musicnn) else "VGG-style"
     emb = ("penultimate dense layer (200 units, after ReLU and batch norm)" if isinstance(module, Musicnn)
            else "flattened pool5 (2 time steps x 128 channels, time-major)")

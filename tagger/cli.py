@@ -12,6 +12,7 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from . import __version__
 from .config import Config, load_config
@@ -263,7 +264,7 @@ def _lookup_setup(args: argparse.Namespace):
     return cfg, store, model, Library(store, model.spec.id, model.spec.labels)
 
 
-def _seed(path: Path, lib, model) -> tuple[dict, "np.ndarray"]:
+def _seed(path: Path, lib, model) -> tuple[dict, Any]:
     """The seed's stored record and unit embedding; a file not in the database is analysed on the fly."""
     import numpy as np
 

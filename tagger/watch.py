@@ -466,7 +466,7 @@ class Daemon:
             self.worker.join()
 
     def supervise_once(self) -> None:
-        for i, obs in enumerate(list(self.observers)):
+        for obs in list(self.observers):
             if not obs.is_alive() and not self.stop_event.is_set():
                 log.error("file observer stopped unexpectedly; restarting it and rescanning")
                 self.stop_observers()

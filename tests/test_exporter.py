@@ -63,6 +63,19 @@ def test_network_matches_reference_on_logmel(modules, weights_archive, model_id)
 
 
 @needs_shared
+@pytest.mark.parametrize("model_id", ["musicnn-msd", "musicnn-mtt"])
+def test_spectral_timbral_branches_equal_the_direct_convolutions(weights_archive, model_id):
+    direct, _ = build_published(model_id, weights_archive, spectral=False)
+    fast, _ = build_published(model_id, weights_archive)
+    assert fast.spectral is not None and direct.spectral is None
+    batch = torch.from_numpy(_frontend()["batch"])
+    with torch.no_grad():
+        (t1, e1), (t2, e2) = direct.forward_logmel(batch), fast.forward_logmel(batch)
+    assert torch.abs(t1 - t2).max() <= 2e-6
+    assert torch.abs(e1 - e2).max() / torch.abs(e1).max() <= 2e-5
+
+
+@needs_shared
 def test_mel_frontend_matches_reference():
     from exporter.frontend import LogMel
 

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import numpy as np
-import pytest
 
 from audiofiles import write_audio
 from conftest import REFERENCE, needs_shared, reference_clips

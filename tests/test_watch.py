@@ -285,9 +285,10 @@ def test_sigterm_mid_batch_exits_zero_and_leaves_everything_intact(tmp_path):
             messages.append(sock.recv(4096).decode())
         t = time.monotonic()
         proc.send_signal(signal.SIGTERM)
-        rc = proc.wait(timeout=30)
-        assert rc == 0, proc.stderr.read()
-        assert time.monotonic() - t < 15
+        rc = proc.wait(timeout=60)
+        log = proc.stderr.read()
+        assert rc == 0, log
+        assert time.monotonic() - t < 30, log
         sock.settimeout(1)
         try:
             while True:
@@ -300,7 +301,7 @@ def test_sigterm_mid_batch_exits_zero_and_leaves_everything_intact(tmp_path):
         if proc.poll() is None:
             proc.kill()
     with Store(db, writer=False) as store:
-        assert 0 < len(store) < 150  # stopped mid-batch, after finishing the file in hand
+        assert 0 < len(store) < 150, messages  # stopped mid-batch, after finishing the file in hand
     for p, d in digests.items():
         assert native_digest(p) == d
     assert not [p for p in lib.iterdir() if p.name.startswith(".")]
