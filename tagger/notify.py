@@ -19,9 +19,10 @@ def notify(message: str) -> bool:
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
             sock.connect(address)
-            sock.sendall(message.encode())
+            # Never block: a stalled receiver must not stall the daemon (a lost keep-alive is the lesser harm).
+            sock.send(message.encode(), socket.MSG_DONTWAIT)
         return True
-    except OSError:
+    except OSError:  # includes BlockingIOError when the receiver's queue is full
         return False
 
 

@@ -18,6 +18,7 @@ Known failure modes and what handles them:
 from __future__ import annotations
 
 import errno
+import faulthandler
 import logging
 import os
 import signal
@@ -480,6 +481,7 @@ class Daemon:
         signal.signal(signal.SIGTERM, lambda *_: self.stop())
         signal.signal(signal.SIGINT, lambda *_: self.stop())
         signal.signal(signal.SIGHUP, lambda *_: (self.reload_event.set(), self.debouncer.wake()))
+        faulthandler.register(signal.SIGUSR1, all_threads=True)  # `kill -USR1` dumps every thread's stack
         if self.stop_event.is_set():  # asked to stop while still starting up
             return 0
         self.start()

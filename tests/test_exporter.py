@@ -211,3 +211,33 @@ def test_export_refuses_when_onnxruntime_disagrees(tmp_path, monkeypatch):
 def test_verification_clips_ship_with_attribution():
     assert (EXPORTER_DATA / "ATTRIBUTION.md").read_text().count("CC BY 3.0") >= 1
     assert len(verification_audio()) == 2
+
+
+def test_offline_without_a_cached_wheel_says_what_to_do(tmp_path, monkeypatch):
+    import subprocess
+
+    from exporter.weights import WeightsUnavailable, fetch_wheel
+
+    def offline(*args, **kwargs):
+        return subprocess.CompletedProcess(args[0], 1, "", "ERROR: Could not find a version (network unreachable)")
+
+    monkeypatch.setattr(subprocess, "run", offline)
+    with pytest.raises(WeightsUnavailable) as info:
+        fetch_wheel(tmp_path / "cache")
+    msg = str(info.value)
+    assert "pip download musicnn==0.1.0 --no-deps" in msg and "--weights" in msg and str(tmp_path / "cache") in msg
+
+
+def test_weights_from_an_unpacked_folder_equal_the_wheel(weights_archive, tmp_path):
+    import zipfile
+
+    from exporter.weights import WeightsArchive
+
+    with zipfile.ZipFile(weights_archive.location) as z:
+        z.extractall(tmp_path)
+    folder = WeightsArchive(tmp_path)
+    a = folder.checkpoint("MTT_vgg", "MTT")
+    b = weights_archive.checkpoint("MTT_vgg", "MTT")
+    assert a.labels == b.labels and a.tensors.keys() == b.tensors.keys()
+    assert all(np.array_equal(a.tensors[k], b.tensors[k]) for k in a.tensors)
+    assert a.source["checkpoint_sha256"] == b.source["checkpoint_sha256"]

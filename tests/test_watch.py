@@ -285,7 +285,13 @@ def test_sigterm_mid_batch_exits_zero_and_leaves_everything_intact(tmp_path):
             messages.append(sock.recv(4096).decode())
         t = time.monotonic()
         proc.send_signal(signal.SIGTERM)
-        rc = proc.wait(timeout=60)
+        try:
+            rc = proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.send_signal(signal.SIGUSR1)  # dump the stacks of a hung daemon into the failure
+            time.sleep(1)
+            proc.kill()
+            raise AssertionError(proc.stderr.read()) from None
         log = proc.stderr.read()
         assert rc == 0, log
         assert time.monotonic() - t < 30, log
@@ -350,3 +356,40 @@ def test_scan_refuses_while_the_daemon_owns_the_database(tmp_path):
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=30)
+
+
+def test_sighup_reloads_the_configuration(cfg, tmp_path, msd_model):
+    conf = tmp_path / "config.yaml"
+    conf.write_text(f"database: {cfg.database}\nwatch: {{settle_seconds: 0.5, rescan_hours: 0}}\n")
+    daemon = Daemon(replace(cfg, source=str(conf)), [tmp_path], config_path=conf, model=msd_model)
+    daemon.start()
+    try:
+        conf.write_text(f"database: {cfg.database}\nwatch: {{settle_seconds: 4, rescan_hours: 0}}\n"
+                        "write: {fields: {genre: {policy: merge, max_values: 1, min_score: 0.2, relative: 0.5}}}\n")
+        daemon.reload_event.set()
+        daemon.debouncer.wake()
+        assert wait_for(lambda: daemon.cfg.settle_seconds == 4.0, 10)
+        assert daemon.cfg.fields["genre"].policy == "merge" and daemon.debouncer.settle == 4.0
+        conf.write_text("watch: {settle_seconds: -1}\n")  # a bad edit is refused, the old settings stay
+        daemon.reload_event.set()
+        daemon.debouncer.wake()
+        time.sleep(1.5)
+        assert daemon.cfg.settle_seconds == 4.0
+    finally:
+        daemon.shutdown()
+
+
+def test_notify_never_blocks_on_a_full_receiver(tmp_path, monkeypatch):
+    from tagger.notify import notify
+
+    path = tmp_path / "n.sock"
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(path))
+    monkeypatch.setenv("NOTIFY_SOCKET", str(path))
+    try:
+        t = time.monotonic()
+        results = [notify("WATCHDOG=1") for _ in range(2000)]  # nobody reads: the queue fills up
+        assert time.monotonic() - t < 5 and results[0] and not results[-1]
+        assert sock.recv(100) == b"WATCHDOG=1"
+    finally:
+        sock.close()
