@@ -215,19 +215,21 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 
 def _labels_for(model_id: str, cfg: Config) -> tuple[str, ...] | None:
-    """Labels of a stored model: from the configured model when it matches, else a bundled one."""
-    from .model import BUNDLED_DIR, Model as _M  # noqa: F401
+    """Labels of a stored model, read from its file's metadata (bundled, models_dir, or the configured one)."""
+    import onnxruntime as ort
 
-    try:
-        import onnxruntime as ort
+    from .model import ModelSpec, resolve_model_path
 
-        from .model import ModelSpec, resolve_model_path
-
-        path = resolve_model_path(model_id, cfg.models_dir)
-        meta = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).get_modelmeta().custom_metadata_map
-        return ModelSpec.from_metadata(path, meta).labels
-    except TaggerError:
-        return None
+    for candidate in (model_id, cfg.model):
+        try:
+            path = resolve_model_path(candidate, cfg.models_dir)
+            meta = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).get_modelmeta()
+            spec = ModelSpec.from_metadata(path, meta.custom_metadata_map)
+        except TaggerError:
+            continue
+        if spec.id == model_id:
+            return spec.labels
+    return None
 
 
 def cmd_undo(args: argparse.Namespace) -> int:
