@@ -70,7 +70,6 @@ class FileOutcome:
     status: str  # ok | failed
     reason: str = ""
     changes: list[Change] = field(default_factory=list)
-    top: list[tuple[str, float]] = field(default_factory=list)
     write_error: str = ""
 
 
@@ -207,9 +206,8 @@ class Scanner:
         report.analysed += 1
         report.audio_seconds += res.duration
         scores = dict(zip(self.spec.labels, map(float, res.tags)))
-        top = sorted(scores.items(), key=lambda kv: -kv[1])[:5]
         selection = select_labels(self.spec.labels, res.tags, self.rules, self.cfg.fields)
-        outcome = FileOutcome(res.path, "ok", top=top)
+        outcome = FileOutcome(res.path, "ok")
         written: dict[str, list[str]] = {}
         write_error = ""
         info: dict[str, str] = {}

@@ -426,16 +426,6 @@ class Store:
         else:
             self._retired_slots.setdefault(model, set()).add(slot)
 
-    def update(self, path: Path | str, model: str, **fields: Any) -> None:
-        """Change fields of an existing record (no vector change)."""
-        self._require_writer()
-        k = _key(path_key(path), model)
-        if k not in self._docs:
-            raise StoreError(path, f"no record for model {model}")
-        self._docs[k] = {**self._docs[k], **fields}
-        if k in self._ids:
-            self._changed.add(k)
-
     def _drop(self, k: tuple[str, str]) -> dict[str, Any]:
         """Forget a record in memory and schedule its deletion; its slot is the caller's business."""
         doc = self._docs.pop(k)
