@@ -329,9 +329,7 @@ def cmd_similar(args: argparse.Namespace) -> int:
 
 
 def cmd_playlist(args: argparse.Namespace) -> int:
-    import numpy as np
-
-    from .similar import Hit, playlist
+    from .similar import playlist, tag_search
 
     cfg, store, model, lib = _lookup_setup(args)
     if not args.seed and not args.tags:
@@ -340,17 +338,7 @@ def cmd_playlist(args: argparse.Namespace) -> int:
     keep = _filters(args, lib, None)
     if args.tags:
         wanted = [t.strip() for t in args.tags.split(",") if t.strip()]
-        labels = list(model.spec.labels)
-        unknown = [t for t in wanted if t not in labels]
-        if unknown:
-            raise ConfigError("--tags", f"unknown label(s) {unknown}; this model knows: {', '.join(labels)}")
-        cols = [labels.index(t) for t in wanted]
-        tags = store.matrix(model.spec.id).rows(lib.slots)[:, : len(labels)]
-        score = tags[:, cols].min(axis=1)  # every asked-for tag must be there
-        if keep is not None:
-            score = np.where([keep(r) for r in lib.records], score, -np.inf)
-        order = np.lexsort((np.arange(len(score)), -score))[: args.n * 3]
-        cands = [Hit(lib.records[i], float(score[i])) for i in order if np.isfinite(score[i])]
+        cands = tag_search(lib, wanted, keep)[: args.n * 3]
     if args.seed:
         seed, query = _seed(Path(args.seed), lib, model)
         if args.tags:

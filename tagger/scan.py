@@ -58,6 +58,15 @@ def discover(roots: Iterable[Path], extensions: frozenset[str],
     return sorted(set(files)), missing
 
 
+def holds_audio(root: Path, extensions: frozenset[str]) -> bool:
+    """Whether a folder holds at least one audio file; stops at the first (an unmount check, not a listing)."""
+    for _, dirnames, filenames in os.walk(root):
+        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+        if any(not is_ignored_name(n) and os.path.splitext(n)[1].lower() in extensions for n in filenames):
+            return True
+    return False
+
+
 def needs_analysis(record: dict | None, st: os.stat_result, analyser: str, force: bool) -> bool:
     if force or record is None:
         return True

@@ -18,12 +18,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-import numpy as np
-
 from .config import Config
 from .errors import ConfigError, StoreError
 from .model import Model
-from .similar import Library, tag_filter
+from .similar import Library, tag_search
 from .store import RECORDS, Store
 
 log = logging.getLogger(__name__)
@@ -207,17 +205,10 @@ class _Handler(BaseHTTPRequestHandler):
         if unknown:
             return self._send(400, {"error": f"unknown label(s): {unknown}"})
         limit = min(int(query.get("limit", ["20"])[0]), MAX_N)
-        keep = tag_filter(lib.labels, store, wanted)
-        cols = [lib.labels.index(t) for t in wanted]
-        scored = []
-        for rec in lib.records:
-            if keep(rec):
-                tags = lib.tags_of(rec)
-                scored.append((float(np.min(tags[cols])), rec))
-        scored.sort(key=lambda sr: (-sr[0], sr[1]["path"]))
         out = []
-        for score, rec in scored[:limit]:
-            item = {"id": store.doc_id(rec["path"], lib.model), "path": rec["path"], "score": round(score, 6)}
+        for hit in tag_search(lib, wanted)[:limit]:
+            rec = hit.record
+            item = {"id": store.doc_id(rec["path"], lib.model), "path": rec["path"], "score": round(hit.score, 6)}
             item.update({k: rec[k] for k in ("artist", "title", "duration") if k in rec})
             out.append(item)
         return self._send(200, out)

@@ -126,19 +126,42 @@ class Library:
             want *= 2
 
 
-def tag_filter(labels: Sequence[str], store: Store, required: Sequence[str]) -> Callable[[dict[str, Any]], bool]:
-    """Tracks 'carrying' every required label: the label is among its top 5 or scores at least 0.2."""
+CARRY_TOP = 5
+CARRY_SCORE = 0.2
+
+
+def _label_columns(labels: Sequence[str], required: Sequence[str]) -> list[int]:
     missing = [t for t in required if t not in labels]
     if missing:
         raise StoreError("--tag", f"unknown label(s) {missing}; this model knows: {', '.join(labels)}")
-    cols = [list(labels).index(t) for t in required]
+    return [list(labels).index(t) for t in required]
 
-    def keep(rec: dict[str, Any]) -> bool:
-        tags = store.vectors(rec)[0]
-        top5 = set(np.argsort(-tags)[:5].tolist())
-        return all(tags[c] >= 0.2 or c in top5 for c in cols)
 
-    return keep
+def carries(tags: np.ndarray, cols: list[int]) -> np.ndarray:
+    """Rows of ``tags`` (tracks x labels) that carry every label in ``cols``: each is among the row's top 5
+    or scores at least 0.2 (these models' probabilities are low in absolute terms)."""
+    tags = np.atleast_2d(tags)
+    k = min(CARRY_TOP, tags.shape[1])
+    top = np.argpartition(-tags, k - 1, axis=1)[:, :k]
+    return np.all([(tags[:, c] >= CARRY_SCORE) | (top == c).any(axis=1) for c in cols], axis=0)
+
+
+def tag_filter(labels: Sequence[str], store: Store, required: Sequence[str]) -> Callable[[dict[str, Any]], bool]:
+    """A per-track filter: tracks carrying every required label (see :func:`carries`)."""
+    cols = _label_columns(labels, required)
+    return lambda rec: bool(carries(store.vectors(rec)[0], cols)[0])
+
+
+def tag_search(lib: "Library", required: Sequence[str], keep: Callable[[dict[str, Any]], bool] | None = None) -> list[Hit]:
+    """Tracks carrying every required label, best first by their weakest required label's probability."""
+    cols = _label_columns(lib.labels, required)
+    tags = lib.store.matrix(lib.model).rows(lib.slots)[:, : len(lib.labels)]
+    ok = carries(tags, cols) if len(tags) else np.zeros(0, bool)
+    score = tags[:, cols].min(axis=1) if len(tags) else np.zeros(0)
+    hits = [Hit(rec, float(sc)) for rec, sc, good in zip(lib.records, score, ok)
+            if good and (keep is None or keep(rec))]
+    hits.sort(key=lambda h: (-h.score, h.record["path"]))
+    return hits
 
 
 def folder_filter(folder: Path) -> Callable[[dict[str, Any]], bool]:

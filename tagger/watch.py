@@ -35,7 +35,7 @@ from watchdog.observers.polling import PollingObserver
 from .config import Config, load_config
 from .model import Model, load_model
 from .notify import notify, watchdog_interval
-from .scan import FileOutcome, ScanReport, Scanner, discover, is_ignored_name, needs_analysis, scan
+from .scan import FileOutcome, ScanReport, Scanner, discover, holds_audio, is_ignored_name, needs_analysis, scan
 from .store import Store, path_key
 
 log = logging.getLogger(__name__)
@@ -362,8 +362,7 @@ class Daemon:
             mine = [op for op in ops if _under(op.src, root)]
             if not mine:
                 continue
-            files, _ = discover([root], self.cfg.extensions) if root.is_dir() else ([], [])
-            if not files:
+            if not holds_audio(root, self.cfg.extensions):
                 log.warning("%s is missing or holds no audio any more; it looks unmounted or emptied, "
                             "so its records are kept", root)
                 continue
