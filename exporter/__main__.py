@@ -3,6 +3,7 @@
     python -m exporter musicnn --variant MSD --output models/musicnn-msd.onnx
     python -m exporter vgg --variant MTT --weights ~/Downloads/musicnn-0.1.0-py3-none-any.whl
     python -m exporter fetch            # only download the weights wheel into the cache
+    python -m exporter sota --arch fcn --dataset jamendo --output fcn-jamendo.onnx
 """
 from __future__ import annotations
 
@@ -21,10 +22,15 @@ log = logging.getLogger("exporter")
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m exporter", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("architecture", choices=["musicnn", "vgg", "fetch"])
-    parser.add_argument("--variant", choices=["MSD", "MTT"], default="MSD", help="training set (default MSD)")
+    parser.add_argument("architecture", choices=["musicnn", "vgg", "fetch", "sota"])
+    parser.add_argument("--variant", choices=["MSD", "MTT"], default="MSD", help="musicnn/vgg: training set (default MSD)")
+    parser.add_argument("--arch", choices=["fcn", "crnn", "musicnn"], help="sota: architecture")
+    parser.add_argument("--dataset", choices=["jamendo", "msd", "mtat"], help="sota: training set")
+    parser.add_argument("--no-resampler-correction", action="store_true",
+                        help="sota: export the front-end exactly as trained (expects kaiser_best-resampled input)")
     parser.add_argument("--output", type=Path, help="ONNX file to write (default models/<arch>-<variant>.onnx)")
-    parser.add_argument("--weights", type=Path, help="musicnn-0.1.0 wheel or unpacked folder (default: download into the cache)")
+    parser.add_argument("--weights", type=Path, help="musicnn-0.1.0 wheel or unpacked folder (default: download into "
+                        "the cache); sota: a .pth file (default: the copy in exporter/sota_weights)")
     parser.add_argument("--cache-dir", type=Path, help="where the downloaded wheel is kept")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -34,6 +40,22 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         from .zoo import build_published, verification_audio
 
+        if args.architecture == "sota":
+            from .sota_zoo import WeightsMismatch, build_sota
+
+            if not (args.arch and args.dataset):
+                parser.error("sota needs --arch and --dataset")
+            output = args.output or Path("models") / f"{args.arch}-{args.dataset}.onnx"
+            try:
+                module, full = build_sota(args.arch, args.dataset, args.weights,
+                                          correct_resampler=not args.no_resampler_correction)
+            except (WeightsMismatch, ValueError) as exc:
+                raise ExportError(str(exc)) from None
+            figures = export_onnx(module, full, output, verify_audio=verification_audio())
+            log.info("wrote %s (%s); onnxruntime vs torch on %d windows: tags max |diff| %.1e, embedding max rel "
+                     "diff %.1e", output, full.analyser, int(figures["windows"]), figures["tags_max_abs_diff"],
+                     figures["embedding_max_rel_diff"])
+            return 0
         model_id = f"{args.architecture}-{args.variant.lower()}"
         output = args.output or Path("models") / f"{model_id}.onnx"
         archive = open_weights(args.weights, args.cache_dir)

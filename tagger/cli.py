@@ -53,8 +53,10 @@ def _setup_logging(verbose: bool) -> logging.Handler:
 
 def _config(args: argparse.Namespace) -> Config:
     cfg = load_config(Path(args.config) if args.config else None)
-    overrides = {}
-    for name in ("model", "device", "threads", "batch_size"):
+    overrides: dict[str, Any] = {}
+    if getattr(args, "model", None):
+        overrides["models"] = tuple(args.model)
+    for name in ("device", "threads", "batch_size"):
         value = getattr(args, name, None)
         if value is not None:
             overrides[name] = value
@@ -69,8 +71,19 @@ def _config(args: argparse.Namespace) -> Config:
     return cfg
 
 
-def _model(cfg: Config) -> Model:
-    return load_model(cfg.model, models_dir=cfg.models_dir, device=cfg.device, threads=cfg.threads)
+def _models(cfg: Config) -> list[Model]:
+    from .scan import load_models
+
+    return load_models(cfg)
+
+
+def _lookup_model(cfg: Config) -> Model:
+    """The model whose embeddings answer similarity queries: the first of the set that has one."""
+    for name in cfg.models:
+        model = load_model(name, models_dir=cfg.models_dir, device=cfg.device, threads=cfg.threads)
+        if model.card.embedding_dim:
+            return model
+    raise ConfigError("models", "no model in the set has an embedding output to compare tracks with")
 
 
 class Progress:
@@ -115,10 +128,10 @@ def cmd_scan(args: argparse.Namespace) -> int:
 
     cfg = _config(args)
     roots = [Path(p).expanduser() for p in args.paths] or list(cfg.library)
-    model = _model(cfg)
+    models = _models(cfg)
     store = None if args.pretend else Store(cfg.database, writer=True)
     try:
-        report = scan(roots, cfg, model, store, force=args.force, pretend=args.pretend,
+        report = scan(roots, cfg, models, store, force=args.force, pretend=args.pretend,
                       progress=None if args.json else Progress())
     finally:
         if store is not None:
@@ -153,11 +166,12 @@ def _bars(labels_scores: list[tuple[str, float]], width: int = 30) -> str:
 
 
 def cmd_analyze(args: argparse.Namespace) -> int:
+    from .decide import decide
     from .engine import Engine, TrackFailure
 
     cfg = _config(args)
-    model = _model(cfg)
-    engine = Engine(model, max_batch=cfg.batch_size, decode_workers=cfg.decode_workers)
+    models = _models(cfg)
+    engine = Engine(models, max_batch=cfg.batch_size, decode_workers=cfg.decode_workers)
     paths = [Path(p) for p in args.files]
     failed = 0
     out = []
@@ -169,13 +183,25 @@ def cmd_analyze(args: argparse.Namespace) -> int:
             else:
                 print(f"{os.fsdecode(res.path)}: error: {res.reason}", file=sys.stderr)
             continue
-        scores = sorted(zip(model.spec.labels, map(float, res.tags)), key=lambda kv: -kv[1])
+        decision = decide({mid: (m.card, m.tags) for mid, m in res.models.items()}, cfg.fields, cfg.vocabulary)
         if args.json:
-            out.append({"path": os.fsdecode(res.path), "model": model.spec.analyser, "duration": round(res.duration, 3),
-                        "windows": res.n_windows, "tags": {k: round(v, 6) for k, v in scores}})
-        else:
-            print(f"{os.fsdecode(res.path)}  ({res.duration:.1f} s, {model.spec.id})")
+            out.append({"path": os.fsdecode(res.path), "duration": round(res.duration, 3),
+                        "models": {mid: {"analyser": m.card.analyser, "windows": m.n_windows,
+                                         "tags": {k: round(float(v), 6) for k, v in
+                                                  sorted(zip(m.card.labels, m.tags), key=lambda kv: -kv[1])}}
+                                   for mid, m in res.models.items()},
+                        "decision": {name: {"values": fd.written, "reason": fd.reason,
+                                            "candidates": {c.value: round(c.score, 4) for c in fd.candidates[:8]}}
+                                     for name, fd in decision.fields.items()}})
+            continue
+        print(f"{os.fsdecode(res.path)}  ({res.duration:.1f} s)")
+        for mid, m in res.models.items():
+            scores = sorted(zip(m.card.labels, map(float, m.tags)), key=lambda kv: -kv[1])
+            print(f" {mid} ({m.n_windows} windows of {m.card.window / m.card.sample_rate:.0f} s)")
             print(_bars(scores[: args.top]))
+        print(" decision")
+        for name, fd in decision.fields.items():
+            print(f"  {name}: {', '.join(fd.written) or '(nothing)'}  <- {fd.reason}")
     if args.json:
         print(json.dumps(out, ensure_ascii=False, indent=1))
     return EXIT_FILES_FAILED if failed else EXIT_OK
@@ -195,7 +221,7 @@ def cmd_show(args: argparse.Namespace) -> int:
         entry = {k: v for k, v in rec.items() if k != "slot"}
         if rec.get("status") == "ok":
             tags, _ = store.vectors(rec)
-            labels = _labels_for(rec["model"], cfg)
+            labels = _labels_for(rec["model"], store)
             entry["tags"] = {label: round(float(s), 6) for label, s in
                              sorted(zip(labels, tags), key=lambda kv: -kv[1])} if labels else [float(x) for x in tags]
         out.append(entry)
@@ -214,22 +240,17 @@ def cmd_show(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _labels_for(model_id: str, cfg: Config) -> tuple[str, ...] | None:
-    """Labels of a stored model, read from its file's metadata (bundled, models_dir, or the configured one)."""
-    import onnxruntime as ort
+def _labels_for(model_id: str, store) -> tuple[str, ...] | None:
+    """Labels of a stored model, from the card kept beside its vectors (no model file needed)."""
+    from .card import Card, CardError
 
-    from .model import ModelSpec, resolve_model_path
-
-    for candidate in (model_id, cfg.model):
-        try:
-            path = resolve_model_path(candidate, cfg.models_dir)
-            meta = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).get_modelmeta()
-            spec = ModelSpec.from_metadata(path, meta.custom_metadata_map)
-        except TaggerError:
-            continue
-        if spec.id == model_id:
-            return spec.labels
-    return None
+    text = store.card_json(model_id)
+    if text is None:
+        return None
+    try:
+        return Card.from_json(text).labels
+    except CardError:
+        return None
 
 
 def cmd_undo(args: argparse.Namespace) -> int:
@@ -261,7 +282,7 @@ def _lookup_setup(args: argparse.Namespace):
     from .store import Store
 
     cfg = _config(args)
-    model = _model(cfg)
+    model = _lookup_model(cfg)
     store = Store(cfg.database, writer=False)
     return cfg, store, model, Library(store, model.spec.id, model.spec.labels)
 
@@ -360,7 +381,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     token = args.token or os.environ.get("TAGGER_TOKEN") or None
     sc = ServeConfig(host=args.host, port=args.port, token=token, allow_remote=args.allow_remote,
                      allowed_hosts=tuple(args.allowed_host or ()))
-    model = _model(cfg)
+    model = _lookup_model(cfg)
     return serve(cfg, model, sc)
 
 
@@ -393,7 +414,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     def common(sp: argparse.ArgumentParser) -> None:
         sp.add_argument("--config", help="config file (default $XDG_CONFIG_HOME/tagger/config.yaml, if present)")
-        sp.add_argument("--model", help="model name or .onnx path (overrides config)")
+        sp.add_argument("--model", action="append",
+                        help="model name or .onnx path; repeat for a set (replaces the configured `models`)")
         sp.add_argument("--device", choices=["auto", "cpu", "cuda"])
         sp.add_argument("--threads", type=int)
         sp.add_argument("--batch-size", type=int, dest="batch_size")

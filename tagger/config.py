@@ -12,6 +12,7 @@ from typing import Any
 
 import yaml
 
+from .decide import FieldPolicy
 from .errors import ConfigError
 
 DEFAULTS_FILE = Path(__file__).parent / "default-config.yaml"
@@ -40,25 +41,13 @@ def expand_path(value: str) -> Path:
     return Path(out).expanduser()
 
 
-@dataclass(frozen=True)
-class FieldRule:
-    policy: str
-    max_values: int
-    min_score: float
-    relative: float
-
-
-@dataclass(frozen=True)
-class LabelRule:
-    field: str
-    value: str
-    min_score: float | None = None
+FieldRule = FieldPolicy  # one field's decision and write policy (tagger/decide.py)
 
 
 @dataclass(frozen=True)
 class Config:
     library: tuple[Path, ...]
-    model: str
+    models: tuple[str, ...]
     models_dir: Path
     database: Path
     device: str
@@ -73,7 +62,7 @@ class Config:
     id3v23_separator: str
     provenance: bool
     fields: dict[str, FieldRule]
-    labels: dict[str, dict[str, LabelRule]]
+    vocabulary: dict[str, dict[str, tuple[str, ...]]]
     source: str
     settle_seconds: float = 3.0
     rescan_hours: float = 6.0
@@ -82,7 +71,7 @@ class Config:
 
 
 def _merge(defaults: Any, user: Any, where: str) -> Any:
-    if isinstance(defaults, dict) and where not in ("labels",) and not where.startswith("labels."):
+    if isinstance(defaults, dict) and where != "vocabulary" and not where.startswith("vocabulary."):
         if not isinstance(user, dict):
             raise ConfigError(where or "config", f"must be a mapping, got {type(user).__name__}")
         out = dict(defaults)
@@ -117,27 +106,24 @@ def _value_ok(value: str) -> bool:
     return bool(value.strip()) and not any(c in value for c in ";/,") and not value.strip().isdigit()
 
 
-def _labels(raw: Any) -> dict[str, dict[str, LabelRule]]:
-    _need(isinstance(raw, dict), "labels", "must map model ids to label tables")
-    out: dict[str, dict[str, LabelRule]] = {}
-    for model_id, table in raw.items():
-        key = f"labels.{model_id}"
-        _need(isinstance(table, dict), key, "must map labels to a field")
-        rules = {}
-        for label, entry in table.items():
-            lkey = f"{key}.{label}"
-            if isinstance(entry, str):
-                entry = {"field": entry}
-            _need(isinstance(entry, dict), lkey, "must be a field name or {field, value, min_score}")
-            unknown = set(entry) - {"field", "value", "min_score"}
-            _need(not unknown, lkey, f"unknown key(s) {sorted(unknown)}")
-            field = entry.get("field")
-            _need(field in FIELDS, lkey, f"field must be one of {', '.join(FIELDS)}, got {field!r}")
-            value = str(entry.get("value", label))
-            _need(_value_ok(value), lkey, f"value {value!r} must not contain ; / , or be a bare number")
-            ms = _score(entry["min_score"], f"{lkey}.min_score") if "min_score" in entry else None
-            rules[str(label)] = LabelRule(field, value, ms)
-        out[str(model_id)] = rules
+def _vocabulary(raw: Any) -> dict[str, dict[str, tuple[str, ...]]]:
+    _need(isinstance(raw, dict), "vocabulary", "must map fields to {value: [labels]}")
+    out: dict[str, dict[str, tuple[str, ...]]] = {}
+    for field, table in raw.items():
+        key = f"vocabulary.{field}"
+        _need(field in FIELDS, key, f"unknown field (known: {', '.join(FIELDS)})")
+        _need(isinstance(table, dict), key, "must map written values to lists of model labels")
+        values: dict[str, tuple[str, ...]] = {}
+        for value, labels in table.items():
+            vkey = f"{key}.{value}"
+            value = str(value)
+            _need(_value_ok(value), vkey, f"value {value!r} must not contain ; / , or be a bare number")
+            if isinstance(labels, str):
+                labels = [labels]
+            _need(isinstance(labels, list) and all(isinstance(x, (str, int)) and str(x).strip() for x in labels),
+                  vkey, "must be a list of model labels")
+            values[value] = tuple(str(x) for x in labels)
+        out[str(field)] = values
     return out
 
 
@@ -159,14 +145,19 @@ def load_config(path: Path | None = None, *, required: bool = False) -> Config:
         source = str(candidate)
         if not isinstance(user, dict):
             raise ConfigError(candidate, "top level must be a mapping of keys")
-    # Label tables replace the defaults per model rather than merging label by label.
-    user_labels = user.pop("labels", None)
+    if "model" in user and "models" not in user:  # a single `model:` from an older config is a set of one
+        user["models"] = [user.pop("model")]
+    if "labels" in user:
+        raise ConfigError(f"{source}: labels", "per-model label tables were replaced by `vocabulary` (field -> "
+                                               "value -> labels of any model); see the default config")
+    # A vocabulary field given by the user replaces that field's default table as a whole.
+    user_vocab = user.pop("vocabulary", None)
     try:
         raw = _merge(defaults, user, "")
-        if user_labels is not None:
-            if not isinstance(user_labels, dict):
-                raise ConfigError("labels", "must map model ids to label tables")
-            raw["labels"] = {**defaults["labels"], **user_labels}
+        if user_vocab is not None:
+            if not isinstance(user_vocab, dict):
+                raise ConfigError("vocabulary", "must map fields to {value: [labels]}")
+            raw["vocabulary"] = {**defaults["vocabulary"], **user_vocab}
         return _build(raw, source)
     except ConfigError as exc:
         raise ConfigError(f"{source}: {exc.subject}", exc.reason) from None
@@ -175,8 +166,12 @@ def load_config(path: Path | None = None, *, required: bool = False) -> Config:
 def _build(raw: dict, source: str) -> Config:
     lib = raw["library"]
     _need(isinstance(lib, list) and all(isinstance(x, str) for x in lib), "library", "must be a list of folders")
-    for key in ("model", "models_dir", "database"):
+    for key in ("models_dir", "database"):
         _need(isinstance(raw[key], str) and raw[key].strip() != "", key, "must be a non-empty string")
+    models = raw["models"]
+    _need(isinstance(models, list) and models and all(isinstance(m, str) and m.strip() for m in models), "models",
+          "must be a non-empty list of model names or .onnx paths")
+    _need(len(set(models)) == len(models), "models", "lists a model twice")
     _need(raw["device"] in ("auto", "cpu", "cuda"), "device", f"must be auto, cpu or cuda, got {raw['device']!r}")
     exts = raw["extensions"]
     _need(isinstance(exts, list) and all(isinstance(e, str) and e.startswith(".") for e in exts), "extensions",
@@ -190,11 +185,15 @@ def _build(raw: dict, source: str) -> Config:
     for name in FIELDS:
         f = w["fields"][name]
         key = f"write.fields.{name}"
-        _need(isinstance(f, dict) and set(f) == {"policy", "max_values", "min_score", "relative"}, key,
-              "needs exactly policy, max_values, min_score, relative")
+        required = {"policy", "max_values", "min_score", "relative"}
+        _need(isinstance(f, dict) and required <= set(f) <= required | {"min_models", "rule"}, key,
+              "needs policy, max_values, min_score, relative (and optionally min_models, rule)")
         _need(f["policy"] in POLICIES, f"{key}.policy", f"must be one of {', '.join(POLICIES)}, got {f['policy']!r}")
+        rule = f.get("rule", "mean")
+        _need(rule in ("share", "mean"), f"{key}.rule", f"must be share or mean, got {rule!r}")
         fields[name] = FieldRule(f["policy"], _int(f, "max_values", 0), _score(f["min_score"], f"{key}.min_score"),
-                                 _score(f["relative"], f"{key}.relative"))
+                                 _score(f["relative"], f"{key}.relative"),
+                                 _int(f, "min_models", 1) if "min_models" in f else 1, rule)
     wt = raw["watch"]
     for key in ("settle_seconds", "rescan_hours", "poll_seconds"):
         v = wt[key]
@@ -204,11 +203,11 @@ def _build(raw: dict, source: str) -> Config:
     cs = raw["commit_seconds"]
     _need(isinstance(cs, (int, float)) and not isinstance(cs, bool) and cs > 0, "commit_seconds", "must be a positive number")
     return Config(
-        library=tuple(expand_path(x) for x in lib), model=raw["model"], models_dir=expand_path(raw["models_dir"]),
+        library=tuple(expand_path(x) for x in lib), models=tuple(models), models_dir=expand_path(raw["models_dir"]),
         database=expand_path(raw["database"]), device=raw["device"], threads=_int(raw, "threads", 0),
         batch_size=_int(raw, "batch_size", 1, 4096), decode_workers=_int(raw, "decode_workers", 1, 64),
         extensions=frozenset(e.lower() for e in exts), commit_every=_int(raw, "commit_every", 1),
         commit_seconds=float(cs), write_enabled=w["enabled"], id3_version=w["id3_version"],
         id3v23_separator=w["id3v23_separator"], provenance=w["provenance"], fields=fields,
-        labels=_labels(raw["labels"]), source=source, settle_seconds=float(wt["settle_seconds"]),
+        vocabulary=_vocabulary(raw["vocabulary"]), source=source, settle_seconds=float(wt["settle_seconds"]),
         rescan_hours=float(wt["rescan_hours"]), polling=wt["polling"], poll_seconds=float(wt["poll_seconds"]))

@@ -197,11 +197,11 @@ def _pyav_blocks(path: Path, info: StreamInfo) -> Iterator[np.ndarray]:
                 yield out.to_ndarray().astype(np.float32, copy=False)
 
 
-def stream_mono(path: str | Path, sample_rate: int, info: StreamInfo | None = None) -> Iterator[np.ndarray]:
-    """Yield consecutive blocks of mono float32 audio at ``sample_rate``.
+def stream_native_mono(path: str | Path, info: StreamInfo | None = None) -> Iterator[np.ndarray]:
+    """Yield consecutive blocks of mono float32 audio at the file's own rate (``info.source_rate``).
 
-    The total length is made exactly ``ceil(n * sample_rate / source_rate)`` (zero-padded or cut),
-    as the reference front-end did, so window boundaries line up with it.
+    Channels are averaged before anything else, as the reference front-ends did. Every third-party
+    decoder error becomes a DecodeError naming the file.
     """
     path = Path(path)
     info = info if info is not None else StreamInfo()
@@ -213,8 +213,6 @@ def stream_mono(path: str | Path, sample_rate: int, info: StreamInfo | None = No
     else:
         info.decoder, blocks = "pyav", _pyav_blocks(path, info)
     declared = _flac_declared_frames(path) if fmt == "flac" else 0
-    resampler: soxr.ResampleStream | None = None
-    produced = 0
     try:
         for chunk in blocks:
             if chunk.ndim != 2:
@@ -225,35 +223,67 @@ def stream_mono(path: str | Path, sample_rate: int, info: StreamInfo | None = No
                 info.native_hash.update(chunk)
             mono = chunk.mean(axis=0, dtype=np.float32) if chunk.shape[0] > 1 else chunk[0].astype(np.float32)
             info.source_frames += len(mono)
-            if info.source_rate == sample_rate:
-                out = mono
-            else:
-                if resampler is None:
-                    resampler = soxr.ResampleStream(info.source_rate, sample_rate, 1, dtype="float32", quality="HQ")
-                out = resampler.resample_chunk(mono, last=False)
-            produced += len(out)
-            if len(out):
-                yield out
+            if len(mono):
+                yield mono
         if declared and info.source_frames < declared:
             raise DecodeError(path, f"file is truncated or damaged: decoded {info.source_frames} of the "
                                     f"{declared} samples its header declares")
-        if resampler is not None:
-            tail = resampler.resample_chunk(np.zeros(0, np.float32), last=True)
-            produced += len(tail)
-            expected = math.ceil(info.source_frames * sample_rate / info.source_rate)
-            if produced > expected:
-                tail = tail[: len(tail) - (produced - expected)]
-            elif produced < expected:
-                tail = np.concatenate([tail, np.zeros(expected - produced, np.float32)])
-            if len(tail):
-                yield tail
     except DecodeError:
         raise
     except Exception as exc:  # third-party decoders raise many types; name the file and the reason
         reason = str(exc).strip() or type(exc).__name__
-        raise DecodeError(path, f"cannot decode {fmt}: {reason}") from None
+        raise DecodeError(path, f"cannot decode {fmt}: {reason}") from exc
     if info.source_frames == 0:
         raise DecodeError(path, f"no audio samples in this {fmt} file")
+
+
+class RateConverter:
+    """Streaming soxr 'HQ' resampling from the source rate to one model rate.
+
+    The total output is made exactly ``ceil(n * rate / source_rate)`` samples (zero-padded or cut), as
+    the reference front-ends did, so window boundaries line up with theirs.
+    """
+
+    def __init__(self, source_rate: int, rate: int) -> None:
+        self.source_rate, self.rate = source_rate, rate
+        self.stream = (None if source_rate == rate else
+                       soxr.ResampleStream(source_rate, rate, 1, dtype="float32", quality="HQ"))
+        self.consumed = 0
+        self.produced = 0
+
+    def push(self, mono: np.ndarray) -> np.ndarray:
+        self.consumed += len(mono)
+        out = mono if self.stream is None else self.stream.resample_chunk(mono, last=False)
+        self.produced += len(out)
+        return out
+
+    def finish(self) -> np.ndarray:
+        if self.stream is None:
+            return np.zeros(0, np.float32)
+        tail = self.stream.resample_chunk(np.zeros(0, np.float32), last=True)
+        self.produced += len(tail)
+        expected = math.ceil(self.consumed * self.rate / self.source_rate)
+        if self.produced > expected:
+            tail = tail[: max(0, len(tail) - (self.produced - expected))]
+        elif self.produced < expected:
+            tail = np.concatenate([tail, np.zeros(expected - self.produced, np.float32)])
+        return tail
+
+
+def stream_mono(path: str | Path, sample_rate: int, info: StreamInfo | None = None) -> Iterator[np.ndarray]:
+    """Yield consecutive blocks of mono float32 audio at ``sample_rate`` (see :class:`RateConverter`)."""
+    info = info if info is not None else StreamInfo()
+    conv: RateConverter | None = None
+    for mono in stream_native_mono(path, info):
+        if conv is None:
+            conv = RateConverter(info.source_rate, sample_rate)
+        out = conv.push(mono)
+        if len(out):
+            yield out
+    if conv is not None:
+        tail = conv.finish()
+        if len(tail):
+            yield tail
 
 
 @dataclass

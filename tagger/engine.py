@@ -1,42 +1,83 @@
-"""Batched inference across many files: decode in a small thread pool, infer in one thread.
+"""Batched inference of a whole model set across many files: decode once, infer in one thread.
 
-Decoder threads turn files into windows and push them onto one bounded queue; the inference thread
-packs windows from whatever tracks are ready into batches of at most ``max_batch`` and runs the
-single onnxruntime session. Song-level results (mean over windows of tag probabilities and of
-embeddings) are emitted as soon as a track's last window is through. The bounded queue gives
+Decoder threads turn each file into native-rate mono audio once, resample it once per distinct model
+rate, and let every model that needs the file cut its own windows (3-s and 29-s windows side by side).
+Windows go onto one bounded queue; the inference thread keeps one batch per model, packs windows from
+whatever tracks are ready, and runs each model's single onnxruntime session. A track's result is
+emitted as soon as every model it needed has seen its last window. The bounded queue gives
 back-pressure, so memory stays flat however many files are queued.
+
+Nothing a single file does can stop the pipeline: every exception while decoding or analysing one file
+becomes that file's :class:`TrackFailure` (the file named, the original error kept as ``__cause__``),
+and the end of input is always signalled.
 """
 from __future__ import annotations
 
 import logging
+import os
 import queue
+import stat
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from .decode import Fingerprint, StreamInfo, new_native_hash, stream_mono
-from .errors import DecodeError, TaggerError
+from .card import Card
+from .decode import Fingerprint, RateConverter, StreamInfo, new_native_hash, stream_native_mono
+from .errors import DecodeError, ModelError, TaggerError
 from .model import Model
-from .windows import iter_windows
+from .windows import Windower
 
 log = logging.getLogger(__name__)
+
+FINGERPRINT_RATE = 16000  # the duplicate fingerprint is taken at one fixed rate, whatever the models use
+REFERENCE_WINDOW = 48128  # batch sizes are counted in windows of this many samples (3 s at 16 kHz)
+
+
+@dataclass
+class ModelResult:
+    """One model's song-level view of one track."""
+
+    card: Card
+    tags: np.ndarray  # (n_labels,) aggregated main label output
+    embedding: np.ndarray  # (dim,) aggregated embedding (width 0 when the model has none)
+    n_windows: int
+    outputs: dict[str, np.ndarray] = field(default_factory=dict)  # every output, aggregated, by name
+    window_tags: np.ndarray | None = None  # (n_windows, n_labels) when asked for
 
 
 @dataclass
 class TrackResult:
     path: Path
-    tags: np.ndarray  # (n_labels,) mean sigmoid probability over windows
-    embedding: np.ndarray  # (dim,) mean embedding over windows
-    n_windows: int
     duration: float  # seconds of decoded audio
     fingerprint: str
     info: StreamInfo
-    window_tags: np.ndarray | None = None  # (n_windows, n_labels) when asked for
+    models: dict[str, ModelResult] = field(default_factory=dict)  # by model id, in model-set order
+
+    @property
+    def first(self) -> ModelResult:
+        return next(iter(self.models.values()))
+
+    # The single-model view (the first model of the set), for callers that only need one.
+    @property
+    def tags(self) -> np.ndarray:
+        return self.first.tags
+
+    @property
+    def embedding(self) -> np.ndarray:
+        return self.first.embedding
+
+    @property
+    def n_windows(self) -> int:
+        return self.first.n_windows
+
+    @property
+    def window_tags(self) -> np.ndarray | None:
+        return self.first.window_tags
 
 
 @dataclass
@@ -47,13 +88,21 @@ class TrackFailure:
 
 
 @dataclass
+class _Acc:
+    """Running aggregate of one model's outputs for one track."""
+
+    expected: int | None = None
+    done: int = 0
+    sums: dict[str, np.ndarray] = field(default_factory=dict)
+    maxes: dict[str, np.ndarray] = field(default_factory=dict)
+    rows: list[np.ndarray] = field(default_factory=list)
+
+
+@dataclass
 class _Pending:
     path: Path
-    n_windows: int | None = None  # known once decoding has finished
-    done: int = 0
-    tag_sum: np.ndarray | None = None
-    emb_sum: np.ndarray | None = None
-    rows: list[np.ndarray] = field(default_factory=list)
+    accs: dict[int, _Acc]  # model index -> accumulator
+    decoded: bool = False
     duration: float = 0.0
     fingerprint: str = ""
     info: StreamInfo = field(default_factory=StreamInfo)
@@ -62,102 +111,235 @@ class _Pending:
 _END = object()
 
 
-class Engine:
-    """Owns one model session and turns paths into song-level results, in completion order."""
+def check_regular_file(path: Path) -> None:
+    """Refuse FIFOs, sockets, devices and folders before any decoder opens them (a FIFO would block forever)."""
+    try:
+        st = os.stat(path)
+    except OSError as exc:
+        raise DecodeError(path, f"cannot stat: {exc.strerror or exc}") from exc
+    if not stat.S_ISREG(st.st_mode):
+        kind = ("a FIFO (named pipe)" if stat.S_ISFIFO(st.st_mode) else "a socket" if stat.S_ISSOCK(st.st_mode)
+                else "a device" if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode)
+                else "a folder" if stat.S_ISDIR(st.st_mode) else "not a regular file")
+        raise DecodeError(path, f"not a regular file: {kind}")
 
-    def __init__(self, model: Model, *, max_batch: int = 32, decode_workers: int = 2,
+
+class Engine:
+    """Owns the model set's sessions and turns paths into song-level results, in completion order."""
+
+    def __init__(self, models: Model | Sequence[Model], *, max_batch: int = 16, decode_workers: int = 2,
                  keep_window_tags: bool = False) -> None:
         if max_batch < 1:
             raise ValueError("max_batch must be >= 1")
-        self.model = model
-        self.spec = model.spec
+        self.models: list[Model] = [models] if isinstance(models, Model) else list(models)
+        if not self.models:
+            raise ValueError("an engine needs at least one model")
+        self.index = {m.card.id: i for i, m in enumerate(self.models)}
         self.max_batch = max_batch
+        # Batches are counted in 3-s windows: a 29-s model gets proportionally fewer per call.
+        self.batch_of = [max(1, max_batch * REFERENCE_WINDOW // m.card.window) for m in self.models]
         self.decode_workers = max(1, decode_workers)
         self.keep_window_tags = keep_window_tags
-        self.stats = {"windows": 0, "batches": 0, "infer_seconds": 0.0}
+        self.stats = {"windows": 0, "batches": 0, "infer_seconds": 0.0, "decoded_files": 0}
+        self.per_model = {m.card.id: {"windows": 0, "batches": 0, "seconds": 0.0} for m in self.models}
 
-    def _decode_one(self, key: int, path: Path, out: "queue.Queue[tuple]", stop: threading.Event) -> None:
-        info = StreamInfo(native_hash=new_native_hash())
-        fp = Fingerprint()
-        n = 0
-        samples = 0
+    @property
+    def model(self) -> Model:
+        return self.models[0]
 
-        def blocks() -> Iterator[np.ndarray]:
-            nonlocal samples
-            for block in stream_mono(path, self.spec.sample_rate, info):
-                fp.update(block)
-                samples += len(block)
-                yield block
+    @property
+    def spec(self) -> Card:
+        return self.models[0].card
 
+    # -- decoding (pool threads) -----------------------------------------------------------------
+    def _decode_one(self, key: int, path: Path, wanted: list[int], out: "queue.Queue[tuple]",
+                    stop: threading.Event) -> None:
         try:
-            for window in iter_windows(blocks(), self.spec):
-                if stop.is_set():
-                    return
-                out.put((key, window))
-                n += 1
-            if n == 0:
-                raise DecodeError(path, "no audio after decoding")
-            out.put((key, _END, n, samples / self.spec.sample_rate, fp.hexdigest(), info))
+            self._decode(key, path, wanted, out, stop)
         except TaggerError as exc:
             out.put((key, exc))
-        except MemoryError:
-            out.put((key, DecodeError(path, "out of memory while decoding")))
+        except MemoryError as exc:
+            err = DecodeError(path, "out of memory while decoding")
+            err.__cause__ = exc
+            out.put((key, err))
+        except Exception as exc:  # anything else is still this file's failure, never the pipeline's
+            err = DecodeError(path, f"unexpected error while decoding: {type(exc).__name__}: {exc}")
+            err.__cause__ = exc
+            log.debug("decode of %s failed", path, exc_info=True)
+            out.put((key, err))
 
-    def analyse(self, paths: Iterable[Path | str]) -> Iterator[TrackResult | TrackFailure]:
-        """Yield one result per path. Paths are consumed lazily, so a generator of paths is fine."""
+    def _decode(self, key: int, path: Path, wanted: list[int], out: "queue.Queue[tuple]",
+                stop: threading.Event) -> None:
+        check_regular_file(path)
+        info = StreamInfo(native_hash=new_native_hash())
+        fp = Fingerprint()
+        cutters = {i: Windower(self.models[i].card) for i in wanted}
+        rates = sorted({self.models[i].card.sample_rate for i in wanted} | {FINGERPRINT_RATE})
+        converters: dict[int, RateConverter] = {}
+        counts = dict.fromkeys(wanted, 0)
+
+        def feed(rate: int, block: np.ndarray) -> None:
+            if rate == FINGERPRINT_RATE:
+                fp.update(block)
+            for i, cutter in cutters.items():
+                if self.models[i].card.sample_rate == rate:
+                    for window in cutter.push(block):
+                        if stop.is_set():
+                            raise _Stopped
+                        out.put((key, i, window))
+                        counts[i] += 1
+
+        try:
+            for mono in stream_native_mono(path, info):
+                if not converters:
+                    converters = {r: RateConverter(info.source_rate, r) for r in rates}
+                for rate, conv in converters.items():
+                    block = conv.push(mono)
+                    if len(block):
+                        feed(rate, block)
+                if stop.is_set():
+                    return
+            for rate, conv in converters.items():
+                tail = conv.finish()
+                if len(tail):
+                    feed(rate, tail)
+            for i, cutter in cutters.items():
+                for window in cutter.finish():
+                    out.put((key, i, window))
+                    counts[i] += 1
+        except _Stopped:
+            return
+        if not any(counts.values()):
+            raise DecodeError(path, "no audio after decoding")
+        duration = info.source_frames / info.source_rate if info.source_rate else 0.0
+        out.put((key, _END, counts, duration, fp.hexdigest(), info))
+
+    # -- the pipeline ----------------------------------------------------------------------------
+    def analyse(self, items: Iterable[Path | str | tuple[Path | str, Iterable[str] | None]]
+                ) -> Iterator[TrackResult | TrackFailure]:
+        """Yield one result per item. An item is a path (every model) or ``(path, model ids)``.
+
+        Items are consumed lazily, so a generator is fine (the daemon keeps feeding one).
+        """
         windows: queue.Queue[tuple] = queue.Queue(maxsize=self.max_batch * 2)
         results: queue.Queue[object] = queue.Queue()
         stop = threading.Event()
         pending: dict[int, _Pending] = {}
+        failed: set[int] = set()
         lock = threading.Lock()
+        every = list(range(len(self.models)))
+
+        def wanted_of(item) -> tuple[Path, list[int]]:
+            if isinstance(item, tuple):
+                path, ids = item
+                if ids is None:
+                    return Path(path), every
+                idx = sorted(self.index[i] for i in ids)
+                return Path(path), idx
+            return Path(item), every
 
         def feeder() -> None:
-            with ThreadPoolExecutor(self.decode_workers, thread_name_prefix="tagger-decode") as pool:
-                slots = threading.Semaphore(self.decode_workers * 2)
-                futures = []
-                for key, p in enumerate(paths):
-                    if stop.is_set():
-                        break
-                    slots.acquire()
-                    with lock:
-                        pending[key] = _Pending(Path(p))
-                    fut = pool.submit(self._decode_one, key, Path(p), windows, stop)
-                    fut.add_done_callback(lambda _f: slots.release())
-                    futures.append(fut)
-                for f in futures:
-                    f.result()
-            windows.put((-1, _END))
+            try:
+                with ThreadPoolExecutor(self.decode_workers, thread_name_prefix="tagger-decode") as pool:
+                    slots = threading.Semaphore(self.decode_workers * 2)
+                    for key, item in enumerate(items):
+                        if stop.is_set():
+                            break
+                        path, wanted = wanted_of(item)
+                        with lock:
+                            pending[key] = _Pending(path, {i: _Acc() for i in wanted})
+                        if not wanted:
+                            windows.put((key, _END, {}, 0.0, "", StreamInfo()))
+                            continue
+                        slots.acquire()
+                        fut = pool.submit(self._decode_one, key, path, wanted, windows, stop)
+                        fut.add_done_callback(lambda _f: slots.release())
+            except BaseException as exc:  # the item source itself failed: tell the consumer, then end
+                results.put(exc)
+            finally:
+                windows.put((-1, _END))
 
         def finish(key: int) -> None:
             with lock:
                 st = pending.pop(key)
-            mean_tags = st.tag_sum / st.done
-            mean_emb = st.emb_sum / st.done
-            rows = np.stack(st.rows) if st.rows else None
-            results.put(TrackResult(st.path, mean_tags.astype(np.float32), mean_emb.astype(np.float32), st.done,
-                                    st.duration, st.fingerprint, st.info, rows))
+            res = TrackResult(st.path, st.duration, st.fingerprint, st.info)
+            for i in sorted(st.accs):
+                acc, card = st.accs[i], self.models[i].card
+                aggregated = {}
+                for out in card.outputs:
+                    if out.name in acc.sums:
+                        aggregated[out.name] = (acc.maxes[out.name] if out.aggregate == "max"
+                                                else acc.sums[out.name] / max(acc.done, 1)).astype(np.float32)
+                tags = aggregated[card.tags.name]
+                emb_out = card.embedding
+                emb = aggregated[emb_out.name] if emb_out is not None else np.zeros(0, np.float32)
+                rows = np.stack(acc.rows) if acc.rows else None
+                res.models[card.id] = ModelResult(card, tags, emb, acc.done, aggregated, rows)
+            results.put(res)
 
-        def infer_batch(batch: list[tuple[int, np.ndarray]]) -> None:
+        def complete(key: int) -> bool:
+            st = pending.get(key)
+            return st is not None and st.decoded and all(a.done == a.expected for a in st.accs.values())
+
+        def fail(key: int, reason: str, error: TaggerError | None) -> None:
+            with lock:
+                st = pending.pop(key, None)
+            failed.add(key)
+            if st is not None:
+                results.put(TrackFailure(st.path, reason, error))
+
+        def infer(i: int, batch: list[tuple[int, np.ndarray]]) -> None:
+            model = self.models[i]
             t0 = time.perf_counter()
-            tags, emb = self.model.run(np.stack([w for _, w in batch]))
-            self.stats["infer_seconds"] += time.perf_counter() - t0
+            try:
+                outs = model.run_all(np.stack([w for _, w in batch]))
+            except Exception as exc:  # onnxruntime failure (memory, a bad graph): these files fail, the run goes on
+                for key in {k for k, _ in batch}:
+                    st = pending.get(key)
+                    err = ModelError(model.path, f"inference failed on {st.path if st else key}: {exc}")
+                    err.__cause__ = exc
+                    fail(key, err.reason, err)
+                return
+            dt = time.perf_counter() - t0
+            self.stats["infer_seconds"] += dt
             self.stats["windows"] += len(batch)
             self.stats["batches"] += 1
+            pm = self.per_model[model.card.id]
+            pm["windows"] += len(batch)
+            pm["batches"] += 1
+            pm["seconds"] += dt
             touched = set()
-            for (key, _), t, e in zip(batch, tags.astype(np.float64), emb.astype(np.float64)):
-                st = pending[key]
-                st.tag_sum = t.copy() if st.tag_sum is None else st.tag_sum + t
-                st.emb_sum = e.copy() if st.emb_sum is None else st.emb_sum + e
+            tags_name = model.card.tags.name
+            for row, (key, _) in enumerate(batch):
+                st = pending.get(key)
+                if st is None:
+                    continue
+                acc = st.accs[i]
+                for name, value in outs.items():
+                    v = value[row].astype(np.float64)
+                    if name in acc.sums:
+                        acc.sums[name] += v
+                        np.maximum(acc.maxes[name], v, out=acc.maxes[name])
+                    else:
+                        acc.sums[name] = v.copy()
+                        acc.maxes[name] = v.copy()
                 if self.keep_window_tags:
-                    st.rows.append(t.astype(np.float32))
-                st.done += 1
+                    acc.rows.append(outs[tags_name][row].astype(np.float32))
+                acc.done += 1
                 touched.add(key)
             for key in touched:
-                if pending[key].n_windows == pending[key].done:
+                if complete(key):
                     finish(key)
 
         def inferrer() -> None:
-            batch: list[tuple[int, np.ndarray]] = []
+            batches: dict[int, list[tuple[int, np.ndarray]]] = {i: [] for i in every}
+
+            def flush_all() -> None:
+                for i, b in batches.items():
+                    if b:
+                        batches[i] = []
+                        infer(i, b)
+
             try:
                 while True:
                     try:
@@ -168,35 +350,40 @@ class Engine:
                         continue
                     while True:
                         key, payload = item[0], item[1]
-                        if payload is _END and key == -1:
-                            if batch:
-                                infer_batch(batch)
+                        if key == -1 and payload is _END:
+                            flush_all()
+                            for k in [k for k, st in pending.items() if not st.decoded]:
+                                fail(k, "decoder ended without a result", None)  # defensive: never wait forever
                             results.put(_END)
                             return
-                        if isinstance(payload, np.ndarray):
-                            batch.append((key, payload))
-                            if len(batch) >= self.max_batch:
-                                infer_batch(batch)
-                                batch = []
+                        if key in failed:
+                            pass
+                        elif isinstance(payload, int) and not isinstance(payload, bool):
+                            b = batches[payload]
+                            b.append((key, item[2]))
+                            if len(b) >= self.batch_of[payload]:
+                                batches[payload] = []
+                                infer(payload, b)
                         elif payload is _END:
                             st = pending[key]
-                            st.n_windows, st.duration, st.fingerprint, st.info = item[2], item[3], item[4], item[5]
-                            if st.done == st.n_windows:
+                            for i, n in item[2].items():
+                                st.accs[i].expected = n
+                            st.decoded, st.duration, st.fingerprint, st.info = True, item[3], item[4], item[5]
+                            self.stats["decoded_files"] += 1
+                            if complete(key):
                                 finish(key)
                         else:  # a decode error
-                            with lock:
-                                st = pending.pop(key)
-                            batch = [(k, w) for k, w in batch if k != key]
-                            results.put(TrackFailure(st.path, payload.reason, payload))
+                            for i in batches:
+                                batches[i] = [(k, w) for k, w in batches[i] if k != key]
+                            fail(key, payload.reason, payload)
                         try:
                             item = windows.get_nowait()
                         except queue.Empty:
                             break
-                    if batch:  # the queue ran dry: run what we have rather than wait
-                        infer_batch(batch)
-                        batch = []
+                    flush_all()  # the queue ran dry: run what we have rather than wait
             except BaseException as exc:  # never die silently: surface it to the consumer
                 results.put(exc)
+                results.put(_END)
 
         threads = [threading.Thread(target=feeder, name="tagger-feeder", daemon=True),
                    threading.Thread(target=inferrer, name="tagger-infer", daemon=True)]
@@ -219,3 +406,7 @@ class Engine:
                     pass
             for t in threads:
                 t.join()
+
+
+class _Stopped(Exception):
+    """The consumer went away while a file was being decoded."""

@@ -1,76 +1,37 @@
-"""Model spec (from the ONNX file's own metadata) and the onnxruntime session that runs it.
+"""A model's card (from the ONNX file's own metadata) and the onnxruntime session that runs it.
 
-Nothing in the runtime knows a model by name: labels, sample rate, window, hop and padding rules all
-come from the ``tagger.model`` metadata JSON that the exporter writes. Any file that carries it and
-has a ``waveform`` input and ``tags``/``embedding`` outputs plugs in.
+Nothing in the runtime knows a model by name: labels and their groups, sample rate, window, hop,
+padding rules and output kinds all come from the card (``tagger/card.py``) the exporter writes. Any
+file that carries one and whose graph has the outputs it declares plugs in.
 """
 from __future__ import annotations
 
 import ctypes
-import json
 import logging
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from .card import METADATA_KEY, Card, CardError
 from .errors import ModelError
 
 log = logging.getLogger(__name__)
 
-METADATA_KEY = "tagger.model"
 BUNDLED_DIR = Path(__file__).parent / "models"
 
 
-@dataclass(frozen=True)
-class ModelSpec:
-    id: str
-    version: str
-    labels: tuple[str, ...]
-    sample_rate: int
-    window: int
-    hop: int
-    embedding_dim: int
-    pad_start: int
-    pad_end: int
-    short_input: str
-    partial_tail: str
-    path: Path
-    description: str = ""
-    licence: str = ""
+ModelSpec = Card  # the runtime's view of a model is exactly its card
 
-    @property
-    def analyser(self) -> str:
-        """What a stored result depends on: a new model version means stale results."""
-        return f"{self.id}@{self.version}"
 
-    @classmethod
-    def from_metadata(cls, path: Path, meta: dict[str, str]) -> "ModelSpec":
-        if METADATA_KEY not in meta:
-            raise ModelError(path, f"no {METADATA_KEY!r} metadata: not a tagger model (export it with `python -m exporter`)")
-        try:
-            card = json.loads(meta[METADATA_KEY])
-        except json.JSONDecodeError as exc:
-            raise ModelError(path, f"metadata {METADATA_KEY!r} is not valid JSON: {exc}") from None
-        if card.get("schema") != 1:
-            raise ModelError(path, f"metadata schema {card.get('schema')!r} is not supported (expected 1)")
-        try:
-            spec = cls(id=str(card["id"]), version=str(card["version"]), labels=tuple(map(str, card["labels"])),
-                       sample_rate=int(card["sample_rate"]), window=int(card["window"]), hop=int(card["hop"]),
-                       embedding_dim=int(card["embedding_dim"]), pad_start=int(card.get("pad_start", 0)),
-                       pad_end=int(card.get("pad_end", 0)), short_input=str(card.get("short_input", "repeat")),
-                       partial_tail=str(card.get("partial_tail", "drop")), path=path,
-                       description=str(card.get("description", "")), licence=str(card.get("licence", "")))
-        except KeyError as exc:
-            raise ModelError(path, f"metadata lacks required field {exc.args[0]!r}") from None
-        except (TypeError, ValueError) as exc:
-            raise ModelError(path, f"metadata has a malformed field: {exc}") from None
-        if spec.short_input not in ("repeat", "zeros") or spec.partial_tail not in ("drop", "pad"):
-            raise ModelError(path, f"unknown padding rule short_input={spec.short_input!r} partial_tail={spec.partial_tail!r}")
-        if min(spec.sample_rate, spec.window, spec.hop, spec.embedding_dim) <= 0 or not spec.labels:
-            raise ModelError(path, "metadata has a non-positive size or no labels")
-        return spec
+def card_from_metadata(path: Path | str, meta: dict[str, str]) -> Card:
+    """The card stored in an ONNX file's metadata, or ModelError naming the file and the field."""
+    if METADATA_KEY not in meta:
+        raise ModelError(path, f"no {METADATA_KEY!r} metadata: not a tagger model (export it with `python -m exporter`)")
+    try:
+        return Card.from_json(meta[METADATA_KEY])
+    except CardError as exc:
+        raise ModelError(path, str(exc)) from None
 
 
 def resolve_model_path(name_or_path: str, models_dir: Path | None = None) -> Path:
@@ -127,11 +88,17 @@ class Model:
         self.provider = active
         log.info("inference on %s (%s), %d threads", "GPU" if active.startswith("CUDA") else "CPU", reason, self.threads)
         meta = self.session.get_modelmeta().custom_metadata_map
-        self.spec = ModelSpec.from_metadata(path, meta)
-        inputs = {i.name: i for i in self.session.get_inputs()}
+        self.spec = self.card = card_from_metadata(path, meta)
+        inputs = {i.name for i in self.session.get_inputs()}
         outputs = {o.name for o in self.session.get_outputs()}
-        if "waveform" not in inputs or not {"tags", "embedding"} <= outputs:
-            raise ModelError(path, f"expects input 'waveform' and outputs 'tags', 'embedding'; has {sorted(inputs)} -> {sorted(outputs)}")
+        declared = [o.name for o in self.card.outputs]
+        if self.card.input_name not in inputs or not set(declared) <= outputs:
+            raise ModelError(path, f"card declares input {self.card.input_name!r} and outputs {declared}; "
+                                   f"the graph has {sorted(inputs)} -> {sorted(outputs)}")
+        self.output_names = declared
+        self._tags_name = self.card.tags.name
+        emb = self.card.embedding
+        self._emb_name = emb.name if emb is not None else None
 
     @staticmethod
     def _choose_providers(ort, device: str) -> tuple[list[str], str]:
@@ -148,8 +115,16 @@ class Model:
             return ["CPUExecutionProvider"], why
         return ["CUDAExecutionProvider", "CPUExecutionProvider"], why
 
+    def run_all(self, windows: np.ndarray) -> dict[str, np.ndarray]:
+        """Every declared output for a batch of windows, by output name."""
+        feed = {self.card.input_name: np.ascontiguousarray(windows, dtype=np.float32)}
+        return dict(zip(self.output_names, self.session.run(self.output_names, feed)))
+
     def run(self, windows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        tags, emb = self.session.run(["tags", "embedding"], {"waveform": np.ascontiguousarray(windows, dtype=np.float32)})
+        """(main label output, embedding) for a batch; a model without an embedding gives width 0."""
+        out = self.run_all(windows)
+        tags = out[self._tags_name]
+        emb = out[self._emb_name] if self._emb_name else np.zeros((len(tags), 0), np.float32)
         return tags, emb
 
 

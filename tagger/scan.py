@@ -1,26 +1,33 @@
-"""One-shot library scan: discover -> skip unchanged -> analyse -> write tags -> store.
+"""One-shot library scan: discover -> skip unchanged -> analyse (model set) -> decide -> write tags -> store.
 
-Incremental: a file is analysed again only when its size, mtime or the analyser (model id and version)
-changed, or with ``force``. Failed files keep their verdict until one of those changes. Records of files
-that disappeared are dropped, but only under a library root that exists and still holds audio, so an
-unmounted or emptied disk never wipes the database.
+Incremental per model: a file is analysed by a model again only when its size or mtime changed, the
+model's version changed, the model has no record for it yet (a model added to the set), or with
+``force``; the decision then uses every model's song-level scores, fresh or stored. Failed files keep
+their verdict until one of those changes. Records of files that disappeared are dropped, but only under
+a library root that exists and still holds audio, so an unmounted or emptied disk never wipes the
+database.
 """
 from __future__ import annotations
 
 import logging
 import os
 import time
+from collections import defaultdict, deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
+import numpy as np
+
+from .card import Card
 from .config import Config
+from .decide import Decision, decide
 from .engine import Engine, TrackFailure, TrackResult
 from .errors import TagWriteError
 from .model import Model
 from .store import Store, path_key
-from .tags import ALL_FIELDS, PROVENANCE, Change, plan_changes, select_labels
+from .tags import ALL_FIELDS, PROVENANCE, Change, plan_changes
 from .writer import INFO_FIELDS, TEMP_MARK, read_fields, write_changes
 
 log = logging.getLogger(__name__)
@@ -32,12 +39,17 @@ def is_ignored_name(name: str) -> bool:
             or name.endswith((".part", ".tmp", ".crdownload", ".partial", ".!qB")))
 
 
-def discover(roots: Iterable[Path], extensions: frozenset[str],
-             leftovers: list[Path] | None = None) -> tuple[list[Path], list[Path]]:
+def discover(roots: Iterable[Path], extensions: frozenset[str], leftovers: list[Path] | None = None,
+             unreadable: list[tuple[str, str]] | None = None) -> tuple[list[Path], list[Path]]:
     """(audio files under the roots, sorted; roots that are missing or not folders).
 
-    Temp copies this tool left behind when killed mid-write are appended to ``leftovers``.
+    Temp copies this tool left behind when killed mid-write are appended to ``leftovers``; folders that
+    cannot be listed are appended to ``unreadable`` with the reason (never skipped silently).
     """
+
+    def walk_error(exc: OSError) -> None:
+        if unreadable is not None:
+            unreadable.append((os.fsdecode(exc.filename or ""), f"cannot read folder: {exc.strerror or exc}"))
     files: list[Path] = []
     missing: list[Path] = []
     for root in roots:
@@ -48,7 +60,7 @@ def discover(roots: Iterable[Path], extensions: frozenset[str],
         if not root.is_dir():
             missing.append(root)
             continue
-        for dirpath, dirnames, filenames in os.walk(root):
+        for dirpath, dirnames, filenames in os.walk(root, onerror=walk_error):
             dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
             for name in filenames:
                 if leftovers is not None and name.startswith(".") and TEMP_MARK in name and name.endswith(".tmp"):
@@ -80,6 +92,7 @@ class FileOutcome:
     reason: str = ""
     changes: list[Change] = field(default_factory=list)
     write_error: str = ""
+    decision: Decision | None = None
 
 
 @dataclass
@@ -93,6 +106,7 @@ class ScanReport:
     missing_roots: list[str] = field(default_factory=list)
     kept_roots: list[str] = field(default_factory=list)  # roots that looked unmounted: nothing pruned
     outcomes: list[FileOutcome] = field(default_factory=list)
+    not_regular: list[tuple[str, str]] = field(default_factory=list)
     seconds: float = 0.0
     audio_seconds: float = 0.0
 
@@ -104,6 +118,8 @@ class ScanReport:
                 "seconds": round(self.seconds, 3), "audio_seconds": round(self.audio_seconds, 1),
                 "files": [{"path": os.fsdecode(o.path), "status": o.status, "reason": o.reason or None,
                            "write_error": o.write_error or None,
+                           "decision": ({name: {"values": fd.written, "reason": fd.reason}
+                                         for name, fd in o.decision.fields.items()} if o.decision else None),
                            "changes": [{"field": c.field, "before": c.before, "after": c.after} for c in o.changes]}
                           for o in self.outcomes]}
 
@@ -112,41 +128,88 @@ def now_iso() -> str:
     return datetime.now(timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
 
 
+def load_models(cfg: Config) -> list[Model]:
+    """The configured model set, each loaded once (one session per model for the whole run)."""
+    from .model import load_model
+
+    models = [load_model(name, models_dir=cfg.models_dir, device=cfg.device, threads=cfg.threads)
+              for name in cfg.models]
+    ids = [m.card.id for m in models]
+    dup = sorted({i for i in ids if ids.count(i) > 1})
+    if dup:
+        from .errors import ModelError
+
+        raise ModelError(", ".join(cfg.models), f"the model set names model id(s) {dup} twice")
+    return models
+
+
 class Scanner:
-    """Drives one analysis pass; the daemon reuses it for its batches."""
+    """Drives one analysis pass over a model set; the daemon reuses it for its batches."""
 
-    def __init__(self, cfg: Config, model: Model, store: Store | None, *, pretend: bool = False,
+    def __init__(self, cfg: Config, models: Model | list[Model], store: Store | None, *, pretend: bool = False,
                  write: bool | None = None) -> None:
-        self.cfg, self.model, self.store, self.pretend = cfg, model, store, pretend
+        self.models = [models] if isinstance(models, Model) else list(models)
+        self.cfg, self.store, self.pretend = cfg, store, pretend
         self.write = cfg.write_enabled if write is None else write
-        self.spec = model.spec
-        self.engine = Engine(model, max_batch=cfg.batch_size, decode_workers=cfg.decode_workers)
-        self.rules = cfg.labels.get(self.spec.id, {})
+        self.cards: dict[str, Card] = {m.card.id: m.card for m in self.models}
+        self.engine = Engine(self.models, max_batch=cfg.batch_size, decode_workers=cfg.decode_workers)
+        if store is not None and not pretend and store.writer:
+            for m in self.models:
+                store.describe(m.card.id, m.card.to_json())
         self.on_result: Callable[[FileOutcome], None] | None = None
-        if self.write and not self.rules:
-            log.warning("config has no label table for model %s: nothing will be written to files", self.spec.id)
 
-    def prune(self, roots: Iterable[Path], found: list[Path], report: ScanReport) -> None:
+    @property
+    def model(self) -> Model:
+        return self.models[0]
+
+    @property
+    def spec(self) -> Card:
+        return self.models[0].card
+
+    @property
+    def analysers(self) -> list[str]:
+        return [c.analyser for c in self.cards.values()]
+
+    def prune(self, roots: Iterable[Path], found: list[Path], report: ScanReport,
+              unreadable: Iterable[str] = ()) -> None:
+        """Drop records of files that are gone; never under a folder that could not be listed."""
         if self.store is None or self.pretend:
             return
         present = {path_key(p) for p in found}
+        blind = tuple(path_key(u).rstrip(os.sep) + os.sep for u in unreadable if u)
         for root in roots:
             root_key = path_key(root)
             if not Path(root).is_dir():
                 continue
             prefix = root_key.rstrip(os.sep) + os.sep
-            under = [r for r in self.store.records(self.spec.id) if r["path"].startswith(prefix)]
+            under = [r for r in self.store.records() if r["path"].startswith(prefix)]
             if under and not any(k.startswith(prefix) for k in present):
                 report.kept_roots.append(root_key)
                 log.warning("%s holds no audio files but the database has %d records under it; it looks "
                             "unmounted or emptied, so none are removed", root_key, len(under))
                 continue
+            gone: set[str] = set()
             for r in under:
-                if r["path"] not in present and not os.path.lexists(os.fsencode(r["path"])):
-                    self.store.remove(r["path"], self.spec.id)
-                    report.removed += 1
+                if blind and r["path"].startswith(blind):
+                    continue
+                if r["path"] not in present and (r["path"] in gone or not os.path.lexists(os.fsencode(r["path"]))):
+                    self.store.remove(r["path"], r["model"])
+                    if r["path"] not in gone:
+                        report.removed += 1
+                    gone.add(r["path"])
 
-    def select(self, files: list[Path], force: bool, report: ScanReport) -> list[tuple[Path, os.stat_result]]:
+    def stale_models(self, path: Path | str, st: os.stat_result, force: bool) -> list[str]:
+        """Model ids of the set that must (re-)analyse this file."""
+        out = []
+        for mid, card in self.cards.items():
+            rec = self.store.get(path, mid) if self.store is not None else None
+            if needs_analysis(rec, st, card.analyser, force) or (
+                    rec is not None and rec.get("status") == "ok" and rec.get("slot") is None):
+                out.append(mid)
+        return out
+
+    def select(self, files: list[Path], force: bool,
+               report: ScanReport) -> list[tuple[Path, os.stat_result, list[str]]]:
         todo = []
         for p in files:
             try:
@@ -154,38 +217,44 @@ class Scanner:
             except OSError as exc:
                 report.failed.append((os.fsdecode(p), f"cannot stat: {exc.strerror}"))
                 continue
-            rec = self.store.get(p, self.spec.id) if self.store is not None else None
-            if needs_analysis(rec, st, self.spec.analyser, force):
-                todo.append((p, st))
+            stale = self.stale_models(p, st, force)
+            if stale:
+                todo.append((p, st, stale))
             else:
                 report.skipped += 1
         return todo
 
-    def run(self, todo: Iterable[tuple[Path, os.stat_result]], report: ScanReport,
-            progress: Callable[[int, int, Path], None] | None = None,
+    def run(self, todo: Iterable[tuple[Path, os.stat_result] | tuple[Path, os.stat_result, list[str]]],
+            report: ScanReport, progress: Callable[[int, int, Path], None] | None = None,
             should_stop: Callable[[], bool] | None = None, total: int | None = None) -> None:
         """Analyse ``todo`` (consumed lazily, so the daemon can keep feeding it) and store the results.
 
         ``should_stop`` is checked after each file: the file in hand is finished and committed, the rest
         is left for next time.
         """
-        stats: dict[str, os.stat_result] = {}
+        stats: dict[str, deque[os.stat_result]] = defaultdict(deque)
 
-        def paths() -> Iterator[Path]:
-            for p, st in todo:
-                stats[os.fsdecode(p)] = st
-                yield p
+        def items() -> Iterator[tuple[Path, list[str] | None]]:
+            for entry in todo:
+                p, st = entry[0], entry[1]
+                wanted = list(entry[2]) if len(entry) > 2 else (self.stale_models(p, st, False) or list(self.cards))
+                stats[os.fsdecode(p)].append(st)
+                yield p, wanted
 
         if total is None and isinstance(todo, list):
             total = len(todo)
         last_commit = time.monotonic()
         done = 0
         t0 = time.monotonic()
-        results = self.engine.analyse(paths())
+        results = self.engine.analyse(items())
         try:
             for res in results:
                 done += 1
-                outcome = self._handle(res, stats.pop(os.fsdecode(res.path)), report)
+                queued = stats.get(os.fsdecode(res.path))
+                st = queued.popleft() if queued else os.stat(res.path)  # a path queued twice: results in order
+                if queued is not None and not queued:
+                    stats.pop(os.fsdecode(res.path), None)
+                outcome = self._handle(res, st, report)
                 report.outcomes.append(outcome)
                 if self.on_result is not None:
                     self.on_result(outcome)
@@ -204,22 +273,40 @@ class Scanner:
                 self.store.commit()
             report.seconds += time.monotonic() - t0
 
+    def song_scores(self, res: TrackResult) -> dict[str, tuple[Card, np.ndarray]]:
+        """Every model's song-level scores for the track: fresh from this pass, else from the database."""
+        out: dict[str, tuple[Card, np.ndarray]] = {}
+        for mid, card in self.cards.items():
+            if mid in res.models:
+                out[mid] = (card, res.models[mid].tags)
+            elif self.store is not None:
+                rec = self.store.get(res.path, mid)
+                if rec is not None and rec.get("status") == "ok" and rec.get("slot") is not None:
+                    tags, _ = self.store.vectors(rec)
+                    if len(tags) == len(card.labels):
+                        out[mid] = (card, tags)
+        return out
+
     def _handle(self, res: TrackResult | TrackFailure, st: os.stat_result, report: ScanReport) -> FileOutcome:
-        base = {"path": res.path, "model": self.spec.id, "analyser": self.spec.analyser, "size": st.st_size,
-                "mtime_ns": st.st_mtime_ns, "analysed_at": now_iso()}
+        now = now_iso()
+        base = {"path": res.path, "size": st.st_size, "mtime_ns": st.st_mtime_ns, "analysed_at": now}
         if isinstance(res, TrackFailure):
             report.failed.append((os.fsdecode(res.path), res.reason))
             if self.store is not None and not self.pretend:
-                self.store.put({**base, "status": "failed", "reason": res.reason})
+                for mid, card in self.cards.items():
+                    rec = self.store.get(res.path, mid)
+                    if rec is None or needs_analysis(rec, st, card.analyser, False) or rec.get("status") != "ok":
+                        self.store.put({**base, "model": mid, "analyser": card.analyser, "status": "failed",
+                                        "reason": res.reason})
             return FileOutcome(res.path, "failed", res.reason)
         report.analysed += 1
         report.audio_seconds += res.duration
-        scores = dict(zip(self.spec.labels, map(float, res.tags)))
-        selection = select_labels(self.spec.labels, res.tags, self.rules, self.cfg.fields)
-        outcome = FileOutcome(res.path, "ok")
+        decision = decide(self.song_scores(res), self.cfg.fields, self.cfg.vocabulary)
+        outcome = FileOutcome(res.path, "ok", decision=decision)
         written: dict[str, list[str]] = {}
         write_error = ""
         info: dict[str, str] = {}
+        new_stat: tuple[int, int] | None = None
         try:
             current = read_fields(res.path, id3_version=self.cfg.id3_version, v23_sep=self.cfg.id3v23_separator,
                                   names=(*ALL_FIELDS, *INFO_FIELDS))
@@ -232,14 +319,15 @@ class Scanner:
                 outcome.write_error = exc.reason
         if self.write and current is not None:
             try:
-                changes = plan_changes(current, selection, self.cfg, analyser=self.spec.analyser, scores=scores,
-                                       now=base["analysed_at"])
+                changes = plan_changes(current, decision.selection(), self.cfg, analyser=self.analysers,
+                                       scores=decision.scores(), now=now)
                 outcome.changes = changes
                 if changes and not self.pretend:
                     new_st = write_changes(res.path, changes, expect=(st.st_size, st.st_mtime_ns),
                                            id3_version=self.cfg.id3_version, v23_sep=self.cfg.id3v23_separator,
                                            audio_digest=res.info.native_digest())
-                    base["size"], base["mtime_ns"] = new_st.st_size, new_st.st_mtime_ns
+                    new_stat = (new_st.st_size, new_st.st_mtime_ns)
+                    base["size"], base["mtime_ns"] = new_stat
                     report.written += 1
                 written = {c.field: c.after for c in changes if c.field not in PROVENANCE}
             except TagWriteError as exc:
@@ -248,29 +336,42 @@ class Scanner:
                 outcome.write_error = exc.reason
         if self.store is not None and not self.pretend:
             # Kept small on purpose: every field of every record is parsed when the database opens.
-            record = {**base, "status": "ok", "fingerprint": res.fingerprint, "duration": round(res.duration, 2),
-                      "format": res.info.format}
+            track = {"fingerprint": res.fingerprint, "duration": round(res.duration, 2), "format": res.info.format,
+                     **info}
             if written:
-                record["written"] = written
+                track["written"] = written
             if write_error and self.write:
-                record["write_error"] = write_error
-            record.update(info)
-            self.store.put(record, res.tags, res.embedding)
+                track["write_error"] = write_error
+            decided = {name: fd.written for name, fd in decision.fields.items() if fd.written}
+            if decided:
+                track["decided"] = decided
+            for mid, mres in res.models.items():
+                record = {**base, **track, "model": mid, "analyser": self.cards[mid].analyser, "status": "ok",
+                          "windows": mres.n_windows}
+                self.store.put(record, mres.tags, mres.embedding)
+            for mid in self.cards:
+                if mid not in res.models:  # analysed earlier: keep its vectors, refresh what the file looks like now
+                    keep = {k: v for k, v in track.items()}
+                    if new_stat is not None:
+                        keep.update(size=new_stat[0], mtime_ns=new_stat[1])
+                    self.store.update(res.path, mid, keep)
         return outcome
 
 
-def scan(roots: list[Path], cfg: Config, model: Model, store: Store | None, *, force: bool = False,
+def scan(roots: list[Path], cfg: Config, models: Model | list[Model], store: Store | None, *, force: bool = False,
          pretend: bool = False, progress: Callable[[int, int, Path], None] | None = None) -> ScanReport:
     report = ScanReport()
     leftovers: list[Path] = []
-    files, missing = discover(roots, cfg.extensions, leftovers)
+    unreadable: list[tuple[str, str]] = []
+    files, missing = discover(roots, cfg.extensions, leftovers, unreadable)
+    report.failed.extend(unreadable)
     if store is not None and not pretend:  # we hold the database lock: no other tagger is writing these
         for tmp in leftovers:
             log.info("removing temp copy left by an interrupted tag write: %s", tmp)
             tmp.unlink(missing_ok=True)
     report.missing_roots = [os.fsdecode(m) for m in missing]
-    scanner = Scanner(cfg, model, store, pretend=pretend)
-    scanner.prune([r for r in roots if Path(r).is_dir()], files, report)
+    scanner = Scanner(cfg, models, store, pretend=pretend)
+    scanner.prune([r for r in roots if Path(r).is_dir()], files, report, [u for u, _ in unreadable])
     todo = scanner.select(files, force, report)
     scanner.run(todo, report, progress)
     return report

@@ -21,6 +21,7 @@ crash happens, every committed record points at the vectors it was committed wit
 """
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import marshal
@@ -152,8 +153,28 @@ class VectorMatrix:
         if self._map is not None:
             self._map.flush()
             self._map = None
-        with open(self.path, "ab") as f:
-            f.truncate(new * 4 * self.width)
+        # Real blocks, not a sparse hole: a write through the memory map into a hole on a full disk is a
+        # SIGBUS that kills the process; allocating up front turns a full disk into an ordinary error here.
+        try:
+            with open(self.path, "ab") as f:
+                old = f.seek(0, os.SEEK_END)
+                want = new * 4 * self.width
+                try:
+                    os.posix_fallocate(f.fileno(), old, want - old)
+                except OSError as exc:
+                    if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
+                        raise
+                    zeros = bytes(1 << 20)
+                    while f.tell() < want:
+                        f.write(zeros[: min(len(zeros), want - f.tell())])
+                f.flush()
+        except OSError as exc:
+            try:
+                with open(self.path, "ab") as f:  # give back what was allocated past the rows in use
+                    f.truncate(self.capacity * 4 * self.width)
+            except OSError:
+                pass
+            raise StoreError(self.path, f"cannot grow the vector file: {exc.strerror or exc}") from exc
         self._open()
 
     def write(self, slot: int, row: np.ndarray) -> None:
@@ -349,6 +370,28 @@ class Store:
             self._vectors[key] = vm
         return vm
 
+    def describe(self, model: str, card_json: str) -> None:
+        """Keep the model's card beside its vectors, so readers learn what each column means without the model."""
+        self._require_writer()
+        path = self.root / "vectors" / f"{model}.card.json"
+        try:
+            if path.exists() and path.read_text(encoding="utf-8") == card_json:
+                return
+            path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_bytes(path, card_json.encode("utf-8"))
+        except OSError as exc:
+            raise StoreError(path, f"cannot write the model card: {exc.strerror or exc}") from exc
+
+    def card_json(self, model: str) -> str | None:
+        """The stored card of a model's vectors (see :meth:`describe`), or None for older databases."""
+        path = self.root / "vectors" / f"{model}.card.json"
+        try:
+            return path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise StoreError(path, f"cannot read the model card: {exc}") from exc
+
     def slots(self, model: str) -> tuple[np.ndarray, list[dict[str, Any]]]:
         """Slots and records of every committed track with vectors, in a stable order (by path)."""
         recs = sorted((d for (p, m), d in self._docs.items() if m == model and d.get("slot") is not None),
@@ -417,6 +460,21 @@ class Store:
             self._changed.add(k)
         else:
             self._new[k] = record
+
+    def update(self, path: Path | str, model: str, fields: dict[str, Any]) -> bool:
+        """Change some fields of a record, keeping its vectors (e.g. the new size and mtime after a tag write)."""
+        self._require_writer()
+        k = _key(path_key(path), model)
+        doc = self._docs.get(k)
+        if doc is None:
+            return False
+        doc = {**doc, **fields, "path": doc["path"], "model": doc["model"], "slot": doc.get("slot")}
+        self._docs[k] = doc
+        if k in self._new:
+            self._new[k] = doc
+        else:
+            self._changed.add(k)
+        return True
 
     def _retire(self, model: str, slot: int) -> None:
         if slot in self._fresh_slots.get(model, set()):

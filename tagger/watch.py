@@ -33,9 +33,10 @@ from watchdog.observers import Observer
 from watchdog.observers.polling import PollingObserver
 
 from .config import Config, load_config
-from .model import Model, load_model
+from .errors import TaggerError
+from .model import Model
 from .notify import notify, watchdog_interval
-from .scan import FileOutcome, ScanReport, Scanner, discover, holds_audio, is_ignored_name, needs_analysis, scan
+from .scan import FileOutcome, ScanReport, Scanner, discover, holds_audio, is_ignored_name, load_models, scan
 from .store import Store, path_key
 
 log = logging.getLogger(__name__)
@@ -203,12 +204,12 @@ class Daemon:
     """The watch daemon. `run()` blocks until SIGTERM/SIGINT (or `stop()`), then exits cleanly."""
 
     def __init__(self, cfg: Config, roots: list[Path], *, config_path: Path | None = None,
-                 model: Model | None = None, clock: Callable[[], float] = time.monotonic,
+                 model: Model | list[Model] | None = None, clock: Callable[[], float] = time.monotonic,
                  stop_event: threading.Event | None = None) -> None:
         self.cfg = cfg
         self.config_path = config_path
         self.roots = [Path(os.path.abspath(r)) for r in roots]
-        self.model = model or load_model(cfg.model, models_dir=cfg.models_dir, device=cfg.device, threads=cfg.threads)
+        self.models: list[Model] = ([model] if isinstance(model, Model) else list(model)) if model else load_models(cfg)
         self.debouncer = Debouncer(cfg.settle_seconds, clock)
         self.stats = DaemonStats()
         self.stop_event = stop_event or threading.Event()
@@ -266,7 +267,7 @@ class Daemon:
     # -- worker ------------------------------------------------------------------------------------
     def _scanner(self) -> Scanner:
         assert self.store is not None
-        scanner = Scanner(self.cfg, self.model, self.store)
+        scanner = Scanner(self.cfg, self.models, self.store)
 
         def on_result(outcome: FileOutcome) -> None:
             wrote = bool(outcome.changes) and not outcome.write_error
@@ -297,11 +298,11 @@ class Daemon:
             tmp.unlink(missing_ok=True)
         scanner.prune(existing, files, report)
         todo = []
-        for p, st in scanner.select(files, False, report):
+        for p, st, stale in scanner.select(files, False, report):
             if time.time() - st.st_mtime < self.cfg.settle_seconds:  # still arriving: let it settle first
                 self.debouncer.touch(os.fsdecode(p))
             else:
-                todo.append((p, st))
+                todo.append((p, st, stale))
         interrupted = False
 
         def should_stop() -> bool:
@@ -321,24 +322,25 @@ class Daemon:
     def apply_ops(self, ops: list[Op]) -> None:
         """Moves update records in place (no re-analysis); deletions drop them, except under an emptied root."""
         assert self.store is not None
-        model = self.model.spec.id
         deleted: list[Op] = []
         for op in ops:
             if op.kind == "delete":
                 deleted.append(op)
                 continue
             src_prefix = op.src.rstrip(os.sep) + os.sep
-            pairs = ([(r["path"], op.dest + r["path"][len(op.src):]) for r in self.store.records(model)
-                      if r["path"].startswith(src_prefix)] if op.is_dir else [(op.src, op.dest)])
+            pairs = (sorted({(r["path"], op.dest + r["path"][len(op.src):]) for r in self.store.records()
+                             if r["path"].startswith(src_prefix)}) if op.is_dir else [(op.src, op.dest)])
             inside = any(_under(op.dest, root) for root in self.roots)
             for old, new in pairs:
-                rec = self.store.get(old, model)
-                if rec is None:
+                recs = [r for r in (self.store.get(old, m.card.id) for m in self.models) if r is not None]
+                if not recs:
                     if inside and not op.is_dir:
                         self.debouncer.touch(new)
                     continue
+                rec = recs[0]
                 if not inside:
-                    self.store.remove(old, model)
+                    for r in recs:
+                        self.store.remove(old, r["model"])
                     self.stats.removed += 1
                     continue
                 try:
@@ -349,7 +351,8 @@ class Daemon:
                     self.store.rename(old, new)
                     self.stats.moved += 1
                 else:  # moved and changed: analyse the new one
-                    self.store.remove(old, model)
+                    for r in recs:
+                        self.store.remove(old, r["model"])
                     self.debouncer.touch(new)
         if deleted:
             self._apply_deletes(deleted)
@@ -357,7 +360,6 @@ class Daemon:
 
     def _apply_deletes(self, ops: list[Op]) -> None:
         assert self.store is not None
-        model = self.model.spec.id
         for root in self.roots:
             mine = [op for op in ops if _under(op.src, root)]
             if not mine:
@@ -368,17 +370,19 @@ class Daemon:
                 continue
             for op in mine:
                 prefix = op.src.rstrip(os.sep) + os.sep
-                targets = [r["path"] for r in self.store.records(model)
-                           if r["path"] == op.src or (op.is_dir and r["path"].startswith(prefix))]
-                for p in targets:
+                targets = sorted({(r["path"], r["model"]) for r in self.store.records()
+                                  if r["path"] == op.src or (op.is_dir and r["path"].startswith(prefix))})
+                gone: set[str] = set()
+                for p, m in targets:
                     if not os.path.lexists(os.fsencode(p)):
-                        self.store.remove(p, model)
-                        self.stats.removed += 1
+                        self.store.remove(p, m)
+                        if p not in gone:
+                            self.stats.removed += 1
+                        gone.add(p)
 
-    def _stream(self, first: list[str]) -> Iterator[tuple[Path, os.stat_result]]:
+    def _stream(self, scanner: Scanner, first: list[str]) -> Iterator[tuple[Path, os.stat_result, list[str]]]:
         """Settled paths that need analysis, fed to the engine as they come: one stream per burst of files."""
         assert self.store is not None
-        model = self.model.spec
         queue = list(first)
         while not self.stop_event.is_set():
             if not queue:
@@ -396,8 +400,9 @@ class Daemon:
             if time.time() - st.st_mtime < self.cfg.settle_seconds * 0.5 and self.cfg.settle_seconds > 0:
                 self.debouncer.touch(p)  # still being written, whatever the events said
                 continue
-            if needs_analysis(self.store.get(p, model.id), st, model.analyser, False):
-                yield Path(p), st
+            stale = scanner.stale_models(p, st, False)
+            if stale:
+                yield Path(p), st, stale
 
     def work(self) -> None:
         """The worker thread: the only code that touches the store while the daemon runs."""
@@ -416,7 +421,8 @@ class Daemon:
                 due = self.debouncer.take_due()
                 if due:
                     self.stats.batches += 1
-                    self._scanner().run(self._stream(due), ScanReport(), should_stop=self.stop_event.is_set)
+                    scanner = self._scanner()
+                    scanner.run(self._stream(scanner, due), ScanReport(), should_stop=self.stop_event.is_set)
                     continue
                 if self.cfg.rescan_hours > 0 and time.monotonic() - self._last_rescan > self.cfg.rescan_hours * 3600:
                     self.reconcile(yield_to_events=True)
@@ -441,8 +447,13 @@ class Daemon:
         except Exception as exc:
             log.error("SIGHUP: configuration not reloaded: %s", exc)
             return
-        if (new.model, new.device, new.threads) != (self.cfg.model, self.cfg.device, self.cfg.threads):
-            self.model = load_model(new.model, models_dir=new.models_dir, device=new.device, threads=new.threads)
+        if (new.models, new.device, new.threads) != (self.cfg.models, self.cfg.device, self.cfg.threads):
+            try:
+                self.models = load_models(new)
+            except TaggerError as exc:  # a typo must not kill a running daemon: keep the models it has
+                log.error("SIGHUP: configuration not reloaded, the new model set cannot be loaded: %s; "
+                          "still running with %s", exc, ", ".join(m.card.analyser for m in self.models))
+                return
         self.cfg = new
         self.debouncer.settle = new.settle_seconds
         log.info("SIGHUP: configuration reloaded from %s", new.source)

@@ -1,10 +1,14 @@
-"""Cut a stream of audio blocks into the fixed windows a model's spec asks for.
+"""Cut a stream of audio blocks into the fixed windows a model's card asks for.
 
-Contract (from the model metadata): ``pad_start`` zeros go in front (this reproduces a centred STFT
-frame for frame), ``pad_end`` zeros at the end, windows of ``window`` samples start ``hop`` apart.
-A trailing partial window is dropped (``partial_tail: drop``) unless it would be the only one; a
-track shorter than one window is tiled until it fills it (``short_input: repeat``, as musicnn was
-trained) or zero-padded (``zeros``).
+Contract (from the card): ``pad_start`` zeros go in front (this reproduces a centred STFT frame for
+frame), ``pad_end`` zeros at the end, windows of ``window`` samples start ``hop`` apart. What is left
+after the last full window follows ``partial_tail``: ``drop`` it, zero-``pad`` it into one more window,
+or take one more window aligned to the ``end`` of the track (for long windows, so the last seconds of a
+song are heard). A track shorter than one window is tiled until it fills it (``short_input: repeat``)
+or zero-padded (``zeros``).
+
+The windower is push-based so that one decoded stream can feed several models, each cutting its own
+windows; memory stays at about one window plus one block per model.
 """
 from __future__ import annotations
 
@@ -12,43 +16,78 @@ from collections.abc import Iterable, Iterator
 
 import numpy as np
 
-from .model import ModelSpec
+from .card import Card
 
 
-def iter_windows(blocks: Iterable[np.ndarray], spec: ModelSpec) -> Iterator[np.ndarray]:
-    """Yield float32 windows of ``spec.window`` samples; memory stays at about one window plus one block."""
-    buf = np.zeros(spec.pad_start, np.float32)
-    emitted = 0
-    total = 0
-    head: list[np.ndarray] = []  # the raw audio, kept only while it is shorter than one window
+class Windower:
+    """Feed blocks with :meth:`push`, then call :meth:`finish`; both return the windows now complete."""
+
+    def __init__(self, card: Card) -> None:
+        self.card = card
+        self.buf = np.zeros(card.pad_start, np.float32)
+        self.emitted = 0
+        self.total = 0
+        self.head: list[np.ndarray] | None = []  # the raw audio, kept only while it is shorter than one window
+        # The most recent `window` samples of real audio, only needed for an end-aligned last window.
+        self.recent = np.zeros(0, np.float32) if card.partial_tail == "end" else None
+        self.covered = 0  # real samples up to the end of the last emitted window
+
+    def _drain(self) -> list[np.ndarray]:
+        out = []
+        w, h = self.card.window, self.card.hop
+        while len(self.buf) >= w:
+            out.append(self.buf[:w].copy())
+            self.emitted += 1
+            self.covered = (self.emitted - 1) * h + w - self.card.pad_start
+            self.buf = self.buf[h:]
+        return out
+
+    def push(self, block: np.ndarray) -> list[np.ndarray]:
+        if not len(block):
+            return []
+        block = np.asarray(block, np.float32)
+        self.total += len(block)
+        if self.head is not None:
+            if self.emitted == 0 and self.total <= self.card.window:
+                self.head.append(block)
+            else:
+                self.head = None
+        if self.recent is not None:
+            self.recent = np.concatenate([self.recent, block])[-self.card.window:]
+        self.buf = np.concatenate([self.buf, block]) if len(self.buf) else block
+        return self._drain()
+
+    def finish(self) -> list[np.ndarray]:
+        card = self.card
+        self.buf = np.concatenate([self.buf, np.zeros(card.pad_end, np.float32)])
+        out = self._drain()
+        if self.emitted == 0:
+            audio = np.concatenate(self.head) if self.head else np.zeros(0, np.float32)
+            if len(audio) == 0:
+                return out
+            if card.short_input == "repeat":
+                reps = -(-card.window // len(audio))
+                out.append(np.tile(audio, reps)[: card.window].astype(np.float32))
+            else:
+                padded = np.zeros(card.window, np.float32)
+                padded[: len(audio)] = audio
+                out.append(padded)
+            self.emitted += 1
+            return out
+        left = self.total - self.covered  # real audio no window has seen
+        if card.partial_tail == "pad" and len(self.buf) - card.pad_end > card.window - card.hop:
+            padded = np.zeros(card.window, np.float32)
+            padded[: len(self.buf)] = self.buf
+            out.append(padded)
+        elif card.partial_tail == "end" and self.recent is not None and left > card.hop // 4 \
+                and len(self.recent) == card.window:
+            out.append(self.recent.copy())  # the last full window of audio, overlapping the one before
+        return out
+
+
+def iter_windows(blocks: Iterable[np.ndarray], card: Card) -> Iterator[np.ndarray]:
+    """Pull-style wrapper: yield float32 windows of ``card.window`` samples."""
+    cutter = Windower(card)
     for block in blocks:
-        total += len(block)
-        if emitted == 0 and total <= spec.window:
-            head.append(block)
-        else:
-            head = []
-        buf = np.concatenate([buf, block]) if len(buf) else block
-        while len(buf) >= spec.window:
-            yield buf[: spec.window].copy()
-            emitted += 1
-            buf = buf[spec.hop:]
-    buf = np.concatenate([buf, np.zeros(spec.pad_end, np.float32)])
-    while len(buf) >= spec.window:
-        yield buf[: spec.window].copy()
-        emitted += 1
-        buf = buf[spec.hop:]
-    if emitted == 0:
-        audio = np.concatenate(head) if head else np.zeros(0, np.float32)
-        if len(audio) == 0:
-            return
-        if spec.short_input == "repeat":
-            reps = -(-spec.window // len(audio))
-            yield np.tile(audio, reps)[: spec.window].astype(np.float32)
-        else:
-            out = np.zeros(spec.window, np.float32)
-            out[: len(audio)] = audio
-            yield out
-    elif spec.partial_tail == "pad" and len(buf) - spec.pad_end > spec.window - spec.hop:  # new audio left
-        out = np.zeros(spec.window, np.float32)
-        out[: len(buf)] = buf
-        yield out
+        yield from cutter.push(block)
+    yield from cutter.finish()

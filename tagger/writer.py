@@ -2,8 +2,13 @@
 
 Steps: refuse if the file changed since it was analysed or is read-only; copy it to a hidden temp file
 in the same folder; write the tags to the copy; re-read them; decode the copy and the original and
-require identical samples; keep mode and owner; check once more that the original did not change
-meanwhile; fsync; rename over the original. Any failure leaves the original untouched.
+require identical samples; keep mode and owner; check once more that the original is still the same file
+(inode, ctime, size, mtime and a sample of its bytes: a user may replace a file with another of the same
+size and mtime); fsync; rename over the original. Any failure leaves the original untouched, and every
+operating-system error (a full disk, a name too long) becomes this file's TagWriteError, never a crash.
+
+Links: a symbolic link is followed and its target is tagged in place (the link stays a link). A file with
+several hard links is refused: the rename would split it from its other names.
 """
 from __future__ import annotations
 
@@ -35,18 +40,64 @@ def _expected(values: list[str], joined: bool, sep: str) -> list[str]:
     return [sep.join(values)] if joined and values else list(values)
 
 
+def _temp_prefix(name: str, limit: int = 100) -> str:
+    """A temp-file prefix from the file name, cut to ``limit`` bytes (not characters): names are limited
+    to 255 bytes, and 100 multibyte characters can be 400."""
+    raw = os.fsencode(name)[:limit]
+    try:
+        os.fsencode(name).decode("utf-8")
+        cut = raw.decode("utf-8", "ignore")  # drop a character split by the cut
+    except UnicodeDecodeError:
+        cut = os.fsdecode(raw)  # not UTF-8 on disk: keep the bytes as they are
+    return f".{cut}{TEMP_MARK}"
+
+
+SAMPLE = 1 << 16
+
+
+def content_sample(path: Path) -> bytes:
+    """The first and last 64 KB: a cheap check that a file still holds the bytes it held."""
+    with open(path, "rb") as f:
+        head = f.read(SAMPLE)
+        f.seek(0, os.SEEK_END)
+        size = f.tell()
+        f.seek(max(size - SAMPLE, 0))
+        return head + f.read(SAMPLE)
+
+
+def _identity(st: os.stat_result) -> tuple[int, ...]:
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
 def write_changes(path: Path, changes: list[Change], *, expect: tuple[int, int] | None,
+                  id3_version: int = 4, v23_sep: str = "; ", audio_digest: str | None = None) -> os.stat_result:
+    """Apply ``changes`` safely; returns the new stat (see the module docstring for every check)."""
+    try:
+        return _write_changes(Path(path), changes, expect=expect, id3_version=id3_version, v23_sep=v23_sep,
+                              audio_digest=audio_digest)
+    except OSError as exc:  # ENOSPC, ENAMETOOLONG, EIO...: this file fails, the caller goes on
+        raise TagWriteError(path, f"cannot write: {exc.strerror or exc}; left alone") from exc
+
+
+def _write_changes(path: Path, changes: list[Change], *, expect: tuple[int, int] | None,
                   id3_version: int = 4, v23_sep: str = "; ", audio_digest: str | None = None) -> os.stat_result:
     """Apply ``changes`` safely; returns the new stat.
 
     ``expect`` = (size, mtime_ns) seen at analysis; ``audio_digest`` = the native-audio digest taken
     during that analysis (saves decoding the original again; only valid together with ``expect``).
     """
-    path = Path(path)
+    shown = path
+    if path.is_symlink():
+        path = Path(os.path.realpath(path))  # tag the target in place; the link itself stays as it is
     try:
         st = os.stat(path)
     except OSError as exc:
-        raise TagWriteError(path, f"cannot stat: {exc.strerror}") from None
+        raise TagWriteError(shown, f"cannot stat: {exc.strerror}") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise TagWriteError(shown, "not a regular file; left alone")
+    if st.st_nlink > 1:
+        raise TagWriteError(shown, f"file has {st.st_nlink} hard links; rewriting it would split them, so it is "
+                                   "left alone (tag one name per file, or remove the extra links)")
     if expect is not None and (st.st_size, st.st_mtime_ns) != tuple(expect):
         raise TagWriteError(path, "file changed since it was analysed; left alone (the next scan picks it up)")
     if not changes:
@@ -61,11 +112,14 @@ def write_changes(path: Path, changes: list[Change], *, expect: tuple[int, int] 
         before_audio = audio_digest if (audio_digest and expect is not None) else native_digest(path)
     except DecodeError as exc:
         raise TagWriteError(path, f"cannot verify audio before writing: {exc.reason}") from None
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name[:100]}{TEMP_MARK}", suffix=".tmp", dir=path.parent)
+    sample = content_sample(path)
+    fd, tmp_name = tempfile.mkstemp(prefix=_temp_prefix(path.name), suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp = Path(tmp_name)
     try:
         shutil.copyfile(path, tmp)
+        if _identity(os.stat(path)) != _identity(st) or content_sample(path) != sample:
+            raise TagWriteError(shown, "file changed while it was being copied; left alone")
         os.chmod(tmp, stat.S_IMODE(st.st_mode))
         if (st.st_uid, st.st_gid) != (os.stat(tmp).st_uid, os.stat(tmp).st_gid):
             try:
@@ -94,8 +148,8 @@ def write_changes(path: Path, changes: list[Change], *, expect: tuple[int, int] 
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         now = os.stat(path)
-        if (now.st_size, now.st_mtime_ns) != (st.st_size, st.st_mtime_ns):
-            raise TagWriteError(path, "file changed while its tags were being written; left alone")
+        if _identity(now) != _identity(st) or content_sample(path) != sample:
+            raise TagWriteError(shown, "file changed or was replaced while its tags were being written; left alone")
         os.replace(tmp, path)
         fsync_dir(path.parent)
     finally:

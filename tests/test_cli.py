@@ -83,7 +83,12 @@ def test_locked_database_exit_code(tmp_path, capsys):
     ("device: tpu\n", "device"),
     ("write:\n  fields:\n    genre: {policy: overwrite, max_values: 1, min_score: 0.1, relative: 0.5}\n",
      "write.fields.genre.policy"),
-    ("labels:\n  musicnn-msd:\n    jazz: {field: genre, value: 'Jazz; Blues'}\n", "labels.musicnn-msd.jazz"),
+    ("vocabulary:\n  genre:\n    'Jazz; Blues': [jazz]\n", "vocabulary.genre.Jazz; Blues"),
+    ("vocabulary:\n  colour: {Red: [red]}\n", "vocabulary.colour"),
+    ("labels:\n  musicnn-msd: {jazz: genre}\n", "vocabulary"),
+    ("models: []\n", "models"),
+    ("write:\n  fields:\n    genre: {policy: fill, max_values: 1, min_score: 0.1, relative: 0.5, rule: vote}\n",
+     "write.fields.genre.rule"),
     ("write: {id3_version: 2}\n", "write.id3_version"),
     ("[1, 2\n", "not valid YAML"),
 ])
@@ -100,9 +105,13 @@ def test_config_errors_name_the_key(tmp_path, capsys, text, key):
 def test_config_defaults_and_xdg(tmp_path, monkeypatch):
     cfg = load_config(None)
     assert cfg.database == tmp_path / "data" / "tagger" / "db"
-    assert cfg.fields["genre"].policy == "fill" and cfg.model == "musicnn-msd"
+    assert cfg.fields["genre"].policy == "fill" and cfg.models[0] == "fcn-jamendo" and len(cfg.models) >= 2
     user = tmp_path / "cfg" / "tagger" / "config.yaml"
     user.parent.mkdir(parents=True)
     user.write_text("model: musicnn-mtt\nwrite: {id3_version: 3}\n")
     cfg = load_config(None)
-    assert cfg.model == "musicnn-mtt" and cfg.id3_version == 3 and cfg.fields["mood"].policy == "fill"
+    assert cfg.models == ("musicnn-mtt",) and cfg.id3_version == 3 and cfg.fields["mood"].policy == "fill"
+    user.write_text("models: [musicnn-mtt, fcn-msd]\nvocabulary: {genre: {Calm: [Mellow]}}\n")
+    cfg = load_config(None)
+    assert cfg.models == ("musicnn-mtt", "fcn-msd") and cfg.vocabulary["genre"] == {"Calm": ("Mellow",)}
+    assert "Happy" in cfg.vocabulary["mood"]  # fields the user did not give keep their defaults

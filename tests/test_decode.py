@@ -9,7 +9,7 @@ import pytest
 from audiofiles import ALL_FORMATS, music_like, write_audio
 from tagger.decode import decode, native_digest, sniff
 from tagger.errors import DecodeError
-from tagger.model import ModelSpec
+from tagger.card import Card, Output
 from tagger.windows import iter_windows
 
 DECODER = {".wav": "pedalboard", ".aiff": "pedalboard", ".flac": "pyav", ".ogg": "pedalboard",
@@ -77,10 +77,11 @@ def test_native_digest_ignores_tags_but_not_audio(library, tmp_path):
 
 
 def _spec(**kw):
-    base = dict(id="t", version="1", labels=("a",), sample_rate=100, window=10, hop=8, embedding_dim=1,
-                pad_start=1, pad_end=1, short_input="repeat", partial_tail="drop", path=None)
+    base = dict(id="t", version="1", sample_rate=100, window=10, hop=8,
+                outputs=(Output("tags", "sigmoid", ("a",)), Output("embedding", "embedding", dim=1)),
+                pad_start=1, pad_end=1, short_input="repeat", partial_tail="drop")
     base.update(kw)
-    return ModelSpec(**base)
+    return Card(**base).validate()
 
 
 def _blocks(x, size):
@@ -109,6 +110,17 @@ def test_partial_tail_can_be_padded_instead_of_dropped():
     x = np.arange(1, 30, dtype=np.float32)
     wins = list(iter_windows([x], _spec(partial_tail="pad")))
     assert len(wins) == 4 and wins[-1][-1] == 0
+
+
+@pytest.mark.parametrize("block", [1, 4, 100])
+def test_end_aligned_tail_hears_the_last_seconds(block):
+    """29-s models: the audio after the last full window gets one more window, aligned to the track's end."""
+    x = np.arange(1, 30, dtype=np.float32)  # 29 samples, no padding: windows at 0, 8, 16, then 19..29
+    wins = list(iter_windows(_blocks(x, block), _spec(partial_tail="end", pad_start=0, pad_end=0)))
+    assert len(wins) == 4
+    np.testing.assert_array_equal(wins[-1], x[-10:])
+    exact = np.arange(1, 27, dtype=np.float32)  # 26 samples: windows at 0, 8, 16 end at 26, nothing left
+    assert len(list(iter_windows([exact], _spec(partial_tail="end", pad_start=0, pad_end=0)))) == 3
 
 
 def test_empty_stream_gives_no_window():

@@ -5,7 +5,6 @@ import os
 import stat
 from dataclasses import replace
 
-import numpy as np
 import pytest
 from mutagen.flac import FLAC
 from mutagen.id3 import ID3
@@ -17,7 +16,7 @@ from audiofiles import music_like, write_audio
 from tagger.config import load_config
 from tagger.decode import native_digest
 from tagger.errors import TagWriteError
-from tagger.tags import Change, plan_changes, plan_undo, select_labels
+from tagger.tags import Change, plan_changes, plan_undo
 from tagger.writer import read_fields, write_changes
 
 WRITABLE = [".mp3", ".flac", ".ogg", ".opus", ".m4a", ".wav", ".aiff"]
@@ -120,24 +119,6 @@ def test_mode_is_kept(copy):
 @pytest.fixture(scope="module")
 def cfg():
     return load_config(None)
-
-
-LABELS = ("rock", "jazz", "blues", "Mellow", "chill", "instrumental", "60s", "female vocalists", "female vocalist")
-
-
-def _scores(**kw):
-    return np.array([kw.get(label.replace(" ", "_"), 0.0) for label in LABELS], np.float32)
-
-
-def test_selection_uses_floor_relative_cut_and_dedup(cfg):
-    rules = cfg.labels["musicnn-msd"]
-    sel = select_labels(LABELS, _scores(jazz=0.46, blues=0.20, rock=0.16, Mellow=0.09, female_vocalists=0.3,
-                                        female_vocalist=0.25, instrumental=0.12), rules, cfg.fields)
-    assert [v for v, _, _ in sel["genre"]] == ["jazz"]  # blues 0.20 < 0.5 * 0.46
-    assert [v for v, _, _ in sel["mood"]] == ["Mellow"]
-    assert [v for v, _, _ in sel["descriptors"]] == ["female vocals", "instrumental"]  # deduplicated value
-    nothing = select_labels(LABELS, _scores(jazz=0.05), rules, cfg.fields)
-    assert all(v == [] for v in nothing.values())
 
 
 def _plan(cfg, current, genres, **kw):

@@ -1,0 +1,206 @@
+"""The model card: one schema, written by the exporter into the ONNX metadata and read by the runtime.
+
+A card says everything needed to run a model and to interpret its outputs without knowing it by name:
+the input contract (sample rate, window, hop, padding, the resampler the front-end expects) and any
+number of named outputs, each with a kind (independent ``sigmoid`` tags, ``softmax`` classes, or an
+``embedding``), its labels, each label's group (genre, mood, instrument, vocals, era, ...), how windows
+are aggregated into a song, and optional per-label calibration. Schema 1 files (one ``tags`` and one
+``embedding`` output, no groups) are read as the equivalent schema 2 card.
+
+Pure data and validation; no onnxruntime and no torch, so both sides can import it.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+METADATA_KEY = "tagger.model"
+SCHEMA = 2
+OUTPUT_KINDS = ("sigmoid", "softmax", "embedding")
+AGGREGATES = ("mean", "max")
+SHORT_INPUT = ("repeat", "zeros")
+PARTIAL_TAIL = ("drop", "pad", "end")
+RESAMPLERS = ("soxr-hq",)
+
+
+class CardError(ValueError):
+    """The card is missing a field or has a malformed one; the message names the field."""
+
+
+@dataclass(frozen=True)
+class Output:
+    name: str
+    kind: str
+    labels: tuple[str, ...] = ()
+    groups: dict[str, str] = field(default_factory=dict)  # label -> group; labels not listed have none
+    dim: int = 0  # embedding width (for label outputs: len(labels))
+    aggregate: str = "mean"
+    # label -> (a, b): calibrated = sigmoid(a * logit(p) + b). Empty: raw scores are used as they are.
+    calibration: dict[str, tuple[float, float]] = field(default_factory=dict)
+    meaning: str = ""
+
+    @property
+    def width(self) -> int:
+        return self.dim if self.kind == "embedding" else len(self.labels)
+
+    def group_of(self, label: str) -> str:
+        return self.groups.get(label, "")
+
+
+@dataclass(frozen=True)
+class Card:
+    id: str
+    version: str
+    sample_rate: int
+    window: int
+    hop: int
+    outputs: tuple[Output, ...]
+    pad_start: int = 0
+    pad_end: int = 0
+    short_input: str = "repeat"  # a track shorter than one window: tile it ("repeat") or pad with "zeros"
+    partial_tail: str = "drop"  # audio after the last full window: "drop", zero-"pad" it, or a window aligned to the "end"
+    resampler: str = "soxr-hq"  # the resampler the front-end was made to expect
+    description: str = ""
+    licence: str = ""
+    licence_text: str = ""
+    source: dict[str, str] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)
+    input_name: str = "waveform"
+
+    @property
+    def analyser(self) -> str:
+        """What a stored result depends on: a new model version means stale results."""
+        return f"{self.id}@{self.version}"
+
+    def output(self, kind: str) -> Output | None:
+        """The first output of a kind ('embedding', or 'tags' for the first label output)."""
+        for out in self.outputs:
+            if out.kind == kind or (kind == "tags" and out.kind != "embedding"):
+                return out
+        return None
+
+    @property
+    def tags(self) -> Output:
+        out = self.output("tags")
+        assert out is not None  # validate() guarantees one
+        return out
+
+    @property
+    def embedding(self) -> Output | None:
+        return self.output("embedding")
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        """Labels of the main label output (the first sigmoid or softmax output)."""
+        return self.tags.labels
+
+    @property
+    def groups(self) -> dict[str, str]:
+        return self.tags.groups
+
+    @property
+    def embedding_dim(self) -> int:
+        emb = self.embedding
+        return emb.dim if emb is not None else 0
+
+    def validate(self) -> "Card":
+        where = f"model {self.id!r}"
+        if not self.id or not self.version:
+            raise CardError(f"{where}: id and version are required")
+        for name in ("sample_rate", "window", "hop"):
+            if int(getattr(self, name)) <= 0:
+                raise CardError(f"{where}: {name} must be positive")
+        if self.pad_start < 0 or self.pad_end < 0:
+            raise CardError(f"{where}: padding must not be negative")
+        if self.short_input not in SHORT_INPUT:
+            raise CardError(f"{where}: short_input must be one of {SHORT_INPUT}, got {self.short_input!r}")
+        if self.partial_tail not in PARTIAL_TAIL:
+            raise CardError(f"{where}: partial_tail must be one of {PARTIAL_TAIL}, got {self.partial_tail!r}")
+        if self.resampler not in RESAMPLERS:
+            raise CardError(f"{where}: resampler {self.resampler!r} is not available (have {RESAMPLERS})")
+        names = [o.name for o in self.outputs]
+        if len(set(names)) != len(names):
+            raise CardError(f"{where}: output names must be unique, got {names}")
+        if not any(o.kind != "embedding" for o in self.outputs):
+            raise CardError(f"{where}: needs at least one label output (sigmoid or softmax)")
+        for o in self.outputs:
+            ow = f"{where}, output {o.name!r}"
+            if o.kind not in OUTPUT_KINDS:
+                raise CardError(f"{ow}: kind must be one of {OUTPUT_KINDS}, got {o.kind!r}")
+            if o.aggregate not in AGGREGATES:
+                raise CardError(f"{ow}: aggregate must be one of {AGGREGATES}, got {o.aggregate!r}")
+            if o.kind == "embedding":
+                if o.dim <= 0:
+                    raise CardError(f"{ow}: an embedding needs dim > 0")
+                continue
+            if not o.labels or len(set(o.labels)) != len(o.labels):
+                raise CardError(f"{ow}: labels must be non-empty and unique")
+            stray = set(o.groups) - set(o.labels)
+            if stray:
+                raise CardError(f"{ow}: groups name unknown labels {sorted(stray)[:5]}")
+            stray = set(o.calibration) - set(o.labels)
+            if stray:
+                raise CardError(f"{ow}: calibration names unknown labels {sorted(stray)[:5]}")
+        return self
+
+    def to_json(self) -> str:
+        data = asdict(self)
+        data["schema"] = SCHEMA
+        for o in data["outputs"]:
+            o["labels"] = list(o["labels"])
+            o["calibration"] = {k: list(v) for k, v in o["calibration"].items()}
+        return json.dumps(data, ensure_ascii=False, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> "Card":
+        try:
+            raw = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise CardError(f"metadata {METADATA_KEY!r} is not valid JSON: {exc}") from None
+        if not isinstance(raw, dict):
+            raise CardError(f"metadata {METADATA_KEY!r} must be a JSON object")
+        schema = raw.get("schema")
+        try:
+            if schema == 1:
+                return _from_v1(raw).validate()
+            if schema == SCHEMA:
+                return _from_v2(raw).validate()
+        except KeyError as exc:
+            raise CardError(f"metadata lacks required field {exc.args[0]!r}") from None
+        except (TypeError, ValueError, AttributeError) as exc:
+            if isinstance(exc, CardError):
+                raise
+            raise CardError(f"metadata has a malformed field: {exc}") from None
+        raise CardError(f"metadata schema {schema!r} is not supported (expected 1 or {SCHEMA})")
+
+
+def _common(raw: dict) -> dict:
+    return dict(id=str(raw["id"]), version=str(raw["version"]), sample_rate=int(raw["sample_rate"]),
+                window=int(raw["window"]), hop=int(raw["hop"]), pad_start=int(raw.get("pad_start", 0)),
+                pad_end=int(raw.get("pad_end", 0)), short_input=str(raw.get("short_input", "repeat")),
+                partial_tail=str(raw.get("partial_tail", "drop")), description=str(raw.get("description", "")),
+                licence=str(raw.get("licence", "")), licence_text=str(raw.get("licence_text", "")),
+                source={str(k): str(v) for k, v in dict(raw.get("source", {})).items()},
+                metrics=dict(raw.get("metrics", {})))
+
+
+def _from_v1(raw: dict) -> Card:
+    outputs = (Output("tags", "sigmoid", tuple(map(str, raw["labels"])), aggregate=str(raw.get("aggregate", "mean")),
+                      meaning=str(raw.get("tags_output", ""))),
+               Output("embedding", "embedding", dim=int(raw["embedding_dim"]), aggregate=str(raw.get("aggregate", "mean")),
+                      meaning=str(raw.get("embedding_output", ""))))
+    return Card(outputs=outputs, **_common(raw))
+
+
+def _from_v2(raw: dict) -> Card:
+    outputs = []
+    for o in raw["outputs"]:
+        labels = tuple(map(str, o.get("labels", ())))
+        calibration = {str(k): (float(v[0]), float(v[1])) for k, v in dict(o.get("calibration", {})).items()}
+        outputs.append(Output(name=str(o["name"]), kind=str(o["kind"]), labels=labels,
+                              groups={str(k): str(v) for k, v in dict(o.get("groups", {})).items()},
+                              dim=int(o.get("dim", 0)) or len(labels), aggregate=str(o.get("aggregate", "mean")),
+                              calibration=calibration, meaning=str(o.get("meaning", ""))))
+    return Card(outputs=tuple(outputs), resampler=str(raw.get("resampler", "soxr-hq")),
+                input_name=str(raw.get("input_name", "waveform")), **_common(raw))

@@ -1,0 +1,91 @@
+"""The fused decision: vocabulary merges, per-model normalisation, agreement, abstention, explanations."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tagger.card import Card, Output
+from tagger.config import load_config
+from tagger.decide import FieldPolicy, calibrated, decide, decide_field, model_values
+
+GENRE = FieldPolicy("fill", 2, 0.30, 0.8, 2, "share")
+VOCAB = {"Classical": ["classical", "classic", "orchestral"], "Jazz": ["jazz"], "Electronic": ["electronic", "techno"],
+         "Soundtrack": ["soundtrack"], "Rock": ["rock"]}
+
+
+def card(mid: str, labels: dict[str, str], calibration=None) -> Card:
+    names = tuple(labels)
+    return Card(id=mid, version="1", sample_rate=16000, window=100, hop=100,
+                outputs=(Output("tags", "sigmoid", names, dict(labels), calibration=calibration or {}),
+                         Output("embedding", "embedding", dim=2))).validate()
+
+
+JAM = card("jam", {"classical": "genre", "orchestral": "genre", "soundtrack": "genre", "jazz": "genre",
+                   "electronic": "genre", "rock": "genre", "piano": "instrument"})
+MTT = card("mtt", {"classical": "genre", "classic": "genre", "techno": "genre", "electronic": "genre", "rock": "genre"})
+MSD = card("msd", {"jazz": "genre", "rock": "genre", "electronic": "genre", "Mellow": "mood"})
+
+
+def scores(c: Card, **kw) -> np.ndarray:
+    return np.array([kw.get(label, 0.01) for label in c.labels], np.float32)
+
+
+def test_vocabulary_merges_labels_only_within_the_field_group():
+    assert model_values(JAM, "genre", VOCAB)["Classical"] == ["classical", "orchestral"]
+    assert model_values(MTT, "genre", VOCAB)["Classical"] == ["classical", "classic"]
+    assert "Classical" not in model_values(MSD, "genre", VOCAB)  # MSD cannot say classical at all
+    assert model_values(JAM, "genre", {"X": ["mtt:classical"]}) == {}  # restricted to another model
+    assert model_values(MSD, "genre", {"Calm": ["Mellow"]}) == {}  # a mood label is not genre evidence
+
+
+def test_orchestral_music_is_classical_even_when_one_vocabulary_lacks_it():
+    """The failure this module exists for: MSD's tags call every orchestra 'jazz'."""
+    res = {"jam": (JAM, scores(JAM, classical=0.45, orchestral=0.15, soundtrack=0.25)),
+           "mtt": (MTT, scores(MTT, classical=0.66, classic=0.15)),
+           "msd": (MSD, scores(MSD, jazz=0.20))}
+    fd = decide_field("genre", res, GENRE, VOCAB)
+    assert fd.written == ["Classical"]
+    assert set(fd.values[0].support) == {"jam", "mtt"}
+    assert "Classical" in fd.reason and "next: Jazz" in fd.reason or "next: Soundtrack" in fd.reason
+
+
+def test_one_model_alone_is_not_enough():
+    res = {"jam": (JAM, scores(JAM, jazz=0.02, electronic=0.3)), "msd": (MSD, scores(MSD, jazz=0.9))}
+    fd = decide_field("genre", res, GENRE, VOCAB)
+    assert fd.written == [] and "needs 2" in fd.reason
+
+
+def test_abstains_when_evidence_is_spread_thin():
+    flat = {m: (c, np.full(len(c.labels), 0.2, np.float32)) for m, c in (("jam", JAM), ("mtt", MTT), ("msd", MSD))}
+    fd = decide_field("genre", flat, GENRE, VOCAB)
+    assert fd.written == [] and fd.reason.startswith("abstained")
+
+
+def test_second_value_only_when_nearly_as_strong():
+    res = {"jam": (JAM, scores(JAM, electronic=0.5, rock=0.45)), "msd": (MSD, scores(MSD, electronic=0.5, rock=0.48))}
+    assert decide_field("genre", res, GENRE, VOCAB).written == ["Electronic", "Rock"]
+    res = {"jam": (JAM, scores(JAM, electronic=0.6, rock=0.2)), "msd": (MSD, scores(MSD, electronic=0.6, rock=0.2))}
+    assert decide_field("genre", res, GENRE, VOCAB).written == ["Electronic"]
+
+
+def test_scale_does_not_matter_for_an_exclusive_field():
+    """A model whose probabilities are all small counts as much as a confident one: shares, not raw scores."""
+    quiet = {"jam": (JAM, scores(JAM, rock=0.05, jazz=0.01)), "msd": (MSD, scores(MSD, rock=0.04, jazz=0.005))}
+    loud = {"jam": (JAM, scores(JAM, rock=0.9, jazz=0.18)), "msd": (MSD, scores(MSD, rock=0.8, jazz=0.1))}
+    assert decide_field("genre", quiet, GENRE, VOCAB).written == decide_field("genre", loud, GENRE, VOCAB).written
+
+
+def test_calibration_from_the_card_is_applied():
+    c = card("c", {"jazz": "genre"}, calibration={"jazz": (1.0, 2.0)})
+    out = calibrated(c, np.array([0.5], np.float32))
+    assert out["jazz"] == pytest.approx(1 / (1 + np.exp(-2.0)))
+
+
+def test_default_config_vocabulary_and_policies_decide_every_field():
+    cfg = load_config(None)
+    res = {"jam": (JAM, scores(JAM, classical=0.5, orchestral=0.2, piano=0.7)),
+           "mtt": (MTT, scores(MTT, classical=0.6))}
+    d = decide(res, cfg.fields, cfg.vocabulary)
+    assert d.fields["genre"].written == ["Classical"]
+    assert d.fields["descriptors"].written == ["piano"]
+    assert d.selection()["genre"][0][0] == "Classical" and d.scores()["Classical"] > 0.3
