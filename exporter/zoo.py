@@ -50,7 +50,11 @@ def build_published(model_id: str, archive: WeightsArchive, *, spectral: bool = 
     kind = "musicnn" if isinstance(module, Musicnn) else "VGG-style"
     emb = ("penultimate dense layer (200 units, after ReLU and batch norm)" if isinstance(module, Musicnn)
            else "flattened pool5 (2 time steps x 128 channels, time-major)")
+    from .sota import labels_for
+
+    ref_labels, groups = labels_for("msd" if spec.label_set == "MSD" else "mtat")  # the same label sets
     card = ModelCard(
+        groups=groups if list(ref_labels) == list(ck.labels) else {},
         id=model_id, version=EXPORT_VERSION, labels=ck.labels, sample_rate=SAMPLE_RATE, window=WINDOW,
         hop=WINDOW_HOP, embedding_dim=module.embedding_dim, pad_start=PAD, pad_end=PAD,
         short_input="repeat", partial_tail="drop", aggregate="mean",

@@ -208,18 +208,20 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    from .store import Store, StoreError
+    from .store import Store
 
     cfg = _config(args)
     store = Store(cfg.database, writer=False)
     path = Path(args.file)
     recs = [r for r in store.records() if r["path"] == os.fsdecode(os.path.abspath(path))]
     if not recs:
-        raise StoreError(path, "not in the database (run `tagger scan` on it first)")
+        raise TaggerError(path, "not in the database (run `tagger scan` on it first)")  # exit 1: not a database fault
     out = []
     for rec in recs:
         entry = {k: v for k, v in rec.items() if k != "slot"}
-        if rec.get("status") == "ok":
+        if rec.get("status") == "ok" and not store.has_vectors(rec):
+            entry["problem"] = "its vectors are missing from the database; `tagger scan` re-analyses it"
+        elif rec.get("status") == "ok":
             tags, _ = store.vectors(rec)
             labels = _labels_for(rec["model"], store)
             entry["tags"] = {label: round(float(s), 6) for label, s in
@@ -232,6 +234,8 @@ def cmd_show(args: argparse.Namespace) -> int:
         print(f"{entry['path']}\n  model {entry['analyser']}, analysed {entry['analysed_at']}, status {entry['status']}")
         if entry.get("reason"):
             print(f"  reason: {entry['reason']}")
+        if entry.get("problem"):
+            print(f"  problem: {entry['problem']}")
         if entry.get("written"):
             for field, values in entry["written"].items():
                 print(f"  wrote {field}: {values}")

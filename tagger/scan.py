@@ -204,7 +204,7 @@ class Scanner:
         for mid, card in self.cards.items():
             rec = self.store.get(path, mid) if self.store is not None else None
             if needs_analysis(rec, st, card.analyser, force) or (
-                    rec is not None and rec.get("status") == "ok" and rec.get("slot") is None):
+                    rec is not None and rec.get("status") == "ok" and not self.store.has_vectors(rec)):
                 out.append(mid)
         return out
 

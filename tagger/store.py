@@ -103,9 +103,20 @@ class _CommitStorage(Storage):
                 self._data = cached
                 return self._data
             try:
-                self._data = json.loads(self.path.read_bytes() or b"{}")
+                raw = self.path.read_bytes()
+            except OSError as exc:
+                raise StoreError(self.path, f"cannot read the database file: {exc.strerror or exc}") from exc
+            if not raw:
+                raise StoreError(self.path, "database file is empty (0 bytes: truncated by a crash or a full disk?); "
+                                            "restore it or move it aside")
+            try:
+                data = json.loads(raw)
             except (json.JSONDecodeError, UnicodeDecodeError) as exc:
                 raise StoreError(self.path, f"database file is not valid JSON ({exc}); restore it or move it aside") from None
+            if not isinstance(data, dict) or not isinstance(data.get(TABLE, {}), dict):
+                raise StoreError(self.path, f"database file does not hold a {{'{TABLE}': {{id: record}}}} mapping; "
+                                            "restore it or move it aside")
+            self._data = data
         return self._data
 
     def write(self, data: dict[str, Any]) -> None:
@@ -123,6 +134,19 @@ class _CommitStorage(Storage):
         pass
 
 
+def _read_meta(meta: Path) -> dict[str, int]:
+    """A vector file's shape description, or StoreError naming the file."""
+    try:
+        stored = json.loads(meta.read_text())
+        width, n_labels = int(stored["width"]), int(stored.get("n_labels", 0))
+    except (OSError, ValueError, TypeError, KeyError, AttributeError) as exc:
+        raise StoreError(meta, f"vector description is unreadable or malformed ({exc}); move the vectors folder "
+                               "aside and run `tagger scan` to rebuild it") from None
+    if width <= 0 or n_labels < 0:
+        raise StoreError(meta, "vector description has a non-positive width")
+    return {"width": width, "n_labels": n_labels}
+
+
 class VectorMatrix:
     """A growable memory-mapped float32 matrix; row ``slot`` holds one record's vectors."""
 
@@ -130,21 +154,27 @@ class VectorMatrix:
         self.path, self.width, self.n_labels, self.writable = path, width, n_labels, writable
         meta = path.with_suffix(".json")
         if meta.exists():
-            stored = json.loads(meta.read_text())
+            stored = _read_meta(meta)
             if (stored["width"], stored["n_labels"]) != (width, n_labels):
                 raise StoreError(path, f"vector width {stored['width']} does not match the model ({width}); "
                                        "the model changed shape: use another database or remove this file")
         elif writable:
-            atomic_write_bytes(meta, json.dumps({"width": width, "n_labels": n_labels, "dtype": "float32"}).encode())
+            try:
+                atomic_write_bytes(meta, json.dumps({"width": width, "n_labels": n_labels, "dtype": "float32"}).encode())
+            except OSError as exc:
+                raise StoreError(meta, f"cannot write: {exc.strerror or exc}") from exc
         self._map: np.memmap | None = None
         self.capacity = 0
         self._open()
 
     def _open(self) -> None:
-        size = self.path.stat().st_size if self.path.exists() else 0
-        self.capacity = size // (4 * self.width)
-        self._map = (np.memmap(self.path, np.float32, "r+" if self.writable else "r", shape=(self.capacity, self.width))
-                     if self.capacity else None)
+        try:
+            size = self.path.stat().st_size if self.path.exists() else 0
+            self.capacity = size // (4 * self.width)
+            self._map = (np.memmap(self.path, np.float32, "r+" if self.writable else "r",
+                                   shape=(self.capacity, self.width)) if self.capacity else None)
+        except (OSError, ValueError) as exc:
+            raise StoreError(self.path, f"cannot map the vector file: {exc}") from exc
 
     def ensure(self, rows: int) -> None:
         if rows <= self.capacity:
@@ -202,12 +232,27 @@ class VectorMatrix:
         """A view (for a slice) or a copy (for an index array) of rows."""
         if self._map is None:
             self._open()
-        return self._map[slots] if self._map is not None else np.zeros((0, self.width), np.float32)
+        if self._map is None:
+            if isinstance(slots, slice) or len(np.atleast_1d(slots)) == 0:
+                return np.zeros((0, self.width), np.float32)
+            raise StoreError(self.path, "vector file is missing or empty (database and vectors disagree); "
+                                        "run `tagger scan` to re-analyse what is missing")
+        try:
+            return self._map[slots]
+        except IndexError:
+            raise StoreError(self.path, f"vector file has {self.capacity} rows but the database points beyond "
+                                        "them (truncated?); run `tagger scan` to re-analyse what is missing") from None
 
     def close(self) -> None:
         if self._map is not None:
             self._map.flush()
             self._map = None
+
+
+def _valid_doc(doc: Any) -> bool:
+    slot = doc.get("slot") if isinstance(doc, dict) else None
+    return (isinstance(doc, dict) and isinstance(doc.get("path"), str) and isinstance(doc.get("model"), str)
+            and (slot is None or (isinstance(slot, int) and slot >= 0)))
 
 
 def _key(path: str, model: str) -> tuple[str, str]:
@@ -255,6 +300,9 @@ class Store:
         self._docs: dict[tuple[str, str], dict[str, Any]] = {}
         self._ids: dict[tuple[str, str], int] = {}
         for doc_id, doc in self._rows.items():
+            if not _valid_doc(doc) or not str(doc_id).isdigit():
+                raise StoreError(self.root / RECORDS, f"record {doc_id!r} is malformed (needs a path, a model and an "
+                                                      "integer id); restore the database or move it aside")
             k = (doc["path"], doc["model"])
             self._docs[k] = doc
             self._ids[k] = int(doc_id)
@@ -290,9 +338,15 @@ class Store:
                 if i == len(lines) - 1:  # torn last append: the commit never completed
                     break
                 raise StoreError(self._journal, f"journal line {i + 1} is corrupt; restore the database or move it aside") from None
-            if entry.get("op") == "put":
+            ok = isinstance(entry, dict) and entry.get("op") in ("put", "del") and isinstance(entry.get("id"), int)
+            if ok and entry["op"] == "put":
+                ok = _valid_doc(entry.get("doc"))
+            if not ok:
+                raise StoreError(self._journal, f"journal line {i + 1} is not a valid entry; restore the database "
+                                                "or move it aside")
+            if entry["op"] == "put":
                 self._rows[str(entry["id"])] = entry["doc"]
-            elif entry.get("op") == "del":
+            else:
                 self._rows.pop(str(entry["id"]), None)
             good_bytes += len(line) + (1 if i < len(lines) - 1 else 0)
         if self.writer and good_bytes < len(raw):
@@ -349,7 +403,7 @@ class Store:
                 meta = path.with_suffix(".json")
                 if not meta.exists():
                     raise StoreError(path, "no vectors stored for this model")
-                stored = json.loads(meta.read_text())
+                stored = _read_meta(meta)
                 width, n_labels = stored["width"], stored["n_labels"]
             vm = VectorMatrix(path, width, n_labels, self.writer)
             self._vectors[model] = vm
@@ -365,7 +419,7 @@ class Store:
                 meta = path.with_suffix(".json")
                 if not meta.exists():
                     raise StoreError(path, "no embeddings stored for this model")
-                dim = int(json.loads(meta.read_text())["width"])
+                dim = _read_meta(meta)["width"]
             vm = VectorMatrix(path, dim, 0, self.writer)
             self._vectors[key] = vm
         return vm
@@ -405,6 +459,24 @@ class Store:
     def by_id(self, doc_id: int) -> dict[str, Any] | None:
         doc = self._rows.get(str(doc_id))
         return dict(doc) if doc is not None else None
+
+    def has_vectors(self, record: dict[str, Any]) -> bool:
+        """Whether an ok record's vectors are really there (a deleted or truncated vectors folder is not)."""
+        if record.get("slot") is None:
+            return False
+        try:
+            vm = self.matrix(record["model"])
+            if int(record["slot"]) >= vm.capacity:
+                vm.ensure_open()
+            unit = self.unit_matrix(record["model"])
+            if int(record["slot"]) >= unit.capacity:
+                unit.ensure_open()
+            if int(record["slot"]) >= min(vm.capacity, unit.capacity):
+                return False
+            # A re-created vector file is zero-filled where old rows were: sigmoid scores are never all 0.
+            return bool(np.any(vm.read(int(record["slot"]))[: max(vm.n_labels, 1)] != 0))
+        except StoreError:
+            return False
 
     def vectors(self, record: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
         """(tag probabilities, embedding) of a stored ok record."""

@@ -128,13 +128,16 @@ def test_batch_size_does_not_change_outputs(exported):
 
 def test_metadata_makes_the_file_self_describing(exported):
     card = read_card(exported["musicnn-msd"])
-    assert card["schema"] == 1 and card["id"] == "musicnn-msd"
-    assert len(card["labels"]) == 50 and "Mellow" in card["labels"] and "jazz" in card["labels"]
+    assert card["schema"] == 2 and card["id"] == "musicnn-msd"
+    tags, emb = card["outputs"]
+    assert tags["name"] == "tags" and tags["kind"] == "sigmoid" and emb["kind"] == "embedding"
+    assert len(tags["labels"]) == 50 and "Mellow" in tags["labels"] and "jazz" in tags["labels"]
+    assert tags["groups"]["jazz"] == "genre" and tags["groups"]["Mellow"] == "mood" and tags["groups"]["80s"] == "era"
     assert (card["sample_rate"], card["window"], card["hop"], card["pad_start"]) == (16000, 48128, 47872, 256)
-    assert card["short_input"] == "repeat" and card["partial_tail"] == "drop"
-    assert card["embedding_dim"] == 200
+    assert card["short_input"] == "repeat" and card["partial_tail"] == "drop" and card["resampler"] == "soxr-hq"
+    assert emb["dim"] == 200
     assert len(card["source"]["wheel_sha256"]) == 64 and card["licence"] == "ISC" and "Pompeu Fabra" in card["licence_text"]
-    assert read_card(exported["vgg-mtt"])["embedding_dim"] == 256
+    assert read_card(exported["vgg-mtt"])["outputs"][1]["dim"] == 256
 
 
 @pytest.mark.parametrize("model_id", ["musicnn-msd", "musicnn-mtt"])
@@ -241,3 +244,56 @@ def test_weights_from_an_unpacked_folder_equal_the_wheel(weights_archive, tmp_pa
     assert a.labels == b.labels and a.tensors.keys() == b.tensors.keys()
     assert all(np.array_equal(a.tensors[k], b.tensors[k]) for k in a.tensors)
     assert a.source["checkpoint_sha256"] == b.source["checkpoint_sha256"]
+
+
+class _TwoHeads(torch.nn.Module):
+    """A genre + mood network in the style of the multi-output CNNs: sigmoid genres, softmax mood, embedding."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin = torch.nn.Linear(16, 4)
+        self.genre = torch.nn.Linear(4, 3)
+        self.mood = torch.nn.Linear(4, 2)
+
+    def forward(self, waveform):
+        emb = torch.relu(self.lin(waveform.reshape(waveform.shape[0], 16, -1).abs().mean(-1)))
+        return torch.sigmoid(self.genre(emb)), torch.softmax(self.mood(emb), dim=1), emb
+
+
+def test_a_card_with_several_named_outputs_exports_and_runs(tmp_path):
+    from tagger.card import Card, Output
+    from tagger.engine import Engine
+    from tagger.model import Model
+
+    card = Card(id="two-heads", version="1", sample_rate=8000, window=1600, hop=1600, outputs=(
+        Output("genre", "sigmoid", ("rock", "jazz", "classical"), {"rock": "genre", "jazz": "genre", "classical": "genre"}),
+        Output("valence", "softmax", ("sad", "happy"), {"sad": "mood", "happy": "mood"}),
+        Output("embedding", "embedding", dim=4)))
+    path = tmp_path / "two.onnx"
+    export_onnx(_TwoHeads(), card, path)
+    model = Model(path, device="cpu", threads=1)
+    assert [o.name for o in model.card.outputs] == ["genre", "valence", "embedding"]
+    out = model.run_all(np.random.default_rng(0).standard_normal((2, 1600)).astype(np.float32))
+    assert out["valence"].shape == (2, 2) and np.allclose(out["valence"].sum(1), 1, atol=1e-5)
+    wav = tmp_path / "t.wav"
+    from audiofiles import music_like, write_audio
+
+    write_audio(wav, music_like(1.0, 8000, 1), 8000)
+    (res,) = list(Engine(model).analyse([wav]))
+    got = res.models["two-heads"]
+    assert set(got.outputs) == {"genre", "valence", "embedding"} and got.tags.shape == (3,)
+    assert got.embedding.shape == (4,)
+
+
+def test_card_validation_names_the_problem():
+    from tagger.card import Card, CardError, Output
+
+    base = dict(id="x", version="1", sample_rate=16000, window=10, hop=10)
+    with pytest.raises(CardError, match="at least one label output"):
+        Card(outputs=(Output("e", "embedding", dim=3),), **base).validate()
+    with pytest.raises(CardError, match="groups name unknown labels"):
+        Card(outputs=(Output("t", "sigmoid", ("a",), {"b": "genre"}),), **base).validate()
+    with pytest.raises(CardError, match="partial_tail"):
+        Card(outputs=(Output("t", "sigmoid", ("a",)),), partial_tail="wrap", **base).validate()
+    with pytest.raises(CardError, match="schema"):
+        Card.from_json('{"schema": 9}')
