@@ -77,12 +77,20 @@ def _models(cfg: Config) -> list[Model]:
     return load_models(cfg)
 
 
-def _lookup_model(cfg: Config) -> Model:
-    """The model whose embeddings answer similarity queries: the first of the set that has one."""
+def _lookup_model(cfg: Config, store=None) -> Model:
+    """The model whose embeddings answer similarity queries: the first of the set that has an embedding
+    and, when a database is given, analysed tracks in it (`--model X` picks another)."""
     for name in cfg.models:
         model = load_model(name, models_dir=cfg.models_dir, device=cfg.device, threads=cfg.threads)
-        if model.card.embedding_dim:
+        if not model.card.embedding_dim:
+            continue
+        if store is None or len(store.slots(model.card.id)[0]):
             return model
+    if store is not None:
+        from .store import StoreError
+
+        raise StoreError(store.root, f"no analysed tracks with embeddings for any of: {', '.join(cfg.models)} "
+                                     "(run `tagger scan` first, or pick the model with --model)")
     raise ConfigError("models", "no model in the set has an embedding output to compare tracks with")
 
 
@@ -286,8 +294,8 @@ def _lookup_setup(args: argparse.Namespace):
     from .store import Store
 
     cfg = _config(args)
-    model = _lookup_model(cfg)
     store = Store(cfg.database, writer=False)
+    model = _lookup_model(cfg, store)
     return cfg, store, model, Library(store, model.spec.id, model.spec.labels)
 
 
@@ -385,7 +393,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
     token = args.token or os.environ.get("TAGGER_TOKEN") or None
     sc = ServeConfig(host=args.host, port=args.port, token=token, allow_remote=args.allow_remote,
                      allowed_hosts=tuple(args.allowed_host or ()))
-    model = _lookup_model(cfg)
+    from .store import Store, StoreError
+
+    try:
+        with Store(cfg.database, writer=False) as store:
+            model = _lookup_model(cfg, store)
+    except StoreError as exc:  # no usable database yet: the server itself reports that on start
+        log.debug("choosing the lookup model without a database: %s", exc)
+        model = _lookup_model(cfg)
     return serve(cfg, model, sc)
 
 

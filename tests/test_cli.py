@@ -21,7 +21,10 @@ def isolated(tmp_path, monkeypatch):
 def test_analyze_json_has_every_label(capsys):
     assert main(["analyze", str(TRUMPET), "--json", "--threads", "2"]) == 0
     (out,) = json.loads(capsys.readouterr().out)
-    assert len(out["tags"]) == 50 and max(out["tags"], key=out["tags"].get) == "jazz"
+    assert set(out["models"]) == set(load_config(None).models)  # the default set, every model on one decode
+    msd = out["models"]["fcn-msd"]["tags"]
+    assert len(msd) == 50 and max(msd, key=msd.get) == "jazz"
+    assert out["decision"]["genre"]["values"] == ["Jazz"] and "fcn-msd" in out["decision"]["genre"]["reason"]
 
 
 def test_analyze_bars_and_failure_exit_code(tmp_path, capsys):
@@ -29,7 +32,7 @@ def test_analyze_bars_and_failure_exit_code(tmp_path, capsys):
     bad.write_bytes(b"nope")
     assert main(["analyze", str(TRUMPET), str(bad), "--top", "3"]) == 1
     captured = capsys.readouterr()
-    assert "jazz" in captured.out and "█" in captured.out
+    assert "jazz" in captured.out and "█" in captured.out and "genre: Jazz  <- Jazz" in captured.out
     assert str(bad) in captured.err and "not a recognised audio format" in captured.err
 
 
@@ -41,10 +44,12 @@ def test_scan_then_show(tmp_path, capsys):
     report = json.loads(capsys.readouterr().out)
     assert report["analysed"] == 1 and report["written"] == 1
     assert main(["show", str(lib / "t.ogg"), "--json"]) == 0
-    (rec,) = json.loads(capsys.readouterr().out)
-    assert rec["status"] == "ok" and rec["tags"]["jazz"] > 0.5 and rec["written"]["GENRE"] == ["jazz"]
-    assert rec["analysed_at"].endswith("Z")
-    assert main(["show", str(tmp_path / "other.ogg")]) == 4
+    recs = {r["model"]: r for r in json.loads(capsys.readouterr().out)}
+    assert set(recs) == set(load_config(None).models)
+    rec = recs["fcn-msd"]
+    assert rec["status"] == "ok" and rec["tags"]["jazz"] > 0.5 and rec["written"]["GENRE"] == ["Jazz"]
+    assert rec["decided"]["genre"] == ["Jazz"] and rec["analysed_at"].endswith("Z")
+    assert main(["show", str(tmp_path / "other.ogg")]) == 1  # not in the database: not a database fault
 
 
 def test_scan_pretend_prints_the_diff(tmp_path, capsys):
@@ -54,7 +59,7 @@ def test_scan_pretend_prints_the_diff(tmp_path, capsys):
     before = (lib / "t.ogg").read_bytes()
     assert main(["scan", str(lib), "--pretend"]) == 0
     out = capsys.readouterr().out
-    assert "GENRE: [] -> ['jazz']" in out and (lib / "t.ogg").read_bytes() == before
+    assert "GENRE: [] -> ['Jazz']" in out and (lib / "t.ogg").read_bytes() == before
 
 
 def test_undo_removes_what_scan_wrote(tmp_path, capsys):

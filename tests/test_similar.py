@@ -79,18 +79,18 @@ def test_similar_cli_json_filters_and_m3u(library, capsys, tmp_path):
     lib, cfg = library
     db = str(cfg.database)
     seed = str(lib / "sorohanro_-_solo-trumpet-06.ogg")
-    assert main(["similar", seed, "--database", db, "--json", "-n", "3"]) == 0
+    assert main(["similar", "--model", "musicnn-msd", seed, "--database", db, "--json", "-n", "3"]) == 0
     rows = json.loads(capsys.readouterr().out)
     assert len(rows) == 3 and all({"path", "score", "id"} <= set(r) for r in rows)
-    assert main(["similar", seed, "--database", db, "--json", "--not-same-artist", "--under", str(lib),
+    assert main(["similar", "--model", "musicnn-msd", seed, "--database", db, "--json", "--not-same-artist", "--under", str(lib),
                  "--m3u", str(tmp_path / "out.m3u8")]) == 0
     rows = json.loads(capsys.readouterr().out)
     assert all(r["path"].startswith(str(lib)) for r in rows)
     m3u = (tmp_path / "out.m3u8").read_text()
     assert m3u.startswith("#EXTM3U\n") and m3u.count("#EXTINF:") == len(rows)
-    assert main(["similar", seed, "--database", db, "--json", "--under", str(tmp_path)]) == 0
+    assert main(["similar", "--model", "musicnn-msd", seed, "--database", db, "--json", "--under", str(tmp_path)]) == 0
     assert json.loads(capsys.readouterr().out) == []
-    assert main(["similar", seed, "--database", db, "--tag", "no-such-label"]) == 4
+    assert main(["similar", "--model", "musicnn-msd", seed, "--database", db, "--tag", "no-such-label"]) == 4
 
 
 @needs_shared
@@ -106,7 +106,7 @@ def test_playlist_flows_without_duplicates_or_artist_repeats(library, msd_model,
     artists = [r.get("artist") for r in order]
     assert all(a is None or a != b for a, b in zip(artists, artists[1:]))
     out = tmp_path / "mellow.m3u8"
-    assert main(["playlist", "--tags", "jazz", "-n", "4", "--database", str(cfg.database), "-o", str(out)]) == 0
+    assert main(["playlist", "--model", "musicnn-msd", "--tags", "jazz", "-n", "4", "--database", str(cfg.database), "-o", str(out)]) == 0
     assert out.read_text().count("\n/") == 4
 
 
@@ -143,6 +143,6 @@ def test_similar_for_a_file_outside_the_library(tmp_path, msd_model, capsys):
     with Store(cfg.database) as store:
         scan([lib], cfg, msd_model, store)
     outside = write_audio(tmp_path / "new.flac", music_like(4.0, 44100, 1, seed=1), 44100)
-    assert main(["similar", str(outside), "--database", str(cfg.database), "--json", "--include-duplicates"]) == 0
+    assert main(["similar", "--model", "musicnn-msd", str(outside), "--database", str(cfg.database), "--json", "--include-duplicates"]) == 0
     rows = json.loads(capsys.readouterr().out)
     assert rows[0]["path"].endswith("s1.flac") and rows[0]["duplicate"]  # the same audio, found as a copy

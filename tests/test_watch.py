@@ -251,7 +251,7 @@ def test_inotify_limit_falls_back_to_polling(cfg, tmp_path, msd_model, monkeypat
 def _spawn(lib: Path, db: Path, tmp: Path, extra_env: dict | None = None) -> subprocess.Popen:
     env = {**os.environ, "XDG_CONFIG_HOME": str(tmp / "noconfig"), **(extra_env or {})}
     return subprocess.Popen([sys.executable, "-m", "tagger", "watch", str(lib), "--database", str(db),
-                             "--settle", "0.3", "--threads", "2"], cwd=ROOT, env=env,
+                             "--settle", "0.3", "--threads", "2", "--model", "musicnn-msd"], cwd=ROOT, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
 
