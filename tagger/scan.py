@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+import uuid
 from collections import defaultdict, deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -273,6 +274,16 @@ class Scanner:
                 self.store.commit()
             report.seconds += time.monotonic() - t0
 
+    def track_id(self, path: Path) -> str:
+        """The track's stable id: kept from any existing record of the file (renames and moves carry it,
+        re-analysis keeps it), else a new random one."""
+        assert self.store is not None
+        for mid in self.cards:
+            rec = self.store.get(path, mid)
+            if rec is not None and rec.get("track_id"):
+                return str(rec["track_id"])
+        return uuid.uuid4().hex[:16]
+
     def song_scores(self, res: TrackResult) -> dict[str, tuple[Card, np.ndarray]]:
         """Every model's song-level scores for the track: fresh from this pass, else from the database."""
         out: dict[str, tuple[Card, np.ndarray]] = {}
@@ -345,6 +356,7 @@ class Scanner:
             decided = {name: fd.written for name, fd in decision.fields.items() if fd.written}
             if decided:
                 track["decided"] = decided
+            track["track_id"] = self.track_id(res.path)
             for mid, mres in res.models.items():
                 record = {**base, **track, "model": mid, "analyser": self.cards[mid].analyser, "status": "ok",
                           "windows": mres.n_windows}
