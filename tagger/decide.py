@@ -18,8 +18,9 @@ that are each data in the config, and it explains itself:
    when the fused score reaches ``min_score`` *and* at least ``min_models`` models agree (their own
    score for it reaches ``relative`` of their own best; a set with fewer models that speak the field needs
    all of them). A second value is written only when it is
-   nearly as strong (``relative`` of the first). Otherwise the field is left alone: a wrong genre in a
-   user's files is worse than none.
+   nearly as strong (``relative`` of the first). For an exclusive field the winner must also not lose the
+   head-to-head with the runner-up among the models that can say both (see ``_head_to_head``).
+   Otherwise the field is left alone: a wrong genre in a user's files is worse than none.
 """
 from __future__ import annotations
 
@@ -157,13 +158,15 @@ def decide_field(field_name: str, results: Mapping[str, tuple[Card, np.ndarray]]
     elif len(top.support) < need:
         reason = (f"abstained: {top.value} {top.score:.2f} is backed by {len(top.support)} model(s) "
                   f"({', '.join(top.support) or 'none'}), needs {need}")
+    elif (upset := _head_to_head(top, cands[1] if len(cands) > 1 else None, policy)) is not None:
+        reason = upset
     else:
         chosen.append(top)
         for c in cands[1:]:
             if len(chosen) >= policy.max_values:
                 break
             if c.score >= policy.relative * top.score and c.score >= policy.min_score \
-                    and len(c.support) >= need:
+                    and len(c.support) >= need and _also_backed(top, c, policy, need):
                 chosen.append(c)
             elif policy.rule == "share":
                 break  # exclusive field: only a runner-up nearly as strong as the winner is added
@@ -175,6 +178,33 @@ def decide_field(field_name: str, results: Mapping[str, tuple[Card, np.ndarray]]
     if policy.max_values == 0:
         chosen, reason = [], "field disabled (max_values 0)"
     return FieldDecision(field_name, chosen, cands, reason)
+
+
+def _head_to_head(top: Candidate, runner: Candidate | None, policy: FieldPolicy) -> str | None:
+    """For an exclusive field: the winner by mean must not lose the direct comparison with the runner-up
+    among the models that can say both. A model that lacks a value pushes its evidence to the nearest one
+    it has (a model without "classical" calls a quiet orchestra "ambient"), which can lift a value's mean
+    although every model able to choose between the two prefers the other. Returns the abstention reason,
+    or None when the winner stands."""
+    if policy.rule != "share" or runner is None or policy.max_values < 1:
+        return None
+    both = [m for m in top.per_model if m in runner.per_model]
+    for_top = [m for m in both if top.per_model[m] > runner.per_model[m]]
+    for_runner = [m for m in both if runner.per_model[m] > top.per_model[m]]
+    if len(for_runner) > len(for_top):
+        return (f"abstained: {top.value} {top.score:.2f} leads on average, but the models that can say both prefer "
+                f"{runner.value} ({', '.join(for_runner)} against {', '.join(for_top) or 'none'})")
+    return None
+
+
+def _also_backed(top: Candidate, second: Candidate, policy: FieldPolicy, need: int) -> bool:
+    """A second value of an exclusive field must be nearly as strong as the first in models that could
+    have said either; support from models that cannot express the first value does not count."""
+    if policy.rule != "share":
+        return True
+    both = [m for m in top.per_model if m in second.per_model]
+    close = [m for m in both if second.per_model[m] >= policy.relative * top.per_model[m]]
+    return len(close) >= min(need, len(both)) and bool(close)
 
 
 def decide(results: Mapping[str, tuple[Card, np.ndarray]], policies: Mapping[str, FieldPolicy],

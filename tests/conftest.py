@@ -10,11 +10,35 @@ import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-SHARED = Path(os.environ.get("TAGGER_SHARED", ROOT.parent / "shared"))
+def _find_shared() -> Path:
+    """$TAGGER_SHARED, else a `shared` folder beside the checkout or one level further up."""
+    if os.environ.get("TAGGER_SHARED"):
+        return Path(os.environ["TAGGER_SHARED"])
+    for base in (ROOT.parent, ROOT.parent.parent):
+        if (base / "shared" / "audio").is_dir():
+            return base / "shared"
+    return ROOT.parent / "shared"
+
+
+SHARED = _find_shared()
 AUDIO = SHARED / "audio"
 REFERENCE = SHARED / "reference"
 EXPORTER_DATA = ROOT / "exporter" / "data"
 TRUMPET = EXPORTER_DATA / "sorohanro_-_solo-trumpet-06.ogg"
+
+def pytest_report_header(config):
+    return f"shared reference material: {SHARED if SHARED.is_dir() else 'absent (tests that need it skip)'}"
+
+
+def pytest_configure(config):
+    """Never read or write the developer's real configuration or database: point XDG config, data and
+    state at a fresh folder for the whole run (the weights cache stays shared on purpose)."""
+    import tempfile
+
+    home = Path(tempfile.mkdtemp(prefix="tagger-tests-"))
+    for kind in ("CONFIG", "DATA", "STATE"):
+        os.environ[f"XDG_{kind}_HOME"] = str(home / kind.lower())
+
 
 needs_shared = pytest.mark.skipif(not REFERENCE.is_dir(), reason=f"reference material not found at {SHARED}")
 

@@ -1,0 +1,33 @@
+# Two entry points (README): `make demo` sets up the runtime and tags a demo library; `make test` sets up the
+# development environment (exporter, torch CPU build, test tools) and runs the whole test suite.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+DEMO ?= /tmp/tagger-demo
+DEMO_CLIP := Hungarian_Dance_number_5_-_Allegro_in_F_sharp_minor_(string_orchestra).ogg
+
+.PHONY: demo test setup setup-dev
+
+$(VENV)/.runtime: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e .
+	touch $@
+
+$(VENV)/.dev: $(VENV)/.runtime pyproject.toml
+	$(PY) -m pip install -q -e ".[dev]"
+	$(PY) -m exporter fetch
+	touch $@
+
+setup: $(VENV)/.runtime
+setup-dev: $(VENV)/.dev
+
+# A fresh copy of the two bundled CC clips every time, with its own database: rerunning never nests folders
+# or mixes with your real library.
+demo: setup
+	rm -rf "$(DEMO)" && mkdir -p "$(DEMO)/library"
+	cp exporter/data/*.ogg "$(DEMO)/library/"
+	$(VENV)/bin/tagger scan "$(DEMO)/library" --database "$(DEMO)/db"
+	$(VENV)/bin/tagger analyze "$(DEMO)/library/$(DEMO_CLIP)" --top 3
+
+test: setup-dev
+	$(PY) -m pytest -q

@@ -1,0 +1,64 @@
+"""How often the default configuration would write a wrong GENRE, and how often it writes one at all.
+
+    python bench/eval_genres.py [FOLDER...]
+
+With no folder: the shared clips, judged against ../shared/data/genre-dev.json (the acceptable genres per
+file; compared case-insensitively, ignoring spaces, hyphens and '&'; abstaining is never wrong). Folders given
+are reported without a verdict (no labels): the share of files that get a genre, and which values. The
+decision is exactly `tagger scan --pretend`'s (same models, same code), whatever tags the files hold.
+"""
+from __future__ import annotations
+
+import json
+import re
+import sys
+from collections import Counter
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bench.common import save  # noqa: E402
+from tagger.config import load_config  # noqa: E402
+from tagger.scan import load_models, scan  # noqa: E402
+
+SHARED = Path(__file__).resolve().parent.parent.parent / "shared"
+
+
+def norm(s: str) -> str:
+    return re.sub(r"[\s\-&]", "", s.lower())
+
+
+def decisions(folder: Path, cfg, models) -> dict[str, list[str]]:
+    report = scan([folder], cfg, models, None, pretend=True)
+    return {o.path.name: (o.decision.fields["genre"].written if o.decision else []) for o in report.outcomes}
+
+
+def main() -> None:
+    cfg = load_config(None)
+    models = load_models(cfg)
+    out: dict = {"models": [m.card.analyser for m in models], "genre_policy": vars(cfg.fields["genre"])}
+    dev = json.loads((SHARED / "data" / "genre-dev.json").read_text())
+    got = decisions(SHARED / "audio", cfg, models)
+    rows = []
+    for name, ok in dev.items():
+        if name.startswith("_"):
+            continue
+        values = got.get(name, [])
+        wrong = bool(values) and not all(norm(v) in {norm(a) for a in ok} for v in values)
+        rows.append({"file": name, "written": values, "wrong": wrong})
+        print(f"{'WRONG ' if wrong else ''}{name}: {values or '(abstained)'}")
+    n = len(rows)
+    out["dev"] = {"files": n, "written": sum(bool(r["written"]) for r in rows), "wrong": sum(r["wrong"] for r in rows),
+                  "rows": rows}
+    print(f"dev: {out['dev']['written']}/{n} written, {out['dev']['wrong']} wrong")
+    for folder in map(Path, sys.argv[1:]):
+        got = decisions(folder, cfg, models)
+        counts = Counter(v for values in got.values() for v in values)
+        share = sum(bool(v) for v in got.values()) / max(len(got), 1)
+        out.setdefault("folders", {})[str(folder)] = {"files": len(got), "written_share": round(share, 3),
+                                                      "values": dict(counts.most_common())}
+        print(f"{folder}: {len(got)} files, genre written to {share:.0%}: {dict(counts.most_common())}")
+    print("saved", save("genres", out))
+
+
+if __name__ == "__main__":
+    main()
