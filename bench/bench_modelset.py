@@ -26,6 +26,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.common import median_time, save  # noqa: E402
+from tagger.config import load_config  # noqa: E402
 from tagger.model import load_model  # noqa: E402
 
 MODELS = ["fcn-jamendo", "musicnn-jamendo", "fcn-mtat", "fcn-msd", "musicnn-msd", "musicnn-mtt"]
@@ -108,7 +109,7 @@ def main() -> None:
         for i, f in enumerate(files):
             shutil.copy(f, lib / f"{i:02d}-{f.name}")
         runs = [scan_run(lib, ["musicnn-msd"], tmp),
-                scan_run(lib, ["fcn-jamendo", "musicnn-jamendo", "fcn-mtat", "fcn-msd"], tmp)]
+                scan_run(lib, list(load_config(None).models), tmp)]
     result["scan"] = {"files": [str(f) for f in files], "single_model": runs[0], "default_set": runs[1],
                       "set_vs_single_time": round(runs[1]["seconds"] / runs[0]["seconds"], 2)}
     for r in runs:

@@ -114,36 +114,47 @@ def _utf8_name(path: Path) -> str | None:
     return name
 
 
-def _chunks(head: bytes, start: int, big_endian: bool) -> Iterator[tuple[bytes, int, int]]:
-    pos = start
+def _file_chunks(f, start: int, size: int, big_endian: bool) -> Iterator[tuple[bytes, int, int]]:
+    """(id, data offset, declared length) of each RIFF/IFF chunk, seeking through the whole file."""
     order = "big" if big_endian else "little"
-    while pos + 8 <= len(head):
-        cid, size = head[pos:pos + 4], int.from_bytes(head[pos + 4:pos + 8], order)
-        yield cid, pos + 8, size
-        pos += 8 + size + (size & 1)
+    pos = start
+    while pos + 8 <= size:
+        f.seek(pos)
+        head = f.read(8)
+        if len(head) < 8:
+            return
+        cid, length = head[:4], int.from_bytes(head[4:8], order)
+        yield cid, pos + 8, length
+        pos += 8 + length + (length & 1)
 
 
-def check_complete(path: Path, fmt: str) -> None:
+def check_complete(path: Path, fmt: str) -> bool:
     """Refuse files whose header promises more audio than the file holds.
 
     pedalboard zero-fills a truncated WAV, AIFF or MP3 up to the length its header declares, which
-    would be analysed as silence; the declared sizes make the truncation visible before decoding.
+    would be analysed as silence; the declared sizes make the truncation visible before decoding. Every
+    chunk is visited (a big JUNK or LIST chunk before the audio must not hide a cut). Returns True when
+    the audio chunk's size is a placeholder (0 or 0xFFFFFFFF, as streaming writers leave it): then the
+    real length is what the file holds, which only the FFmpeg path measures.
     """
     size = os.path.getsize(path)
     if fmt in ("wav", "aiff"):
-        with open(path, "rb") as f:
-            head = f.read(1 << 16)
         data_id = b"data" if fmt == "wav" else b"SSND"
-        for cid, offset, length in _chunks(head, 12, big_endian=fmt == "aiff"):
-            if cid == data_id:
-                if length not in (0, 0xFFFFFFFF) and offset + length > size:
-                    raise DecodeError(path, f"file is truncated: audio data needs {offset + length} bytes, file has {size}")
-                return
+        with open(path, "rb") as f:
+            for cid, offset, length in _file_chunks(f, 12, size, big_endian=fmt == "aiff"):
+                if cid == data_id:
+                    if length in (0, 0xFFFFFFFF):
+                        return True
+                    if offset + length > size:
+                        raise DecodeError(path, f"file is truncated: audio data needs {offset + length} bytes, "
+                                                f"file has {size}")
+                    return False
     elif fmt == "mp3":
         declared = xing_stream_bytes(str(path))
         if declared is not None and declared[0] + declared[1] > size:
             raise DecodeError(path, f"file is truncated: the MP3 header declares {declared[1]} bytes of frames, "
                                     f"the file holds {size - declared[0]}")
+    return False
 
 
 def _flac_declared_frames(path: Path) -> int:
@@ -207,8 +218,8 @@ def stream_native_mono(path: str | Path, info: StreamInfo | None = None) -> Iter
     info = info if info is not None else StreamInfo()
     fmt = sniff(path)
     info.format = fmt
-    check_complete(path, fmt)
-    if fmt in PEDALBOARD_FORMATS:
+    placeholder_size = check_complete(path, fmt)
+    if fmt in PEDALBOARD_FORMATS and not placeholder_size:
         info.decoder, blocks = "pedalboard", _pedalboard_blocks(path, fmt, info)
     else:
         info.decoder, blocks = "pyav", _pyav_blocks(path, info)
@@ -332,8 +343,9 @@ def native_digest(path: str | Path) -> str:
     path = Path(path)
     fmt = sniff(path)
     info = StreamInfo(format=fmt, native_hash=NativeHash())
-    check_complete(path, fmt)
-    blocks = _pedalboard_blocks(path, fmt, info) if fmt in PEDALBOARD_FORMATS else _pyav_blocks(path, info)
+    placeholder_size = check_complete(path, fmt)
+    blocks = (_pedalboard_blocks(path, fmt, info) if fmt in PEDALBOARD_FORMATS and not placeholder_size
+              else _pyav_blocks(path, info))
     try:
         for block in blocks:
             info.native_hash.update(block)

@@ -22,9 +22,9 @@ def test_analyze_json_has_every_label(capsys):
     assert main(["analyze", str(TRUMPET), "--json", "--threads", "2"]) == 0
     (out,) = json.loads(capsys.readouterr().out)
     assert set(out["models"]) == set(load_config(None).models)  # the default set, every model on one decode
-    msd = out["models"]["fcn-msd"]["tags"]
+    msd = out["models"]["musicnn-msd"]["tags"]
     assert len(msd) == 50 and max(msd, key=msd.get) == "jazz"
-    assert out["decision"]["genre"]["values"] == ["Jazz"] and "fcn-msd" in out["decision"]["genre"]["reason"]
+    assert out["decision"]["genre"]["values"] == ["Jazz"] and "musicnn-msd" in out["decision"]["genre"]["reason"]
 
 
 def test_analyze_bars_and_failure_exit_code(tmp_path, capsys):
@@ -46,7 +46,7 @@ def test_scan_then_show(tmp_path, capsys):
     assert main(["show", str(lib / "t.ogg"), "--json"]) == 0
     recs = {r["model"]: r for r in json.loads(capsys.readouterr().out)}
     assert set(recs) == set(load_config(None).models)
-    rec = recs["fcn-msd"]
+    rec = recs["musicnn-msd"]
     assert rec["status"] == "ok" and rec["tags"]["jazz"] > 0.5 and rec["written"]["GENRE"] == ["Jazz"]
     assert rec["decided"]["genre"] == ["Jazz"] and rec["analysed_at"].endswith("Z")
     assert main(["show", str(tmp_path / "other.ogg")]) == 1  # not in the database: not a database fault
@@ -110,7 +110,7 @@ def test_config_errors_name_the_key(tmp_path, capsys, text, key):
 def test_config_defaults_and_xdg(tmp_path, monkeypatch):
     cfg = load_config(None)
     assert cfg.database == tmp_path / "data" / "tagger" / "db"
-    assert cfg.fields["genre"].policy == "fill" and cfg.models[0] == "fcn-jamendo" and len(cfg.models) >= 2
+    assert cfg.fields["genre"].policy == "fill" and cfg.models[0] == "musicnn-msd" and len(cfg.models) >= 2
     user = tmp_path / "cfg" / "tagger" / "config.yaml"
     user.parent.mkdir(parents=True)
     user.write_text("model: musicnn-mtt\nwrite: {id3_version: 3}\n")

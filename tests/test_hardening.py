@@ -265,3 +265,41 @@ def test_a_file_queued_twice_while_in_flight_does_not_crash_the_scanner(cfg, msd
         report = ScanReport()
         Scanner(cfg, msd_model, store).run(iter([(song, st), (song, st)]), report)
     assert report.analysed == 2 and not report.failed
+
+
+def _wav_with_junk(path: Path, seconds: float = 4.0, junk: int = 100_000) -> Path:
+    """A 16-bit stereo WAV with a big JUNK chunk before the audio (as some editors write)."""
+    import struct
+
+    pcm = (music_like(seconds, 44100, 2).T * 20000).astype("<i2").tobytes()
+    fmt = struct.pack("<HHIIHH", 1, 2, 44100, 44100 * 4, 4, 16)
+    body = b"WAVE" + b"fmt " + struct.pack("<I", 16) + fmt + b"JUNK" + struct.pack("<I", junk) + bytes(junk)
+    body += b"data" + struct.pack("<I", len(pcm)) + pcm
+    path.write_bytes(b"RIFF" + struct.pack("<I", len(body)) + body)
+    return path
+
+
+def test_wav_cut_behind_a_big_chunk_is_refused(tmp_path):
+    from tagger.decode import decode
+    from tagger.errors import DecodeError
+
+    whole = _wav_with_junk(tmp_path / "whole.wav")
+    assert decode(whole, 16000).duration == pytest.approx(4.0, abs=0.01)
+    cut = tmp_path / "cut.wav"
+    data = whole.read_bytes()
+    cut.write_bytes(data[: len(data) // 2])
+    with pytest.raises(DecodeError, match="truncated"):
+        decode(cut, 16000)
+
+
+def test_wav_with_a_placeholder_data_size_is_measured_not_trusted(tmp_path):
+    """Streaming writers leave 0xFFFFFFFF as the data size: 6.7 hours of silence if believed."""
+    from tagger.decode import decode
+
+    path = _wav_with_junk(tmp_path / "stream.wav", junk=16)
+    data = bytearray(path.read_bytes())
+    at = data.index(b"data") + 4
+    data[at:at + 4] = b"\xff\xff\xff\xff"
+    path.write_bytes(bytes(data))
+    audio = decode(path, 16000)
+    assert audio.duration == pytest.approx(4.0, abs=0.05)
