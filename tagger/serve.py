@@ -27,6 +27,35 @@ from .store import RECORDS, Store
 log = logging.getLogger(__name__)
 
 MAX_N = 500
+REQUEST_TIMEOUT = 30.0  # seconds a client may take to send a request or hold an idle connection
+
+
+def bounded_int(query: dict[str, list[str]], name: str, default: int, lo: int = 1, hi: int = MAX_N) -> int:
+    """A query integer within [lo, hi]; ValueError (a 400) for anything else, never a silent clamp below lo."""
+    raw = query.get(name, [str(default)])[0]
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValueError(f"{name} must be an integer, got {raw!r}") from None
+    if not lo <= value <= hi:
+        raise ValueError(f"{name} must be between {lo} and {hi}, got {value}")
+    return value
+
+
+class _Server(ThreadingHTTPServer):
+    """A real listen backlog, daemon worker threads, and quiet handling of clients that hang up."""
+
+    request_queue_size = 1024
+    daemon_threads = True
+
+    def handle_error(self, request, client_address) -> None:
+        import sys
+
+        exc = sys.exc_info()[1]
+        if isinstance(exc, (BrokenPipeError, ConnectionResetError, TimeoutError)):
+            log.debug("client %s went away: %s", client_address, exc)
+            return
+        log.exception("error while serving %s", client_address)
 
 
 @dataclass(frozen=True)
@@ -101,14 +130,19 @@ class _State:
                 out.append(None)
         return tuple(out)
 
-    def current(self) -> tuple[Store, Library]:
+    def current(self) -> tuple[Store | None, Library | None]:
+        """(store, library), or (None, None) while the database is empty or not created yet: the API
+        starts before the first scan and answers with empty results. A damaged database raises."""
         with self.lock:
             stamp = self._stamp()
-            if stamp != self.stamp or self.lib is None:
+            if stamp != self.stamp:
                 if self.store is not None:
                     self.store.close()
-                self.store = Store(self.cfg.database, writer=False)
-                self.lib = Library(self.store, self.model.spec.id, self.model.spec.labels)
+                self.store = self.lib = None
+                if (self.cfg.database / RECORDS).exists():
+                    self.store = Store(self.cfg.database, writer=False)
+                    if len(self.store.slots(self.model.spec.id)[0]):
+                        self.lib = Library(self.store, self.model.spec.id, self.model.spec.labels)
                 self.stamp = stamp
             return self.store, self.lib
 
@@ -116,6 +150,7 @@ class _State:
 class _Handler(BaseHTTPRequestHandler):
     server_version = "tagger"
     sys_version = ""
+    timeout = REQUEST_TIMEOUT  # idle or slow connections are closed instead of holding a thread forever
     state: _State
     sc: ServeConfig
     hosts: frozenset[str]
@@ -153,7 +188,7 @@ class _Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:  # noqa: N802 - http.server naming
         self._send(405, {"error": "read-only API"}, {"Allow": "GET, HEAD"})
 
-    do_PUT = do_DELETE = do_PATCH = do_POST
+    do_PUT = do_DELETE = do_PATCH = do_OPTIONS = do_TRACE = do_CONNECT = do_POST
 
     def do_HEAD(self) -> None:  # noqa: N802
         self.do_GET()
@@ -177,7 +212,13 @@ class _Handler(BaseHTTPRequestHandler):
             return self._send(200, openapi(self.state.model.spec.labels))
         store, lib = self.state.current()
         if path == "/health":
-            return self._send(200, {"status": "ok", "model": self.state.model.spec.analyser, "tracks": len(lib.records)})
+            return self._send(200, {"status": "ok" if lib is not None else "empty",
+                                    "model": self.state.model.spec.analyser,
+                                    "tracks": len(lib.records) if lib is not None else 0})
+        if store is None or lib is None:  # nothing analysed yet
+            if path == "/tracks":
+                return self._send(200, [])
+            return self._send(404, {"error": "no such track (the database is empty)"})
         if path == "/tracks":
             return self._search(store, lib, query)
         m = re.fullmatch(r"/tracks/([1-9][0-9]{0,11})(/similar)?", path)
@@ -187,7 +228,7 @@ class _Handler(BaseHTTPRequestHandler):
         if rec is None or rec.get("model") != lib.model or rec.get("slot") is None:
             return self._send(404, {"error": "no such track"})
         if m.group(2):
-            n = min(int(query.get("n", ["10"])[0]), MAX_N)
+            n = bounded_int(query, "n", 10)
             incl = query.get("include_duplicates", ["false"])[0].lower() in ("1", "true", "yes")
             hits = lib.similar(lib.embedding_of(rec), rec, n, include_duplicates=incl)
             return self._send(200, [h.to_json(store.doc_id(h.record["path"], lib.model)) for h in hits])
@@ -204,7 +245,7 @@ class _Handler(BaseHTTPRequestHandler):
         unknown = [t for t in wanted if t not in lib.labels]
         if unknown:
             return self._send(400, {"error": f"unknown label(s): {unknown}"})
-        limit = min(int(query.get("limit", ["20"])[0]), MAX_N)
+        limit = bounded_int(query, "limit", 20)
         out = []
         for hit in tag_search(lib, wanted)[:limit]:
             rec = hit.record
@@ -220,12 +261,17 @@ def make_server(cfg: Config, model: Model, sc: ServeConfig) -> ThreadingHTTPServ
         raise ConfigError("serve.host", f"{sc.host} is not a loopback address; binding it exposes your library "
                                         "to the network: pass --allow-remote (and set a --token) to do it")
     state = _State(cfg, model)
-    state.current()  # fail now, not on the first request, if there is no database
+    state.current()  # fail now, not on the first request, if the database is damaged
     hosts = {"localhost", "127.0.0.1", "[::1]", sc.host.lower()} | {h.lower() for h in sc.allowed_hosts}
     handler = type("Handler", (_Handler,), {"state": state, "sc": sc, "hosts": frozenset(hosts)})
-    server = ThreadingHTTPServer((sc.host, sc.port), handler)
-    server.daemon_threads = True
-    return server
+    import socket
+
+    family = socket.AF_INET6 if ":" in sc.host.strip("[]") else socket.AF_INET
+    server_cls = type("Server", (_Server,), {"address_family": family})
+    try:
+        return server_cls((sc.host.strip("[]"), sc.port), handler)
+    except OSError as exc:
+        raise ConfigError(f"serve {sc.host}:{sc.port}", f"cannot listen there: {exc.strerror or exc}") from None
 
 
 def serve(cfg: Config, model: Model, sc: ServeConfig) -> int:

@@ -100,3 +100,63 @@ def test_non_loopback_bind_needs_explicit_permission(db, msd_model):
         make_server(db, msd_model, ServeConfig(host="0.0.0.0", port=0))
     srv = make_server(db, msd_model, ServeConfig(host="0.0.0.0", port=0, allow_remote=True, token="t"))
     srv.server_close()
+
+
+def test_every_cap_is_enforced_with_a_400(server):
+    for bad in ("/tracks/1/similar?n=0", "/tracks/1/similar?n=-1", "/tracks/1/similar?n=100000",
+                "/tracks?tag=rock&limit=-1", "/tracks?tag=rock&limit=0", "/tracks?tag=rock&limit=1e9"):
+        status, body = get(server, bad)
+        assert status == 400 and "must be" in body["error"], bad
+
+
+def test_other_methods_get_405(server):
+    for method in ("OPTIONS", "TRACE", "PUT", "PATCH"):
+        assert get(server, "/health", method=method)[0] == 405
+
+
+def test_starts_on_an_empty_database_and_fails_clearly_on_a_busy_port(tmp_path, msd_model):
+    cfg = replace(load_config(None), database=tmp_path / "empty-db")
+    srv = make_server(cfg, msd_model, ServeConfig(port=0))
+    thread = threading.Thread(target=srv.serve_forever, name="tagger-test-serve-empty")
+    thread.start()
+    try:
+        status, health = get(srv, "/health")
+        assert status == 200 and health == {"status": "empty", "model": msd_model.card.analyser, "tracks": 0}
+        assert get(srv, "/tracks?tag=rock") == (200, [])
+        assert get(srv, "/tracks/1")[0] == 404
+        with pytest.raises(ConfigError, match="cannot listen"):
+            make_server(cfg, msd_model, ServeConfig(port=srv.server_address[1]))
+    finally:
+        srv.shutdown()
+        srv.server_close()
+        thread.join()
+
+
+def test_ipv6_loopback(db, msd_model):
+    import socket
+
+    if not socket.has_ipv6:
+        pytest.skip("no IPv6 in this kernel")
+    try:
+        srv = make_server(db, msd_model, ServeConfig(host="::1", port=0))
+    except ConfigError as exc:  # a kernel with IPv6 switched off
+        pytest.skip(f"::1 not available: {exc}")
+    thread = threading.Thread(target=srv.serve_forever, name="tagger-test-serve-v6")
+    thread.start()
+    try:
+        conn = http.client.HTTPConnection("::1", srv.server_address[1], timeout=10)
+        conn.request("GET", "/health", headers={"Host": "[::1]"})
+        assert conn.getresponse().status == 200
+        conn.close()
+    finally:
+        srv.shutdown()
+        srv.server_close()
+        thread.join()
+
+
+def test_200_concurrent_clients_are_all_answered(server):
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(200) as pool:
+        codes = list(pool.map(lambda _: get(server, "/health")[0], range(200)))
+    assert codes == [200] * 200
