@@ -4,10 +4,15 @@ Families: ``id3`` (MP3, WAV and AIFF all carry an ID3v2 tag), ``vorbis`` (FLAC, 
 comments), ``mp4`` (M4A atoms, freeform ``----:com.apple.iTunes:NAME`` for custom names). Multi-value fields
 are written the way each format expects: ID3v2.4 multi-string frames, repeated Vorbis comments, MP4 lists;
 ID3v2.3 joins values with a configurable separator and keeps mood in ``TXXX:MOOD``.
+
+What the tool does not own stays as it was: an existing ID3v2.3 tag stays v2.3 (the configured version applies
+to files that get their first ID3v2 tag), and it is saved as a real v2.3 tag (dates as TYER/TDAT, a user's
+TMOO moved to TXXX:MOOD, nothing v2.4-only left); an ID3v1 tag is kept byte for byte and never copied into the
+new ID3v2 tag.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import mutagen
@@ -57,6 +62,9 @@ class TagFile:
     audio: mutagen.FileType
     id3_version: int = 4
     v23_sep: str = "; "
+    v1_only_keys: frozenset[str] = frozenset()  # frames mutagen filled from an ID3v1 tag (not in any ID3v2 tag)
+    v1_bytes: bytes = b""  # the file's ID3v1 tag, restored unchanged after a save
+    touched: set[str] = field(default_factory=set)  # frame keys set through this object
 
     @property
     def _fam(self) -> str:
@@ -75,6 +83,9 @@ class TagFile:
             out: list[str] = []
             for fr in frames:
                 out += list(fr.genres) if isinstance(fr, TCON) else [str(t) for t in fr.text]
+            if self.id3_version == 3 and (name in ("GENRE", "MOOD") or name not in FIELD_TABLE):
+                # v2.3 has one string per frame: split what was joined (the tool's values never hold the separator)
+                out = [part.strip() for v in out for part in v.split(self.v23_sep.strip() or self.v23_sep)]
             return [v for v in out if v != ""]
         if self.family == "vorbis":
             return [v for v in tags.get(key, []) if v != ""]
@@ -87,6 +98,7 @@ class TagFile:
             self.audio.add_tags()
         tags = self.audio.tags
         key = field_key(name, self._fam)
+        self.touched.add(key)
         if self.family == "id3":
             if name == "MOOD":
                 tags.delall("TMOO")
@@ -115,13 +127,27 @@ class TagFile:
                     tags[key] = list(values)
 
     def save(self) -> None:
-        if self.family == "id3":
-            if self.id3_version == 3:
-                self.audio.save(v2_version=3, v23_sep=self.v23_sep)
-            else:
-                self.audio.save(v2_version=4)
-        else:
+        if self.family != "id3":
             self.audio.save()
+            return
+        tags = self.audio.tags
+        for key in self.v1_only_keys - self.touched:  # from ID3v1: that tag keeps them, ID3v2 does not copy them
+            tags.delall(key)
+        if self.id3_version == 3:
+            moods = [str(t) for fr in tags.getall("TMOO") for t in fr.text]
+            if moods:  # TMOO does not exist in v2.3: keep the user's mood where v2.3 readers look for it
+                kept = [str(t) for fr in tags.getall("TXXX:MOOD") for t in fr.text]
+                tags.delall("TMOO")
+                tags.delall("TXXX:MOOD")
+                tags.add(TXXX(encoding=3, desc="MOOD", text=kept + [m for m in moods if m not in kept]))
+            tags.update_to_v23()
+        kwargs = {"v2_version": 3, "v23_sep": self.v23_sep} if self.id3_version == 3 else {"v2_version": 4}
+        if isinstance(self.audio, MP3):
+            kwargs["v1"] = 0  # ID3v1 is put back below exactly as it was, not regenerated from our frames
+        self.audio.save(**kwargs)
+        if self.v1_bytes:
+            with open(self.path, "ab") as f:
+                f.write(self.v1_bytes)
 
 
 def open_tags(path: Path, *, id3_version: int = 4, v23_sep: str = "; ") -> TagFile:
@@ -137,7 +163,29 @@ def open_tags(path: Path, *, id3_version: int = 4, v23_sep: str = "; ") -> TagFi
         audio = cls(str(path))
     except Exception as exc:  # mutagen raises format-specific errors; wrap them with the path
         raise TagWriteError(path, f"cannot read tags ({type(exc).__name__}: {exc})") from None
-    return TagFile(path, fmt, family, audio, id3_version, v23_sep)
+    tf = TagFile(path, fmt, family, audio, id3_version, v23_sep)
+    if family == "id3":
+        _id3_layout(tf)
+    return tf
+
+
+def _id3_layout(tf: TagFile) -> None:
+    """Which ID3v2 version this file keeps, and which frames only exist in its ID3v1 tag."""
+    tags = tf.audio.tags
+    has_v2 = tags is not None and getattr(tags, "_header", None) is not None
+    if has_v2 and tags.version[1] in (3, 4):
+        tf.id3_version = tags.version[1]  # a user's v2.3 tag stays v2.3
+    is_mp3 = isinstance(tf.audio, MP3)
+    if is_mp3:
+        with open(tf.path, "rb") as f:
+            f.seek(0, 2)
+            if f.tell() >= 128:
+                f.seek(-128, 2)
+                tail = f.read(128)
+                if tail[:3] == b"TAG":
+                    tf.v1_bytes = tail
+    if is_mp3 and tf.v1_bytes and not has_v2 and tags is not None:
+        tf.v1_only_keys = frozenset(tags.keys())
 
 
 __all__ = ["FIELD_TABLE", "FORMATS", "TagFile", "field_key", "open_tags", "ID3"]

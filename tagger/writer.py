@@ -36,10 +36,6 @@ def read_fields(path: Path, *, id3_version: int = 4, v23_sep: str = "; ",
     return {name: tf.get(name) for name in names}
 
 
-def _expected(values: list[str], joined: bool, sep: str) -> list[str]:
-    return [sep.join(values)] if joined and values else list(values)
-
-
 def _temp_prefix(name: str, limit: int = 100) -> str:
     """A temp-file prefix from the file name, cut to ``limit`` bytes (not characters): names are limited
     to 255 bytes, and 100 multibyte characters can be 400."""
@@ -133,11 +129,10 @@ def _write_changes(path: Path, changes: list[Change], *, expect: tuple[int, int]
             tf.save()
         except Exception as exc:
             raise TagWriteError(path, f"mutagen could not save tags ({type(exc).__name__}: {exc}); left alone") from None
-        joined = tf.family == "id3" and id3_version == 3
         check = open_tags(tmp, id3_version=id3_version, v23_sep=v23_sep)
         for ch in changes:
             got = check.get(ch.field)
-            if got != _expected(ch.after, joined, v23_sep):
+            if got != list(ch.after):
                 raise TagWriteError(path, f"verification failed: {ch.field} reads back {got!r}, expected {ch.after!r}; left alone")
         try:
             after_audio = native_digest(tmp)

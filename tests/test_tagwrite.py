@@ -156,3 +156,59 @@ def test_undo_removes_exactly_what_was_written(cfg):
                "TAGGER_DESCRIPTORS": ["instrumental"]}
     plan = {c.field: c.after for c in plan_undo(current)}
     assert plan["GENRE"] == ["Folk"] and plan["TAGGER_MODEL"] == [] and plan["TAGGER_DESCRIPTORS"] == []
+
+
+def _v23_file(copy):
+    from mutagen.id3 import TDRC, TIT2, TMOO
+
+    p = copy(".mp3")
+    tag = ID3()
+    tag.add(TIT2(encoding=1, text=["Old song"]))
+    tag.add(TDRC(encoding=1, text=["2001-05-06"]))
+    tag.add(TMOO(encoding=1, text=["Calm"]))
+    tag.save(p, v2_version=3)
+    return p
+
+
+def test_a_users_id3v23_tag_stays_v23_and_is_a_real_v23_tag(copy, cfg):
+    p = _v23_file(copy)
+    current = read_fields(p)  # default configuration: id3_version 4
+    plan = plan_changes(current, {"genre": [("Jazz", "jazz", .5), ("Blues", "blues", .4)], "mood": [],
+                                  "descriptors": []}, cfg, analyser="m@1", scores={}, now="T")
+    write_changes(p, plan, expect=None)
+    id3 = ID3(p)
+    raw = p.read_bytes()[:4096]
+    assert id3.version[:2] == (2, 3) and b"TYER" in raw and b"TDRC" not in raw and b"TMOO" not in raw
+    fields = read_fields(p)
+    assert fields["GENRE"] == ["Jazz", "Blues"] and fields["MOOD"] == ["Calm"]  # the user's mood kept, in TXXX
+    assert fields["TAGGER_WRITTEN"] == ["GENRE=Jazz", "GENRE=Blues"]  # survives the v2.3 join
+    again = plan_changes(fields, {"genre": [("Jazz", "jazz", .5), ("Blues", "blues", .4)], "mood": [],
+                                  "descriptors": []}, cfg, analyser="m@1", scores={}, now="T")
+    assert again == []  # a rescan finds nothing to rewrite
+    write_changes(p, plan_undo(read_fields(p)), expect=None)
+    fields = read_fields(p)
+    assert fields["GENRE"] == [] and fields["TAGGER_WRITTEN"] == [] and fields["MOOD"] == ["Calm"]
+    assert ID3(p).version[:2] == (2, 3)
+
+
+def test_id3v1_is_kept_byte_for_byte_and_never_copied_into_v2(copy, cfg):
+    import mutagen.id3
+    from mutagen.id3 import TCON, TIT2
+
+    p = copy(".mp3")
+    tag = ID3()
+    tag.add(TIT2(text=["Old"]))
+    tag.add(TCON(text=["Rock"]))
+    tag.save(p, v1=2)
+    mutagen.id3.delete(p, delete_v1=False, delete_v2=True)
+    v1 = p.read_bytes()[-128:]
+    current = read_fields(p)
+    assert current["GENRE"] == ["Rock"]  # the user's ID3v1 genre counts: fill leaves GENRE alone
+    plan = plan_changes(current, {"genre": [("Jazz", "jazz", .5)], "mood": [("Calm", "calm", .4)],
+                                  "descriptors": []}, cfg, analyser="m@1", scores={}, now="T")
+    assert "GENRE" not in {c.field for c in plan}
+    write_changes(p, plan, expect=None)
+    data = p.read_bytes()
+    size = data[6:10]
+    v2 = data[:10 + ((size[0] << 21) | (size[1] << 14) | (size[2] << 7) | size[3])]
+    assert data[-128:] == v1 and b"TCON" not in v2 and b"TIT2" not in v2 and b"TMOO" in v2
