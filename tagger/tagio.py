@@ -65,12 +65,17 @@ class TagFile:
     v1_only_keys: frozenset[str] = frozenset()  # frames mutagen filled from an ID3v1 tag (not in any ID3v2 tag)
     v1_bytes: bytes = b""  # the file's ID3v1 tag, restored unchanged after a save
     touched: set[str] = field(default_factory=set)  # frame keys set through this object
+    riff_info: dict[str, list[str]] = field(default_factory=dict)  # WAV LIST/INFO values, by field name
 
     @property
     def _fam(self) -> str:
         return "id3v23" if self.family == "id3" and self.id3_version == 3 else self.family
 
     def get(self, name: str) -> list[str]:
+        found = self._get(name)
+        return found or self.riff_info.get(name, [])  # a WAV's INFO values count as the user's
+
+    def _get(self, name: str) -> list[str]:
         tags = self.audio.tags
         if tags is None:
             return []
@@ -94,6 +99,10 @@ class TagFile:
 
     def set(self, name: str, values: list[str]) -> None:
         """Replace the field with ``values``; an empty list deletes it."""
+        if self.riff_info and self.audio.tags is None:
+            raise TagWriteError(self.path, "WAV file carries RIFF INFO tags; adding an ID3 chunk would make TagLib-"
+                                           "based players (Navidrome, Kodi...) read only that chunk and lose the "
+                                           "INFO values, so it is left alone")
         if self.audio.tags is None:
             self.audio.add_tags()
         tags = self.audio.tags
@@ -166,7 +175,41 @@ def open_tags(path: Path, *, id3_version: int = 4, v23_sep: str = "; ") -> TagFi
     tf = TagFile(path, fmt, family, audio, id3_version, v23_sep)
     if family == "id3":
         _id3_layout(tf)
+    if fmt == "wav":
+        tf.riff_info = read_riff_info(path)
     return tf
+
+
+RIFF_INFO_FIELDS = {b"IGNR": "GENRE", b"IART": "ARTIST", b"INAM": "TITLE", b"IPRD": "ALBUM"}
+
+
+def read_riff_info(path: Path) -> dict[str, list[str]]:
+    """The fields we read from a WAV file's LIST/INFO chunk (what ffmpeg and many editors write)."""
+    import struct
+
+    out: dict[str, list[str]] = {}
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, 2)
+            size = f.tell()
+            pos = 12
+            while pos + 8 <= size:
+                f.seek(pos)
+                cid, length = struct.unpack("<4sI", f.read(8))
+                if cid == b"LIST" and length >= 4 and length < (1 << 24):
+                    body = f.read(length)
+                    if body[:4] == b"INFO":
+                        i = 4
+                        while i + 8 <= len(body):
+                            sub, n = struct.unpack("<4sI", body[i:i + 8])
+                            text = body[i + 8:i + 8 + n].split(b"\x00", 1)[0].decode("utf-8", "replace").strip()
+                            if sub in RIFF_INFO_FIELDS and text:
+                                out.setdefault(RIFF_INFO_FIELDS[sub], []).append(text)
+                            i += 8 + n + (n & 1)
+                pos += 8 + length + (length & 1)
+    except OSError as exc:
+        raise TagWriteError(path, f"cannot read the RIFF chunks: {exc.strerror or exc}") from exc
+    return out
 
 
 def _id3_layout(tf: TagFile) -> None:

@@ -1,0 +1,114 @@
+"""Real readers read what the tool writes: TagLib 2 (pytaglib; what Navidrome, Kodi and many players use)
+and beets' mediafile, for every writable format and both ID3 versions, on files that came with user tags.
+The user's values stay as they were, ours are separate values, and undo returns the file to its tags."""
+from __future__ import annotations
+
+import shutil
+import struct
+from pathlib import Path
+
+import pytest
+
+from audiofiles import music_like, write_audio
+from tagger.errors import TagWriteError
+from tagger.tags import Change, plan_undo
+from tagger.writer import read_fields, write_changes
+
+taglib = pytest.importorskip("taglib")
+mediafile = pytest.importorskip("mediafile")
+
+USER = {"ARTIST": "Some Artist", "TITLE": "A Title", "ALBUM": "An Album"}
+RG, MBID = "-6.20 dB", "a1b2c3d4-0000-4000-8000-123456789abc"
+OURS = [Change("GENRE", [], ["Jazz", "Blues"]), Change("MOOD", [], ["Relaxing"]),
+        Change("TAGGER_DESCRIPTORS", [], ["instrumental", "piano"]),
+        Change("TAGGER_MODEL", [], ["musicnn-msd@1", "fcn-jamendo@2"]),
+        Change("TAGGER_WRITTEN", [], ["GENRE=Jazz", "GENRE=Blues", "MOOD=Relaxing"])]
+CASES = [".mp3", ".mp3-v23", ".flac", ".ogg", ".opus", ".m4a", ".aiff", ".wav"]
+
+
+def _with_user_tags(tmp: Path, case: str) -> Path:
+    fmt = case.split("-")[0]
+    path = write_audio(tmp / f"song{fmt}", music_like(3.0, 44100, 2), 44100)
+    if fmt in (".mp3", ".aiff", ".wav"):
+        from mutagen.aiff import AIFF
+        from mutagen.id3 import TALB, TIT2, TPE1, TXXX, UFID
+        from mutagen.mp3 import MP3
+        from mutagen.wave import WAVE
+
+        f = {".mp3": MP3, ".aiff": AIFF, ".wav": WAVE}[fmt](path)
+        f.add_tags()
+        f.tags.add(TPE1(encoding=1, text=[USER["ARTIST"]]))
+        f.tags.add(TIT2(encoding=1, text=[USER["TITLE"]]))
+        f.tags.add(TALB(encoding=1, text=[USER["ALBUM"]]))
+        f.tags.add(TXXX(encoding=1, desc="replaygain_track_gain", text=[RG]))
+        f.tags.add(UFID(owner="http://musicbrainz.org", data=MBID.encode()))
+        f.save(v2_version=3 if case.endswith("v23") else 4)
+    elif fmt == ".m4a":
+        from mutagen.mp4 import MP4, MP4FreeForm
+
+        f = MP4(path)
+        f["\xa9ART"], f["\xa9nam"], f["\xa9alb"] = [USER["ARTIST"]], [USER["TITLE"]], [USER["ALBUM"]]
+        f["----:com.apple.iTunes:replaygain_track_gain"] = [MP4FreeForm(RG.encode())]
+        f["----:com.apple.iTunes:MusicBrainz Track Id"] = [MP4FreeForm(MBID.encode())]
+        f.save()
+    else:
+        import mutagen
+
+        f = mutagen.File(path)
+        for k, v in USER.items():
+            f[k] = [v]
+        f["REPLAYGAIN_TRACK_GAIN"], f["MUSICBRAINZ_TRACKID"] = [RG], [MBID]
+        f.save()
+    return path
+
+
+def _taglib(path: Path) -> dict[str, list[str]]:
+    with taglib.File(str(path)) as f:
+        return {k: list(v) for k, v in f.tags.items()}
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_taglib_and_mediafile_read_our_values_beside_the_users(tmp_path, case):
+    path = _with_user_tags(tmp_path, case)
+    before_taglib = _taglib(path)
+    before_mf = mediafile.MediaFile(str(path))
+    user_before = (before_mf.artist, before_mf.title, before_mf.album, before_mf.rg_track_gain, before_mf.mb_trackid)
+    assert user_before[:3] == (USER["ARTIST"], USER["TITLE"], USER["ALBUM"])
+    write_changes(path, OURS, expect=None)
+
+    tl = _taglib(path)
+    v23 = case.endswith("v23")
+    if v23:  # one string per frame in v2.3; TagLib shows it joined, players split on ';'
+        assert [g.strip() for v in tl["GENRE"] for g in v.split(";")] == ["Jazz", "Blues"]
+    else:
+        assert tl["GENRE"] == ["Jazz", "Blues"]
+    assert [m.strip() for v in tl["MOOD"] for m in v.split(";")] == ["Relaxing"]
+    assert "TAGGER_DESCRIPTORS" in tl and "TAGGER_MODEL" in tl
+    for k in ("ARTIST", "TITLE", "ALBUM"):
+        assert tl[k] == before_taglib[k]  # the user's values, unchanged and still visible
+
+    mf = mediafile.MediaFile(str(path))
+    genres = [g.strip() for v in mf.genres for g in v.split(";")]
+    assert genres == ["Jazz", "Blues"]
+    assert (mf.artist, mf.title, mf.album, mf.rg_track_gain, mf.mb_trackid) == user_before
+
+    write_changes(path, plan_undo(read_fields(path)), expect=None)
+    assert _taglib(path) == before_taglib  # undo: back to exactly the user's tags, as TagLib sees them
+    mf = mediafile.MediaFile(str(path))
+    assert (mf.artist, mf.title, mf.album, mf.rg_track_gain, mf.mb_trackid) == user_before and not mf.genres
+
+
+def test_wav_with_riff_info_tags_is_left_alone(tmp_path):
+    """Adding an ID3 chunk would make TagLib-based players read only that chunk and lose the INFO values."""
+    path = write_audio(tmp_path / "info.wav", music_like(2.0, 44100, 2), 44100)
+    data = path.read_bytes()
+    info = b"INFO" + b"IART" + struct.pack("<I", 6) + b"Artis\x00" + b"IGNR" + struct.pack("<I", 6) + b"Folk!\x00"
+    chunk = b"LIST" + struct.pack("<I", len(info)) + info
+    body = data[12:] + chunk
+    path.write_bytes(b"RIFF" + struct.pack("<I", 4 + len(body)) + b"WAVE" + body)
+    before = path.read_bytes()
+    assert _taglib(path)["ARTIST"] == ["Artis"]
+    with pytest.raises(TagWriteError, match="RIFF INFO"):
+        write_changes(path, OURS, expect=None)
+    assert path.read_bytes() == before
+    assert read_fields(path)["GENRE"] == ["Folk!"]  # its INFO genre counts as the user's genre (fill)
