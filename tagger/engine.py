@@ -141,6 +141,7 @@ class Engine:
         self.decode_workers = max(1, decode_workers)
         self.keep_window_tags = keep_window_tags
         self.stats = {"windows": 0, "batches": 0, "infer_seconds": 0.0, "decoded_files": 0}
+        self.heartbeat = time.monotonic()  # the last moment real work was done (a block decoded, a batch run)
         self.per_model = {m.card.id: {"windows": 0, "batches": 0, "seconds": 0.0} for m in self.models}
 
     @property
@@ -191,6 +192,7 @@ class Engine:
 
         try:
             for mono in stream_native_mono(path, info):
+                self.heartbeat = time.monotonic()
                 if not converters:
                     converters = {r: RateConverter(info.source_rate, r) for r in rates}
                 for rate, conv in converters.items():
@@ -301,6 +303,7 @@ class Engine:
                     fail(key, err.reason, err)
                 return
             dt = time.perf_counter() - t0
+            self.heartbeat = time.monotonic()
             self.stats["infer_seconds"] += dt
             self.stats["windows"] += len(batch)
             self.stats["batches"] += 1

@@ -36,6 +36,8 @@ from .config import Config, load_config
 from .errors import TaggerError
 from .model import Model
 from .notify import notify, watchdog_interval
+
+STALL_SECONDS = 60.0  # no progress for this long (and twice the keep-alive interval) means stuck
 from .scan import FileOutcome, ScanReport, Scanner, discover, holds_audio, is_ignored_name, load_models, scan
 from .store import Store, path_key
 
@@ -221,6 +223,8 @@ class Daemon:
         self.worker: threading.Thread | None = None
         self.worker_error: BaseException | None = None
         self._last_rescan = 0.0
+        self.heartbeat = time.monotonic()  # the worker's last sign of progress (see progressing())
+        self.engines: list = []  # engines of the running scans, whose heartbeats count as progress too
 
     # -- observers ---------------------------------------------------------------------------------
     def _handler(self) -> LibraryEventHandler:
@@ -270,6 +274,7 @@ class Daemon:
         scanner = Scanner(self.cfg, self.models, self.store)
 
         def on_result(outcome: FileOutcome) -> None:
+            self.heartbeat = time.monotonic()
             wrote = bool(outcome.changes) and not outcome.write_error
             self.stats.record(outcome, wrote=wrote)
             if outcome.status != "ok":
@@ -279,6 +284,7 @@ class Daemon:
                          (f" (tags not written: {outcome.write_error})" if outcome.write_error else ""))
 
         scanner.on_result = on_result
+        self.engines = [scanner.engine]
         return scanner
 
     def reconcile(self, yield_to_events: bool = False) -> None:
@@ -412,6 +418,7 @@ class Daemon:
             self.reconcile()
             notify("STATUS=watching " + ", ".join(map(str, self.roots)))
             while not self.stop_event.is_set():
+                self.heartbeat = time.monotonic()
                 if self.reload_event.is_set():
                     self.reload_event.clear()
                     self._reload()
@@ -486,6 +493,15 @@ class Daemon:
                 self.debouncer.wake()
                 break
 
+    def idle_for(self) -> float:
+        last = max([self.heartbeat, *(e.heartbeat for e in self.engines)])
+        return time.monotonic() - last
+
+    def progressing(self, stall: float = 60.0) -> bool:
+        """Whether the worker did real work recently: an idle loop turn, a decoded block, an inference batch or
+        a finished file. A live thread alone proves nothing (a blocked decoder is alive too)."""
+        return self.idle_for() < stall
+
     def run(self) -> int:
         """Main thread: signals, supervision, systemd notifications."""
         signal.signal(signal.SIGTERM, lambda *_: self.stop())
@@ -504,7 +520,10 @@ class Daemon:
             while not self.stop_event.wait(min(keepalive or 1.0, 1.0)):
                 self.supervise_once()
                 if keepalive and self.worker is not None and self.worker.is_alive():
-                    notify("WATCHDOG=1")
+                    if self.progressing(stall=max(2 * keepalive, STALL_SECONDS)):
+                        notify("WATCHDOG=1")
+                    else:  # no keep-alive: systemd restarts a daemon that is alive but stuck
+                        log.error("no progress for %.0f s: withholding the watchdog keep-alive", self.idle_for())
         finally:
             self.shutdown()
         if self.worker_error is not None:

@@ -303,3 +303,17 @@ def test_wav_with_a_placeholder_data_size_is_measured_not_trusted(tmp_path):
     path.write_bytes(bytes(data))
     audio = decode(path, 16000)
     assert audio.duration == pytest.approx(4.0, abs=0.05)
+
+
+def test_watchdog_keepalive_follows_progress_not_a_live_thread(cfg, msd_model, tmp_path):
+    from tagger.watch import Daemon
+
+    daemon = Daemon(cfg, [tmp_path], model=msd_model)
+    assert daemon.progressing(stall=5)
+    daemon.heartbeat -= 100  # the worker has not turned its loop for 100 s (blocked somewhere)
+    assert not daemon.progressing(stall=60)
+    engine = Engine(msd_model)
+    daemon.engines = [engine]  # ... but its scan is decoding and inferring: that is progress
+    assert daemon.progressing(stall=60)
+    engine.heartbeat -= 100
+    assert not daemon.progressing(stall=60)
