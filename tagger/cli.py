@@ -145,7 +145,7 @@ def cmd_scan(args: argparse.Namespace) -> int:
         if store is not None:
             store.close()
     if args.json:
-        print(json.dumps(report.to_json(), ensure_ascii=False, indent=1))
+        print(json.dumps(report.to_json(), ensure_ascii=True, indent=1))
     else:
         if args.pretend:
             for o in report.outcomes:
@@ -211,7 +211,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         for name, fd in decision.fields.items():
             print(f"  {name}: {', '.join(fd.written) or '(nothing)'}  <- {fd.reason}")
     if args.json:
-        print(json.dumps(out, ensure_ascii=False, indent=1))
+        print(json.dumps(out, ensure_ascii=True, indent=1))
     return EXIT_FILES_FAILED if failed else EXIT_OK
 
 
@@ -236,7 +236,7 @@ def cmd_show(args: argparse.Namespace) -> int:
                              sorted(zip(labels, tags), key=lambda kv: -kv[1])} if labels else [float(x) for x in tags]
         out.append(entry)
     if args.json:
-        print(json.dumps(out, ensure_ascii=False, indent=1))
+        print(json.dumps(out, ensure_ascii=True, indent=1))
         return EXIT_OK
     for entry in out:
         print(f"{entry['path']}\n  model {entry['analyser']}, analysed {entry['analysed_at']}, status {entry['status']}")
@@ -343,7 +343,7 @@ def _emit_tracks(args: argparse.Namespace, rows: list[dict], store, model_id: st
     if args.json:
         for r in rows:
             r.setdefault("id", store.doc_id(r["path"], model_id))
-        print(json.dumps(rows, ensure_ascii=False, indent=1))
+        print(json.dumps(rows, ensure_ascii=True, indent=1))
     else:
         for r in rows:
             score = f"{r['score']:.4f}  " if "score" in r else ""

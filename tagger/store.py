@@ -609,10 +609,19 @@ class Store:
         lines += [{"op": "put", "id": self._ids[k], "doc": self._docs[k]} for k in (*self._changed, *self._new)]
         payload = "".join(json.dumps(e, ensure_ascii=True, separators=(",", ":")) + "\n" for e in lines).encode()
         new_journal = not self._journal.exists()
-        with open(self._journal, "ab") as f:
-            f.write(payload)
-            f.flush()
-            os.fsync(f.fileno())
+        old_size = 0 if new_journal else self._journal.stat().st_size
+        try:
+            with open(self._journal, "ab") as f:
+                f.write(payload)
+                f.flush()
+                os.fsync(f.fileno())
+        except OSError as exc:  # a full disk: take back the partial append, keep the database as it was
+            try:
+                os.truncate(self._journal, old_size)
+            except OSError:
+                pass  # a torn last line is dropped on the next open anyway
+            raise StoreError(self._journal, f"cannot commit: {exc.strerror or exc}; nothing of this batch "
+                                            "was recorded") from exc
         if new_journal:
             fsync_dir(self.root)
         for e in lines:

@@ -317,3 +317,52 @@ def test_watchdog_keepalive_follows_progress_not_a_live_thread(cfg, msd_model, t
     assert daemon.progressing(stall=60)
     engine.heartbeat -= 100
     assert not daemon.progressing(stall=60)
+
+
+def test_a_journal_append_on_a_full_disk_is_a_store_error_and_the_database_stays_readable(tmp_path, monkeypatch):
+    import builtins
+
+    from tagger.errors import StoreError
+
+    with Store(tmp_path / "db") as store:
+        store.put({"path": str(tmp_path / "a.flac"), "model": "m", "status": "failed", "reason": "x"})
+        store.commit()
+        store.put({"path": str(tmp_path / "b.flac"), "model": "m", "status": "failed", "reason": "y"})
+        real_open = builtins.open
+
+        class Full:
+            def __init__(self, f):
+                self.f = f
+
+            def __enter__(self):
+                return self
+
+            def __exit__(self, *a):
+                self.f.close()
+
+            def write(self, data):
+                self.f.write(data[: len(data) // 2])
+                raise OSError(errno.ENOSPC, "No space left on device")
+
+        def fake_open(path, mode="r", *a, **k):
+            f = real_open(path, mode, *a, **k)
+            return Full(f) if str(path).endswith("records.journal") and "a" in mode else f
+
+        monkeypatch.setattr(builtins, "open", fake_open)
+        with pytest.raises(StoreError, match="No space left"):
+            store.commit()
+        monkeypatch.setattr(builtins, "open", real_open)
+    with Store(tmp_path / "db", writer=False) as store:
+        assert [r["reason"] for r in store.records()] == ["x"]
+
+
+def test_json_output_survives_file_names_that_are_not_utf8(tmp_path, capsys):
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    name = os.path.join(os.fsencode(lib), b"caf\xe9-\xff.ogg")
+    shutil.copy(TRUMPET, name)
+    assert main(["scan", str(lib), "--json", "--no-write", "--model", "musicnn-msd",
+                 "--database", str(tmp_path / "db")]) == 0
+    report = json.loads(capsys.readouterr().out)
+    (f,) = report["files"]
+    assert os.fsencode(f["path"]) == name

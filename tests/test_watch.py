@@ -393,3 +393,30 @@ def test_notify_never_blocks_on_a_full_receiver(tmp_path, monkeypatch):
         assert sock.recv(100) == b"WATCHDOG=1"
     finally:
         sock.close()
+
+
+def test_daemon_runs_the_bad_input_corpus_to_completion(cfg, tmp_path, msd_model):
+    """Every bad file arriving at a running daemon is reported with its reason; no good file is missed;
+    the daemon keeps going (a FIFO included, which once stopped it for good)."""
+    from test_scan import _good_and_bad
+
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    src = tmp_path / "src"
+    src.mkdir()
+    good, bad = _good_and_bad(src)
+    daemon = Daemon(cfg, [lib], model=msd_model)
+    daemon.start()
+    try:
+        os.mkfifo(lib / "pipe.wav")
+        for p in good + bad:
+            shutil.copy(os.fsencode(p), os.path.join(os.fsencode(lib), os.fsencode(p.name)))
+        total = len(good) + len(bad) + 1
+        assert wait_for(lambda: len(daemon.stats.analysed) == total, 180), (len(daemon.stats.analysed), total)
+        assert daemon.worker.is_alive() and daemon.worker_error is None
+        failed = {os.path.basename(p): r for p, r in daemon.stats.failed.items()}
+        assert "FIFO" in failed["pipe.wav"]
+        assert {p.name for p in bad} <= set(failed) and not {p.name for p in good} & set(failed)
+        assert all(r for r in failed.values())
+    finally:
+        daemon.shutdown()
