@@ -36,4 +36,9 @@ class StoreLockedError(StoreError):
 
 
 class TagWriteError(TaggerError):
-    pass
+    """A tag write refused or failed; ``file_changed`` when the reason is that the audio file changed under us
+    (then the analysis in hand is stale too)."""
+
+    def __init__(self, subject: str | Path, reason: str, *, file_changed: bool = False) -> None:
+        super().__init__(subject, reason)
+        self.file_changed = file_changed

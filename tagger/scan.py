@@ -316,6 +316,7 @@ class Scanner:
         outcome = FileOutcome(res.path, "ok", decision=decision)
         written: dict[str, list[str]] = {}
         write_error = ""
+        stale = False  # the file changed under us: this analysis describes audio that is gone
         info: dict[str, str] = {}
         new_stat: tuple[int, int] | None = None
         try:
@@ -343,9 +344,13 @@ class Scanner:
                 written = {c.field: c.after for c in changes if c.field not in PROVENANCE}
             except TagWriteError as exc:
                 write_error = exc.reason
+                stale = exc.file_changed
                 report.write_failed.append((os.fsdecode(res.path), exc.reason))
                 outcome.write_error = exc.reason
-        if self.store is not None and not self.pretend:
+        if stale:
+            log.info("%s changed while it was analysed: analysis dropped, the next scan redoes it",
+                     os.fsdecode(res.path))
+        if self.store is not None and not self.pretend and not stale:
             # Kept small on purpose: every field of every record is parsed when the database opens.
             track = {"fingerprint": res.fingerprint, "duration": round(res.duration, 2), "format": res.info.format,
                      **info}

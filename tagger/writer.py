@@ -95,7 +95,8 @@ def _write_changes(path: Path, changes: list[Change], *, expect: tuple[int, int]
         raise TagWriteError(shown, f"file has {st.st_nlink} hard links; rewriting it would split them, so it is "
                                    "left alone (tag one name per file, or remove the extra links)")
     if expect is not None and (st.st_size, st.st_mtime_ns) != tuple(expect):
-        raise TagWriteError(path, "file changed since it was analysed; left alone (the next scan picks it up)")
+        raise TagWriteError(path, "file changed since it was analysed; left alone (the next scan picks it up)",
+                            file_changed=True)
     if not changes:
         return st
     # Mode bits are checked too: as root os.access says yes to everything, but a file its owner marked
@@ -115,7 +116,7 @@ def _write_changes(path: Path, changes: list[Change], *, expect: tuple[int, int]
     try:
         shutil.copyfile(path, tmp)
         if _identity(os.stat(path)) != _identity(st) or content_sample(path) != sample:
-            raise TagWriteError(shown, "file changed while it was being copied; left alone")
+            raise TagWriteError(shown, "file changed while it was being copied; left alone", file_changed=True)
         os.chmod(tmp, stat.S_IMODE(st.st_mode))
         if (st.st_uid, st.st_gid) != (os.stat(tmp).st_uid, os.stat(tmp).st_gid):
             try:
@@ -144,7 +145,8 @@ def _write_changes(path: Path, changes: list[Change], *, expect: tuple[int, int]
             os.fsync(f.fileno())
         now = os.stat(path)
         if _identity(now) != _identity(st) or content_sample(path) != sample:
-            raise TagWriteError(shown, "file changed or was replaced while its tags were being written; left alone")
+            raise TagWriteError(shown, "file changed or was replaced while its tags were being written; left alone",
+                                file_changed=True)
         os.replace(tmp, path)
         fsync_dir(path.parent)
     finally:

@@ -366,3 +366,20 @@ def test_json_output_survives_file_names_that_are_not_utf8(tmp_path, capsys):
     report = json.loads(capsys.readouterr().out)
     (f,) = report["files"]
     assert os.fsencode(f["path"]) == name
+
+
+def test_an_analysis_of_a_file_that_changed_before_its_write_is_dropped(cfg, msd_model, tmp_path):
+    from tagger.scan import ScanReport, Scanner
+
+    song = write_audio(tmp_path / "a.flac", music_like(4.0, 44100, 2), 44100)
+    st = os.stat(song)
+    write_audio(song, music_like(5.0, 44100, 2, seed=3), 44100)  # the user replaced it meanwhile
+    os.utime(song, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    with Store(cfg.database) as store:
+        report = ScanReport()
+        Scanner(cfg, msd_model, store).run(iter([(song, st)]), report)
+        assert "changed since it was analysed" in report.write_failed[0][1]
+        assert store.get(song, "musicnn-msd") is None  # not stored: it described audio that is gone
+    with Store(cfg.database) as store:
+        again = scan([tmp_path], cfg, msd_model, store)
+        assert again.analysed == 1 and again.written == 1 and store.get(song, "musicnn-msd")["status"] == "ok"
