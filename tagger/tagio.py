@@ -142,6 +142,14 @@ class TagFile:
         tags = self.audio.tags
         for key in self.v1_only_keys - self.touched:  # from ID3v1: that tag keeps them, ID3v2 does not copy them
             tags.delall(key)
+        if not tags.keys():  # nothing left (an undo on a file that had no tag): no empty tag or chunk is left behind
+            if isinstance(self.audio, MP3):
+                from mutagen.id3 import delete as delete_id3
+
+                delete_id3(str(self.path), delete_v1=False, delete_v2=True)
+            else:
+                self.audio.delete()
+            return
         if self.id3_version == 3:
             moods = [str(t) for fr in tags.getall("TMOO") for t in fr.text]
             if moods:  # TMOO does not exist in v2.3: keep the user's mood where v2.3 readers look for it

@@ -212,3 +212,14 @@ def test_id3v1_is_kept_byte_for_byte_and_never_copied_into_v2(copy, cfg):
     size = data[6:10]
     v2 = data[:10 + ((size[0] << 21) | (size[1] << 14) | (size[2] << 7) | size[3])]
     assert data[-128:] == v1 and b"TCON" not in v2 and b"TIT2" not in v2 and b"TMOO" in v2
+
+
+@pytest.mark.parametrize("fmt", [".mp3", ".wav", ".aiff"])
+def test_undo_on_a_file_that_had_no_tag_leaves_no_empty_tag_behind(copy, fmt):
+    p = copy(fmt)
+    before = p.read_bytes()
+    written = ["GENRE=Jazz", "GENRE=Blues", "MOOD=Mellow", "MOOD=chill"]
+    write_changes(p, CHANGES + [Change("TAGGER_WRITTEN", [], written)], expect=None)
+    assert p.read_bytes() != before
+    write_changes(p, plan_undo(read_fields(p)), expect=None)
+    assert p.read_bytes() == before  # byte for byte the file it was
