@@ -17,6 +17,7 @@ from .card import METADATA_KEY, Card, CardError
 from .errors import ModelError
 
 log = logging.getLogger(__name__)
+_ANNOUNCED: set[tuple] = set()
 
 BUNDLED_DIR = Path(__file__).parent / "models"
 
@@ -86,7 +87,10 @@ class Model:
         if providers[0] == "CUDAExecutionProvider" and active != "CUDAExecutionProvider":
             reason = "CUDA provider failed to initialise; using CPU"
         self.provider = active
-        log.info("inference on %s (%s), %d threads", "GPU" if active.startswith("CUDA") else "CPU", reason, self.threads)
+        line = ("GPU" if active.startswith("CUDA") else "CPU", reason, self.threads)
+        # Once per process: a model set loads several sessions, all on the same provider for the same reason.
+        (log.info if line not in _ANNOUNCED else log.debug)("inference on %s (%s), %d threads", *line)
+        _ANNOUNCED.add(line)
         meta = self.session.get_modelmeta().custom_metadata_map
         self.spec = self.card = card_from_metadata(path, meta)
         inputs = {i.name for i in self.session.get_inputs()}
