@@ -155,7 +155,7 @@ def cmd_scan(args: argparse.Namespace) -> int:
         speed = f", {report.audio_seconds / report.seconds:.0f}x realtime" if report.seconds > 0 and report.analysed else ""
         print(f"analysed {report.analysed}, skipped {report.skipped} unchanged, failed {len(report.failed)}, "
               f"tags written to {report.written}" + (" (pretend: nothing written)" if args.pretend else "")
-              + f", removed {report.removed} stale records{speed}")
+              + f", moved {report.moved}, removed {report.removed} stale records{speed}")
         for path, reason in report.failed:
             print(f"  failed: {path}: {reason}")
         for path, reason in report.write_failed:

@@ -104,6 +104,7 @@ class ScanReport:
     written: int = 0
     write_failed: list[tuple[str, str]] = field(default_factory=list)
     removed: int = 0
+    moved: int = 0
     missing_roots: list[str] = field(default_factory=list)
     kept_roots: list[str] = field(default_factory=list)  # roots that looked unmounted: nothing pruned
     outcomes: list[FileOutcome] = field(default_factory=list)
@@ -113,6 +114,7 @@ class ScanReport:
 
     def to_json(self) -> dict:
         return {"analysed": self.analysed, "skipped": self.skipped, "written": self.written, "removed": self.removed,
+                "moved": self.moved,
                 "failed": [{"path": p, "reason": r} for p, r in self.failed],
                 "write_failed": [{"path": p, "reason": r} for p, r in self.write_failed],
                 "missing_roots": self.missing_roots, "unmounted_roots_kept": self.kept_roots,
@@ -198,6 +200,38 @@ class Scanner:
                     if r["path"] not in gone:
                         report.removed += 1
                     gone.add(r["path"])
+
+    def carry_moves(self, roots: Iterable[Path], found: list[Path], report: ScanReport) -> None:
+        """Files moved or renamed while no daemon watched: a new path whose size and mtime equal those of a
+        record whose file is gone takes over that record (track id, analyses, vectors) instead of being
+        analysed again. A move keeps size and mtime; an ambiguous match (several candidates) is left alone."""
+        if self.store is None or self.pretend:
+            return
+        prefixes = tuple(path_key(r).rstrip(os.sep) + os.sep for r in roots)
+        primary = next(iter(self.cards))
+        known = {r["path"] for r in self.store.records(primary)}
+        new = [p for p in found if path_key(p) not in known]
+        if not new:
+            return
+        gone: dict[tuple[int, int], list[str]] = {}
+        for r in self.store.records(primary):
+            if r["path"].startswith(prefixes) and not os.path.lexists(os.fsencode(r["path"])):
+                gone.setdefault((r.get("size"), r.get("mtime_ns")), []).append(r["path"])
+        if not gone:
+            return
+        by_stat: dict[tuple[int, int], list[Path]] = {}
+        for p in new:
+            try:
+                st = os.stat(p)
+            except OSError:
+                continue
+            by_stat.setdefault((st.st_size, st.st_mtime_ns), []).append(p)
+        for key, olds in gone.items():
+            news = by_stat.get(key, [])
+            if len(olds) == 1 and len(news) == 1:
+                self.store.rename(olds[0], news[0])
+                report.moved += 1
+                log.info("moved: %s -> %s (analyses kept)", olds[0], os.fsdecode(news[0]))
 
     def stale_models(self, path: Path | str, st: os.stat_result, force: bool) -> list[str]:
         """Model ids of the set that must (re-)analyse this file."""
@@ -388,6 +422,7 @@ def scan(roots: list[Path], cfg: Config, models: Model | list[Model], store: Sto
             tmp.unlink(missing_ok=True)
     report.missing_roots = [os.fsdecode(m) for m in missing]
     scanner = Scanner(cfg, models, store, pretend=pretend)
+    scanner.carry_moves([r for r in roots if Path(r).is_dir()], files, report)
     scanner.prune([r for r in roots if Path(r).is_dir()], files, report, [u for u, _ in unreadable])
     todo = scanner.select(files, force, report)
     scanner.run(todo, report, progress)

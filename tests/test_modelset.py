@@ -131,3 +131,18 @@ def test_a_database_from_the_single_model_release_keeps_working(cfg, lib, pair):
         for p in lib.iterdir():
             assert store.get(p, "fcn-jamendo")["status"] == "ok" and store.get(p, "musicnn-msd")["slot"] is not None
     assert raw is not None
+
+
+def test_a_file_moved_between_scans_keeps_its_id_and_analyses(cfg, lib, pair):
+    with Store(cfg.database) as store:
+        scan([lib], cfg, pair, store)
+        before = store.get(lib / "t1.mp3", "fcn-jamendo")
+    (lib / "Album").mkdir()
+    os.rename(lib / "t1.mp3", lib / "Album" / "renamed.mp3")  # a move keeps size and mtime
+    with Store(cfg.database) as store:
+        report = scan([lib], cfg, pair, store)
+        assert report.moved == 1 and report.analysed == 0 and report.removed == 0
+        after = store.get(lib / "Album" / "renamed.mp3", "fcn-jamendo")
+        assert after["track_id"] == before["track_id"] and after["slot"] == before["slot"]
+        assert store.get(lib / "t1.mp3", "fcn-jamendo") is None
+        assert store.get(lib / "Album" / "renamed.mp3", "musicnn-msd")["track_id"] == before["track_id"]
