@@ -224,6 +224,7 @@ class Daemon:
         self.worker_error: BaseException | None = None
         self._last_rescan = 0.0
         self.heartbeat = time.monotonic()  # the worker's last sign of progress (see progressing())
+        self.reconcile_soon = False
         self.engines: list = []  # engines of the running scans, whose heartbeats count as progress too
 
     # -- observers ---------------------------------------------------------------------------------
@@ -431,7 +432,9 @@ class Daemon:
                     scanner = self._scanner()
                     scanner.run(self._stream(scanner, due), ScanReport(), should_stop=self.stop_event.is_set)
                     continue
-                if self.cfg.rescan_hours > 0 and time.monotonic() - self._last_rescan > self.cfg.rescan_hours * 3600:
+                if self.reconcile_soon or (self.cfg.rescan_hours > 0
+                                           and time.monotonic() - self._last_rescan > self.cfg.rescan_hours * 3600):
+                    self.reconcile_soon = False
                     self.reconcile(yield_to_events=True)
                     continue
                 wait = self.debouncer.next_due_in()
@@ -461,6 +464,7 @@ class Daemon:
                 log.error("SIGHUP: configuration not reloaded, the new model set cannot be loaded: %s; "
                           "still running with %s", exc, ", ".join(m.card.analyser for m in self.models))
                 return
+            self.reconcile_soon = True  # a changed set: reconcile, so what the new models lack gets analysed
         self.cfg = new
         self.debouncer.settle = new.settle_seconds
         log.info("SIGHUP: configuration reloaded from %s", new.source)

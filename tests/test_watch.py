@@ -420,3 +420,28 @@ def test_daemon_runs_the_bad_input_corpus_to_completion(cfg, tmp_path, msd_model
         assert all(r for r in failed.values())
     finally:
         daemon.shutdown()
+
+
+def test_sighup_adding_a_model_analyses_what_it_lacks(cfg, tmp_path, msd_model):
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    for i in range(2):
+        write_audio(lib / f"{i}.flac", music_like(4.0, 22050, 1, seed=i), 22050)
+    conf = tmp_path / "config.yaml"
+    conf.write_text(f"database: {cfg.database}\nmodels: [musicnn-msd]\nwatch: {{settle_seconds: 0.3, rescan_hours: 0}}\n")
+    start = replace(cfg, source=str(conf), models=("musicnn-msd",), settle_seconds=0.3, rescan_hours=0)
+    daemon = Daemon(start, [lib], config_path=conf, model=msd_model)
+    daemon.start()
+    try:
+        assert wait_for(lambda: len(daemon.stats.analysed) == 2)
+        conf.write_text(f"database: {cfg.database}\nmodels: [musicnn-msd, fcn-mtat]\n"
+                        "watch: {settle_seconds: 0.3, rescan_hours: 0}\n")
+        daemon.reload_event.set()
+        daemon.debouncer.wake()
+
+        def both() -> bool:
+            with Store(cfg.database, writer=False) as store:
+                return all(store.get(p, "fcn-mtat") is not None for p in lib.iterdir())
+        assert wait_for(both, 120)
+    finally:
+        daemon.shutdown()
