@@ -91,7 +91,10 @@ def test_bundled_models_are_what_the_exporter_makes(model_id, tmp_path):
     bw = {i.name: numpy_helper.to_array(i) for i in bundled.graph.initializer}
     assert fw.keys() == bw.keys()
     for name in fw:
-        np.testing.assert_allclose(fw[name], bw[name], rtol=1e-4, atol=1e-7, err_msg=name)
+        if fw[name].shape == (257, 96):  # the corrected filterbank: measured through the installed soxr and scipy
+            np.testing.assert_allclose(fw[name], bw[name], rtol=0.05, atol=1e-6, err_msg=name)
+        else:
+            np.testing.assert_array_equal(fw[name], bw[name], err_msg=name)
 
 
 def test_a_wrong_weights_file_is_refused(tmp_path):
@@ -105,7 +108,12 @@ def test_a_wrong_weights_file_is_refused(tmp_path):
 
 
 @needs_ref
-@pytest.mark.parametrize("model_id", ["fcn-jamendo", "musicnn-jamendo", "fcn-mtat", "fcn-msd"])
+# Song-level bounds: twice the measured corrected difference, each below what soxr audio gives uncorrected
+# (0.035, 0.073, 0.196, 0.076), so a missing correction fails.
+E2E_BOUND = {"fcn-jamendo": 0.025, "musicnn-jamendo": 0.03, "fcn-mtat": 0.062, "fcn-msd": 0.02}
+
+
+@pytest.mark.parametrize("model_id", sorted(E2E_BOUND))
 def test_end_to_end_from_the_file_with_the_resampler_correction(model_id):
     """The runtime decodes with soxr HQ; the bundled front-ends correct for the training resampler.
 
@@ -131,4 +139,4 @@ def test_end_to_end_from_the_file_with_the_resampler_correction(model_id):
     finally:
         model.card = model.spec = card
     assert len(clips) == 5
-    assert worst <= 0.035, worst
+    assert worst <= E2E_BOUND[model_id], worst
