@@ -107,12 +107,12 @@ def test_a_wrong_weights_file_is_refused(tmp_path):
     assert not (tmp_path / "o.onnx").exists()
 
 
-@needs_ref
 # Song-level bounds: twice the measured corrected difference, each below what soxr audio gives uncorrected
 # (0.035, 0.073, 0.196, 0.076), so a missing correction fails.
 E2E_BOUND = {"fcn-jamendo": 0.025, "musicnn-jamendo": 0.03, "fcn-mtat": 0.062, "fcn-msd": 0.02}
 
 
+@needs_ref
 @pytest.mark.parametrize("model_id", sorted(E2E_BOUND))
 def test_end_to_end_from_the_file_with_the_resampler_correction(model_id):
     """The runtime decodes with soxr HQ; the bundled front-ends correct for the training resampler.
