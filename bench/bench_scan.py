@@ -65,8 +65,9 @@ def main() -> None:
     ap.add_argument("--files", type=int, default=300)
     ap.add_argument("--seconds", type=float, default=30.0)
     args = ap.parse_args()
-    cfg = replace(load_config(None), threads=0)
-    model = load_model(cfg.model, device="auto", threads=cfg.threads)
+    base = load_config(None)
+    cfg = replace(base, threads=0, models=base.models[:1])  # the single-model stages (see bench_modelset for the set)
+    model = load_model(cfg.models[0], device="auto", threads=cfg.threads)
     spec = model.spec
     with tempfile.TemporaryDirectory() as tmp:
         lib = Path(tmp) / "lib"

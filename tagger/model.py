@@ -22,9 +22,6 @@ _ANNOUNCED: set[tuple] = set()
 BUNDLED_DIR = Path(__file__).parent / "models"
 
 
-ModelSpec = Card  # the runtime's view of a model is exactly its card
-
-
 def card_from_metadata(path: Path | str, meta: dict[str, str]) -> Card:
     """The card stored in an ONNX file's metadata, or ModelError naming the file and the field."""
     if METADATA_KEY not in meta:
@@ -92,7 +89,7 @@ class Model:
         (log.info if line not in _ANNOUNCED else log.debug)("inference on %s (%s), %d threads", *line)
         _ANNOUNCED.add(line)
         meta = self.session.get_modelmeta().custom_metadata_map
-        self.spec = self.card = card_from_metadata(path, meta)
+        self.card = card_from_metadata(path, meta)
         inputs = {i.name for i in self.session.get_inputs()}
         outputs = {o.name for o in self.session.get_outputs()}
         declared = [o.name for o in self.card.outputs]
@@ -103,6 +100,11 @@ class Model:
         self._tags_name = self.card.tags.name
         emb = self.card.embedding
         self._emb_name = emb.name if emb is not None else None
+
+    @property
+    def spec(self) -> Card:
+        """The model's card (older name, kept for callers)."""
+        return self.card
 
     @staticmethod
     def _choose_providers(ort, device: str) -> tuple[list[str], str]:

@@ -162,14 +162,6 @@ class Scanner:
         self.on_result: Callable[[FileOutcome], None] | None = None
 
     @property
-    def model(self) -> Model:
-        return self.models[0]
-
-    @property
-    def spec(self) -> Card:
-        return self.models[0].card
-
-    @property
     def analysers(self) -> list[str]:
         return [c.analyser for c in self.cards.values()]
 
@@ -208,14 +200,15 @@ class Scanner:
         if self.store is None or self.pretend:
             return
         prefixes = tuple(path_key(r).rstrip(os.sep) + os.sep for r in roots)
-        primary = next(iter(self.cards))
-        known = {r["path"] for r in self.store.records(primary)}
+        records = list(self.store.records(next(iter(self.cards))))
+        known = {r["path"] for r in records}
         new = [p for p in found if path_key(p) not in known]
         if not new:
             return
+        present = {path_key(p) for p in found}
         gone: dict[tuple[int, int], list[str]] = {}
-        for r in self.store.records(primary):
-            if r["path"].startswith(prefixes) and not os.path.lexists(os.fsencode(r["path"])):
+        for r in records:
+            if r["path"].startswith(prefixes) and r["path"] not in present and not os.path.lexists(os.fsencode(r["path"])):
                 gone.setdefault((r.get("size"), r.get("mtime_ns")), []).append(r["path"])
         if not gone:
             return

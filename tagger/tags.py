@@ -11,8 +11,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import numpy as np
-
 from .config import Config
 
 FIELD_NAMES = {"genre": "GENRE", "mood": "MOOD", "descriptors": "TAGGER_DESCRIPTORS"}

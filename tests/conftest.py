@@ -43,6 +43,30 @@ def pytest_configure(config):
 needs_shared = pytest.mark.skipif(not REFERENCE.is_dir(), reason=f"reference material not found at {SHARED}")
 
 
+def assert_same_onnx(fresh_path, bundled_path, close: dict | None = None) -> None:
+    """Two exported files carry the same metadata and initializers and the same graph.
+
+    ``close`` maps a tensor shape to assert_allclose tolerances, for tensors measured at export time."""
+    import json
+
+    import onnx
+    from onnx import numpy_helper
+
+    fresh, bundled = onnx.load(str(fresh_path)), onnx.load(str(bundled_path))
+    assert {p.key: json.loads(p.value) for p in fresh.metadata_props} == \
+           {p.key: json.loads(p.value) for p in bundled.metadata_props}
+    fw = {i.name: numpy_helper.to_array(i) for i in fresh.graph.initializer}
+    bw = {i.name: numpy_helper.to_array(i) for i in bundled.graph.initializer}
+    assert fw.keys() == bw.keys()
+    for name in fw:
+        tol = (close or {}).get(fw[name].shape)
+        if tol:
+            np.testing.assert_allclose(fw[name], bw[name], err_msg=name, **tol)
+        else:
+            np.testing.assert_array_equal(fw[name], bw[name], err_msg=name)
+    assert [n.op_type for n in fresh.graph.node] == [n.op_type for n in bundled.graph.node]
+
+
 def reference_clips() -> list[Path]:
     return sorted(p for p in AUDIO.glob("*.ogg") if not p.name.endswith(".hq.ogg")) if AUDIO.is_dir() else []
 

@@ -1,7 +1,6 @@
 """The PyTorch ports match the original musicnn outputs; the ONNX exports match end to end."""
 from __future__ import annotations
 
-import json
 
 import numpy as np
 import pytest
@@ -143,19 +142,10 @@ def test_metadata_makes_the_file_self_describing(exported):
 @pytest.mark.parametrize("model_id", ["musicnn-msd", "musicnn-mtt"])
 def test_bundled_models_are_reproduced_by_a_fresh_export(exported, model_id):
     """The committed ONNX files are exactly what the exporter makes: same weights, metadata, outputs."""
-    from onnx import numpy_helper
-
+    from conftest import assert_same_onnx
     from tagger.model import BUNDLED_DIR
 
-    fresh, bundled = onnx.load(str(exported[model_id])), onnx.load(str(BUNDLED_DIR / f"{model_id}.onnx"))
-    assert {p.key: json.loads(p.value) for p in fresh.metadata_props} == \
-           {p.key: json.loads(p.value) for p in bundled.metadata_props}
-    fw = {i.name: numpy_helper.to_array(i) for i in fresh.graph.initializer}
-    bw = {i.name: numpy_helper.to_array(i) for i in bundled.graph.initializer}
-    assert fw.keys() == bw.keys()
-    for name in fw:
-        np.testing.assert_array_equal(fw[name], bw[name], err_msg=name)
-    assert [n.op_type for n in fresh.graph.node] == [n.op_type for n in bundled.graph.node]
+    assert_same_onnx(exported[model_id], BUNDLED_DIR / f"{model_id}.onnx")
 
 
 class _Tiny(torch.nn.Module):

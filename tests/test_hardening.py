@@ -5,8 +5,6 @@ import errno
 import json
 import os
 import shutil
-import subprocess
-import sys
 import threading
 import time
 from dataclasses import replace
@@ -16,10 +14,10 @@ import numpy as np
 import pytest
 
 from audiofiles import music_like, write_audio
-from conftest import ROOT, TRUMPET
+from conftest import TRUMPET
 from tagger.cli import main
 from tagger.config import load_config
-from tagger.engine import Engine, TrackFailure, TrackResult
+from tagger.engine import Engine, TrackFailure
 from tagger.errors import TagWriteError
 from tagger.scan import scan
 from tagger.store import Store

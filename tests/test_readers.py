@@ -3,7 +3,6 @@ and beets' mediafile, for every writable format and both ID3 versions, on files 
 The user's values stay as they were, ours are separate values, and undo returns the file to its tags."""
 from __future__ import annotations
 
-import shutil
 import struct
 from pathlib import Path
 
