@@ -112,7 +112,7 @@ def verify_onnx(path: Path, module: nn.Module, windows: np.ndarray, *, atol: flo
     kinds = {o.name: o.kind for o in card.outputs} if card else {}
     with torch.no_grad():
         ref = [t.numpy() for t in _as_tuple(module(torch.from_numpy(windows)))]
-    got = sess.run(names, {"waveform": windows})
+    got = sess.run(names, {sess.get_inputs()[0].name: windows})
     tag_err = emb_err = 0.0
     for name, r, g in zip(names, ref, got):
         if not np.isfinite(g).all():
@@ -161,12 +161,13 @@ def export_onnx(module: nn.Module, card: ModelCard | Card, output: Path | str, *
     """Export ``module`` with ``card`` as metadata to ``output``; returns the verification figures.
 
     ``verify_audio`` holds mono float32 clips at ``card.sample_rate``; their windows join random ones
-    in the onnxruntime-vs-torch check. The file appears at ``output`` only after every check passed.
+    in the onnxruntime-vs-torch check. For a head (a card that ``reads`` stored vectors) it holds real
+    feature rows instead. The file appears at ``output`` only after every check passed.
     """
     full = _checked(card.to_card() if isinstance(card, ModelCard) else card)
     output = Path(output)
     module = module.eval()
-    example = torch.zeros(2, full.window)
+    example = torch.zeros(2, full.input_width)
     with torch.no_grad():
         produced = _as_tuple(module(example))
     expected = [(2, o.width) for o in full.outputs]
@@ -183,8 +184,8 @@ def export_onnx(module: nn.Module, card: ModelCard | Card, output: Path | str, *
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", category=UserWarning)
             warnings.filterwarnings("ignore", category=DeprecationWarning)
-            torch.onnx.export(module, (example,), str(tmp), input_names=["waveform"], output_names=names,
-                              dynamic_axes={"waveform": {0: "batch"}, **{n: {0: "batch"} for n in names}},
+            torch.onnx.export(module, (example,), str(tmp), input_names=[full.input_name], output_names=names,
+                              dynamic_axes={full.input_name: {0: "batch"}, **{n: {0: "batch"} for n in names}},
                               opset_version=opset, dynamo=False, do_constant_folding=True)
         proto = onnx.load(str(tmp))
         flushed = flush_denormals(proto)
@@ -196,7 +197,12 @@ def export_onnx(module: nn.Module, card: ModelCard | Card, output: Path | str, *
         proto.model_version = SCHEMA_VERSION
         onnx.checker.check_model(proto)
         onnx.save(proto, str(tmp))
-        windows = _reference_windows(full, verify_audio or [], np.random.default_rng(0))
+        if full.is_head:  # a head's input is a feature row per track: random rows plus the real ones given
+            rng = np.random.default_rng(0)
+            windows = np.concatenate([rng.standard_normal((8, full.input_width)).astype(np.float32),
+                                      *[np.asarray(a, np.float32).reshape(-1, full.input_width) for a in verify_audio or []]])
+        else:
+            windows = _reference_windows(full, verify_audio or [], np.random.default_rng(0))
         figures = verify_onnx(tmp, module, windows, card=full)
         figures["denormal_weights_flushed"] = float(flushed)
         umask = os.umask(0)

@@ -24,6 +24,9 @@ PARTIAL_TAIL = ("drop", "pad", "end")
 RESAMPLERS = ("soxr-hq",)
 
 
+PARTS = ("tags", "embedding")
+
+
 class CardError(ValueError):
     """The card is missing a field or has a malformed one; the message names the field."""
 
@@ -39,6 +42,9 @@ class Output:
     # label -> (a, b): calibrated = sigmoid(a * logit(p) + b). Empty: raw scores are used as they are.
     calibration: dict[str, tuple[float, float]] = field(default_factory=dict)
     meaning: str = ""
+    # label -> the score at or above which the label may be written (a trained head's precision target);
+    # a label without one is never written by the head.
+    thresholds: dict[str, float] = field(default_factory=dict)
 
     @property
     def width(self) -> int:
@@ -46,6 +52,20 @@ class Output:
 
     def group_of(self, label: str) -> str:
         return self.groups.get(label, "")
+
+
+@dataclass(frozen=True)
+class Source:
+    """One block of a head's input: the stored song-level ``part`` (tags or embedding) of a model version."""
+
+    model: str
+    version: str
+    part: str
+    dim: int
+
+    @property
+    def analyser(self) -> str:
+        return f"{self.model}@{self.version}"
 
 
 @dataclass(frozen=True)
@@ -67,6 +87,18 @@ class Card:
     source: dict[str, str] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
     input_name: str = "waveform"
+    # A head reads stored vectors instead of audio: the blocks of its input, in order, and the field it decides.
+    reads: tuple[Source, ...] = ()
+    decides: str = ""
+
+    @property
+    def is_head(self) -> bool:
+        return bool(self.reads)
+
+    @property
+    def input_width(self) -> int:
+        """Samples per window for an audio model; features per track for a head."""
+        return sum(s.dim for s in self.reads) if self.reads else self.window
 
     @property
     def analyser(self) -> str:
@@ -108,8 +140,13 @@ class Card:
         where = f"model {self.id!r}"
         if not self.id or not self.version:
             raise CardError(f"{where}: id and version are required")
+        for src in self.reads:
+            if src.part not in PARTS or src.dim <= 0 or not src.model or not src.version:
+                raise CardError(f"{where}: input block {src} needs a model, a version, a part in {PARTS} and dim > 0")
+        if self.reads and not self.decides:
+            raise CardError(f"{where}: a head must say which field it decides")
         for name in ("sample_rate", "window", "hop"):
-            if int(getattr(self, name)) <= 0:
+            if not self.reads and int(getattr(self, name)) <= 0:
                 raise CardError(f"{where}: {name} must be positive")
         if self.pad_start < 0 or self.pad_end < 0:
             raise CardError(f"{where}: padding must not be negative")
@@ -139,15 +176,19 @@ class Card:
             stray = set(o.groups) - set(o.labels)
             if stray:
                 raise CardError(f"{ow}: groups name unknown labels {sorted(stray)[:5]}")
-            stray = set(o.calibration) - set(o.labels)
+            stray = (set(o.calibration) | set(o.thresholds)) - set(o.labels)
             if stray:
-                raise CardError(f"{ow}: calibration names unknown labels {sorted(stray)[:5]}")
+                raise CardError(f"{ow}: calibration or thresholds name unknown labels {sorted(stray)[:5]}")
         return self
 
     def to_json(self) -> str:
         data = asdict(self)
         data["schema"] = SCHEMA
+        if not self.reads:
+            del data["reads"], data["decides"]
         for o in data["outputs"]:
+            if not o["thresholds"]:
+                del o["thresholds"]
             o["labels"] = list(o["labels"])
             o["calibration"] = {k: list(v) for k, v in o["calibration"].items()}
         return json.dumps(data, ensure_ascii=False, sort_keys=True)
@@ -198,9 +239,13 @@ def _from_v2(raw: dict) -> Card:
     for o in raw["outputs"]:
         labels = tuple(map(str, o.get("labels", ())))
         calibration = {str(k): (float(v[0]), float(v[1])) for k, v in dict(o.get("calibration", {})).items()}
+        thresholds = {str(k): float(v) for k, v in dict(o.get("thresholds", {})).items()}
         outputs.append(Output(name=str(o["name"]), kind=str(o["kind"]), labels=labels,
                               groups={str(k): str(v) for k, v in dict(o.get("groups", {})).items()},
                               dim=int(o.get("dim", 0)) or len(labels), aggregate=str(o.get("aggregate", "mean")),
-                              calibration=calibration, meaning=str(o.get("meaning", ""))))
+                              calibration=calibration, meaning=str(o.get("meaning", "")), thresholds=thresholds))
+    reads = tuple(Source(str(r["model"]), str(r["version"]), str(r["part"]), int(r["dim"]))
+                  for r in raw.get("reads", ()))
     return Card(outputs=tuple(outputs), resampler=str(raw.get("resampler", "soxr-hq")),
-                input_name=str(raw.get("input_name", "waveform")), **_common(raw))
+                input_name=str(raw.get("input_name", "waveform")), reads=reads, decides=str(raw.get("decides", "")),
+                **_common(raw))

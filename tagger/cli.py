@@ -137,7 +137,12 @@ def cmd_scan(args: argparse.Namespace) -> int:
     cfg = _config(args)
     roots = [Path(p).expanduser() for p in args.paths] or list(cfg.library)
     models = _models(cfg)
-    store = None if args.pretend else Store(cfg.database, writer=True)
+    # --pretend reads the database (unchanged files are decided from their stored vectors, with the
+    # library's trained heads) but never writes to it.
+    if args.pretend:
+        store = Store(cfg.database, writer=False) if (Path(cfg.database) / "records.json").exists() else None
+    else:
+        store = Store(cfg.database, writer=True)
     try:
         report = scan(roots, cfg, models, store, force=args.force, pretend=args.pretend,
                       progress=None if args.json else Progress())
@@ -153,7 +158,8 @@ def cmd_scan(args: argparse.Namespace) -> int:
         for root in report.missing_roots:
             print(f"missing library folder (nothing removed): {root}", file=sys.stderr)
         speed = f", {report.audio_seconds / report.seconds:.0f}x realtime" if report.seconds > 0 and report.analysed else ""
-        print(f"analysed {report.analysed}, skipped {report.skipped} unchanged, failed {len(report.failed)}, "
+        print(f"analysed {report.analysed}, skipped {report.skipped} unchanged, "
+              + (f"decided again {report.redecided}, " if report.redecided else "") + f"failed {len(report.failed)}, "
               f"tags written to {report.written}" + (" (pretend: nothing written)" if args.pretend else "")
               + f", moved {report.moved}, removed {report.removed} stale records{speed}")
         for path, reason in report.failed:
@@ -174,11 +180,13 @@ def _bars(labels_scores: list[tuple[str, float]], width: int = 30) -> str:
 
 
 def cmd_analyze(args: argparse.Namespace) -> int:
-    from .decide import decide
     from .engine import Engine, TrackFailure
+    from .heads import decide_track, load_heads
 
     cfg = _config(args)
     models = _models(cfg)
+    cards = {m.card.id: m.card for m in models}
+    heads = load_heads(cfg.database, {mid: c.analyser for mid, c in cards.items()})
     engine = Engine(models, max_batch=cfg.batch_size, decode_workers=cfg.decode_workers)
     paths = [Path(p) for p in args.files]
     failed = 0
@@ -191,7 +199,8 @@ def cmd_analyze(args: argparse.Namespace) -> int:
             else:
                 print(f"{os.fsdecode(res.path)}: error: {res.reason}", file=sys.stderr)
             continue
-        decision = decide({mid: (m.card, m.tags) for mid, m in res.models.items()}, cfg.fields, cfg.vocabulary)
+        vectors = {mid: (m.card.analyser, m.tags, m.embedding) for mid, m in res.models.items()}
+        decision = decide_track(vectors, cards, heads, cfg.fields, cfg.vocabulary)
         if args.json:
             out.append({"path": os.fsdecode(res.path), "duration": round(res.duration, 3),
                         "models": {mid: {"analyser": m.card.analyser, "windows": m.n_windows,
@@ -213,6 +222,79 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(out, ensure_ascii=True, indent=1))
     return EXIT_FILES_FAILED if failed else EXIT_OK
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .heads import heads_dir
+    from .store import Store
+
+    cfg = _config(args)
+    fields = tuple(args.field) if args.field else None
+    if args.remove:
+        from .train import remove
+
+        removed = remove(cfg.database, fields)
+        for path in removed:
+            print(f"removed {path}")
+        if not removed:
+            print(f"no trained heads in {heads_dir(cfg.database)}")
+        else:
+            print("the next `tagger scan` (or the daemon after `systemctl reload tagger`) decides those fields "
+                  "with the model set again and replaces the values the heads wrote")
+        return EXIT_OK
+    import importlib.util
+
+    missing = [m for m in ("torch", "onnx", "matplotlib", "exporter") if importlib.util.find_spec(m) is None]
+    if missing:
+        raise ConfigError("train", f"needs the training extra ({', '.join(missing)} missing): "
+                                   "pip install 'tagger[train]' (or `make setup-dev`)")
+    if not 0.0 < args.precision <= 1.0:
+        raise ConfigError("--precision", f"must be in (0, 1], got {args.precision}")
+    from .train import TRAINABLE, TrainOptions, train
+
+    opts = TrainOptions(fields=fields or TRAINABLE, calibration=args.calibration, precision=args.precision,
+                        min_tracks=args.min_tracks)
+    if not (Path(cfg.database) / "records.json").exists():
+        raise ConfigError(str(cfg.database), "no database yet: run `tagger scan` first")
+    cards = [m.card for m in _models(cfg)]
+    bar = sys.stderr.isatty() and not args.json
+
+    def progress(name: str, done: int, total: int, eta: float | None) -> None:
+        if bar:
+            sys.stderr.write(f"\rtraining {name}: fit {done}/{total}" + (f", ETA {eta:.0f} s " if eta else " "))
+            if done == total:
+                sys.stderr.write("\n")
+            sys.stderr.flush()
+
+    with Store(cfg.database, writer=False) as store:
+        results = train(store, cards, cfg.fields, Path(cfg.database), opts, progress)
+    if args.json:
+        print(json.dumps([{"field": r.field, "status": r.status, "reason": r.reason or None,
+                           "head": os.fsdecode(r.head) if r.head else None, "report": r.report or None}
+                          for r in results], ensure_ascii=True, indent=1))
+    else:
+        for r in results:
+            if r.status != "trained":
+                print(f"{r.field}: not trained: {r.reason}")
+                continue
+            rep = r.report
+            prec = rep["precision_when_written"]
+            print(f"{r.field}: head trained on {rep['tracks']} tracks, {len(rep['labels'])} values "
+                  f"({rep['untagged_tracks']} untagged tracks to decide); held out ({rep['split']['kind']}): "
+                  f"accuracy {rep['accuracy']:.2f} (majority {rep['majority_baseline']:.2f}), would write "
+                  f"{rep['coverage']:.0%} of them at precision " + (f"{prec:.2f}" if prec is not None else "n/a"))
+            if rep["left_out_rare"]:
+                print(f"  left out (fewer than {opts.min_tracks} tracks): {', '.join(sorted(rep['left_out_rare']))}")
+            never = [k for k, v in rep["per_label"].items() if "never_written" in v]
+            if never:
+                print(f"  never written (held-out precision below {opts.precision:.2f}): {', '.join(never)}")
+            if rep["split"]["labels_split_by_track"]:
+                print(f"  from one album only, so evaluated within it: {', '.join(rep['split']['labels_split_by_track'])}")
+            print(f"  head: {r.head}\n  report: {r.files[1].parent}")
+        if any(r.status == "trained" for r in results):
+            print("the next `tagger scan` (or the daemon after `systemctl reload tagger`) writes these fields "
+                  "in your vocabulary, replacing only values this tool wrote")
+    return EXIT_OK
 
 
 def cmd_show(args: argparse.Namespace) -> int:
@@ -504,6 +586,19 @@ def build_parser() -> argparse.ArgumentParser:
                     help="extra Host header names to accept (DNS-rebinding protection)")
     common(sv)
     sv.set_defaults(func=cmd_serve)
+
+    t = sub.add_parser("train", help="learn your own genre/mood values from the library's tagged tracks")
+    t.add_argument("--field", action="append", help="only this field (repeatable; default: genre and mood)")
+    t.add_argument("--remove", action="store_true", help="delete the trained heads; fields go back to the model set")
+    t.add_argument("--precision", type=float, default=0.9,
+                   help="held-out precision a value must reach to be written (default 0.9); below it the head abstains")
+    t.add_argument("--calibration", choices=["precision", "equal-rate"], default="precision",
+                   help="threshold per value: the precision target (default) or where TPR equals TNR")
+    t.add_argument("--min-tracks", type=int, default=5, dest="min_tracks",
+                   help="values with fewer tagged tracks are left out (default 5)")
+    t.add_argument("--json", action="store_true")
+    common(t)
+    t.set_defaults(func=cmd_train)
 
     u = sub.add_parser("undo", help="remove the tags this tool wrote (as listed in TAGGER_WRITTEN)")
     u.add_argument("files", nargs="+")

@@ -23,12 +23,13 @@ import numpy as np
 
 from .card import Card
 from .config import Config
-from .decide import Decision, decide
+from .decide import Decision
 from .engine import Engine, TrackFailure, TrackResult
 from .errors import TagWriteError
+from .heads import Head, decide_track, load_heads
 from .model import Model
 from .store import Store, path_key
-from .tags import ALL_FIELDS, PROVENANCE, Change, plan_changes
+from .tags import ALL_FIELDS, PROVENANCE, Change, plan_changes, user_values
 from .writer import INFO_FIELDS, TEMP_MARK, read_fields, write_changes
 
 log = logging.getLogger(__name__)
@@ -99,6 +100,7 @@ class FileOutcome:
 @dataclass
 class ScanReport:
     analysed: int = 0
+    redecided: int = 0  # not re-analysed, decided again from stored vectors (a head was added or removed)
     skipped: int = 0
     failed: list[tuple[str, str]] = field(default_factory=list)
     written: int = 0
@@ -113,7 +115,7 @@ class ScanReport:
     audio_seconds: float = 0.0
 
     def to_json(self) -> dict:
-        return {"analysed": self.analysed, "skipped": self.skipped, "written": self.written, "removed": self.removed,
+        return {"analysed": self.analysed, "redecided": self.redecided, "skipped": self.skipped, "written": self.written, "removed": self.removed,
                 "moved": self.moved,
                 "failed": [{"path": p, "reason": r} for p, r in self.failed],
                 "write_failed": [{"path": p, "reason": r} for p, r in self.write_failed],
@@ -156,6 +158,8 @@ class Scanner:
         self.write = cfg.write_enabled if write is None else write
         self.cards: dict[str, Card] = {m.card.id: m.card for m in self.models}
         self.engine = Engine(self.models, max_batch=cfg.batch_size, decode_workers=cfg.decode_workers)
+        self.heads: list[Head] = load_heads(store.root if store is not None else None,
+                                            {mid: c.analyser for mid, c in self.cards.items()})
         if store is not None and not pretend and store.writer:
             for m in self.models:
                 store.describe(m.card.id, m.card.to_json())
@@ -236,8 +240,25 @@ class Scanner:
                 out.append(mid)
         return out
 
+    @property
+    def head_analysers(self) -> list[str]:
+        return sorted(h.analyser for h in self.heads)
+
+    def needs_decision(self, path: Path | str) -> bool:
+        """An analysed, unchanged file whose decision was made with other heads (one trained or removed
+        since, or before the user's own values were recorded), or was never applied to the file (scanned
+        with --no-write, now writing): decide again from the stored vectors."""
+        if self.store is None:
+            return False
+        rec = self.store.get(path, next(iter(self.cards)))
+        if rec is None or rec.get("status") != "ok":
+            return False
+        return rec.get("heads") != self.head_analysers or (self.write and rec.get("applied") is False)
+
     def select(self, files: list[Path], force: bool,
                report: ScanReport) -> list[tuple[Path, os.stat_result, list[str]]]:
+        """Files to analyse, each with the model ids that must run on it; an empty list means "decide
+        again from stored vectors, no decoding" (see :meth:`needs_decision`)."""
         todo = []
         for p in files:
             try:
@@ -246,7 +267,7 @@ class Scanner:
                 report.failed.append((os.fsdecode(p), f"cannot stat: {exc.strerror}"))
                 continue
             stale = self.stale_models(p, st, force)
-            if stale:
+            if stale or self.needs_decision(p):
                 todo.append((p, st, stale))
             else:
                 report.skipped += 1
@@ -261,11 +282,15 @@ class Scanner:
         is left for next time.
         """
         stats: dict[str, deque[os.stat_result]] = defaultdict(deque)
+        redecide: list[tuple[Path, os.stat_result]] = []
 
         def items() -> Iterator[tuple[Path, list[str] | None]]:
             for entry in todo:
                 p, st = entry[0], entry[1]
                 wanted = list(entry[2]) if len(entry) > 2 else (self.stale_models(p, st, False) or list(self.cards))
+                if not wanted:
+                    redecide.append((p, st))
+                    continue
                 stats[os.fsdecode(p)].append(st)
                 yield p, wanted
 
@@ -275,25 +300,34 @@ class Scanner:
         done = 0
         t0 = time.monotonic()
         results = self.engine.analyse(items())
+
+        def finished(outcome: FileOutcome) -> bool:
+            nonlocal done, last_commit
+            done += 1
+            report.outcomes.append(outcome)
+            if self.on_result is not None:
+                self.on_result(outcome)
+            if progress:
+                progress(done, total or done, outcome.path)
+            if self.store is not None and not self.pretend and (
+                    self.store.pending >= self.cfg.commit_every
+                    or time.monotonic() - last_commit >= self.cfg.commit_seconds):
+                self.store.commit()
+                last_commit = time.monotonic()
+            return should_stop is not None and should_stop()
+
         try:
+            stopped = False
             for res in results:
-                done += 1
                 queued = stats.get(os.fsdecode(res.path))
                 st = queued.popleft() if queued else os.stat(res.path)  # a path queued twice: results in order
                 if queued is not None and not queued:
                     stats.pop(os.fsdecode(res.path), None)
-                outcome = self._handle(res, st, report)
-                report.outcomes.append(outcome)
-                if self.on_result is not None:
-                    self.on_result(outcome)
-                if progress:
-                    progress(done, total or done, res.path)
-                if self.store is not None and not self.pretend and (
-                        self.store.pending >= self.cfg.commit_every
-                        or time.monotonic() - last_commit >= self.cfg.commit_seconds):
-                    self.store.commit()
-                    last_commit = time.monotonic()
-                if should_stop is not None and should_stop():
+                if finished(self._handle(res, st, report)):
+                    stopped = True
+                    break
+            for p, st in ([] if stopped else redecide):
+                if finished(self.redecide(p, st, report)):
                     break
         finally:
             results.close()  # stops decoding the rest
@@ -311,19 +345,23 @@ class Scanner:
                 return str(rec["track_id"])
         return uuid.uuid4().hex[:16]
 
-    def song_scores(self, res: TrackResult) -> dict[str, tuple[Card, np.ndarray]]:
-        """Every model's song-level scores for the track: fresh from this pass, else from the database."""
-        out: dict[str, tuple[Card, np.ndarray]] = {}
+    def track_vectors(self, path: Path, fresh: TrackResult | None = None) -> dict[str, tuple[str, np.ndarray, np.ndarray]]:
+        """Every model's song-level (analyser, tags, embedding) for the track: fresh from this pass, else
+        from the database."""
+        out: dict[str, tuple[str, np.ndarray, np.ndarray]] = {}
         for mid, card in self.cards.items():
-            if mid in res.models:
-                out[mid] = (card, res.models[mid].tags)
+            if fresh is not None and mid in fresh.models:
+                out[mid] = (card.analyser, fresh.models[mid].tags, fresh.models[mid].embedding)
             elif self.store is not None:
-                rec = self.store.get(res.path, mid)
+                rec = self.store.get(path, mid)
                 if rec is not None and rec.get("status") == "ok" and rec.get("slot") is not None:
-                    tags, _ = self.store.vectors(rec)
+                    tags, emb = self.store.vectors(rec)
                     if len(tags) == len(card.labels):
-                        out[mid] = (card, tags)
+                        out[mid] = (str(rec.get("analyser")), tags, emb)
         return out
+
+    def decision(self, vectors: dict[str, tuple[str, np.ndarray, np.ndarray]]) -> Decision:
+        return decide_track(vectors, self.cards, self.heads, self.cfg.fields, self.cfg.vocabulary)
 
     def _handle(self, res: TrackResult | TrackFailure, st: os.stat_result, report: ScanReport) -> FileOutcome:
         now = now_iso()
@@ -339,22 +377,52 @@ class Scanner:
             return FileOutcome(res.path, "failed", res.reason)
         report.analysed += 1
         report.audio_seconds += res.duration
-        decision = decide(self.song_scores(res), self.cfg.fields, self.cfg.vocabulary)
-        outcome = FileOutcome(res.path, "ok", decision=decision)
+        outcome, track, stale = self._decide_and_write(res.path, st, self.track_vectors(res.path, res), report,
+                                                       now=now, audio_digest=res.info.native_digest())
+        if self.store is not None and not self.pretend and not stale:
+            # Kept small on purpose: every field of every record is parsed when the database opens.
+            track.update(fingerprint=res.fingerprint, duration=round(res.duration, 2), format=res.info.format)
+            base.update(size=track.pop("size"), mtime_ns=track.pop("mtime_ns"))
+            for mid, mres in res.models.items():
+                record = {**base, **track, "model": mid, "analyser": self.cards[mid].analyser, "status": "ok",
+                          "windows": mres.n_windows}
+                self.store.put(record, mres.tags, mres.embedding)
+            for mid in self.cards:
+                if mid not in res.models:  # analysed earlier: keep its vectors, refresh what the file looks like now
+                    self.store.update(res.path, mid, {**track, "size": base["size"], "mtime_ns": base["mtime_ns"]})
+        return outcome
+
+    def redecide(self, path: Path, st: os.stat_result, report: ScanReport) -> FileOutcome:
+        """Decide and write again from the stored vectors, without decoding (the write still verifies the audio)."""
+        report.redecided += 1
+        outcome, track, stale = self._decide_and_write(path, st, self.track_vectors(path), report, now=now_iso(),
+                                                       audio_digest=None)
+        if self.store is not None and not self.pretend and not stale:
+            for mid in self.cards:
+                self.store.update(path, mid, track)
+        return outcome
+
+    def _decide_and_write(self, path: Path, st: os.stat_result, vectors: dict[str, tuple[str, np.ndarray, np.ndarray]],
+                          report: ScanReport, *, now: str, audio_digest: str | None
+                          ) -> tuple[FileOutcome, dict, bool]:
+        """Decide every field, read what the file holds, write the change; returns (outcome, the record
+        fields that describe the file now, whether the file changed under us)."""
+        decision = self.decision(vectors)
+        outcome = FileOutcome(path, "ok", decision=decision)
+        track: dict = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "heads": self.head_analysers}
         written: dict[str, list[str]] = {}
         write_error = ""
         stale = False  # the file changed under us: this analysis describes audio that is gone
-        info: dict[str, str] = {}
-        new_stat: tuple[int, int] | None = None
         try:
-            current = read_fields(res.path, id3_version=self.cfg.id3_version, v23_sep=self.cfg.id3v23_separator,
+            current = read_fields(path, id3_version=self.cfg.id3_version, v23_sep=self.cfg.id3v23_separator,
                                   names=(*ALL_FIELDS, *INFO_FIELDS))
-            info = {name.lower(): current[name][0] for name in INFO_FIELDS if current.get(name)}
+            track.update({name.lower(): current[name][0] for name in INFO_FIELDS if current.get(name)})
+            track["user"] = user_values(current)
         except TagWriteError as exc:  # tags unreadable (e.g. WMA): analysis still counts, nothing is written
             current = None
             write_error = exc.reason
             if self.write:
-                report.write_failed.append((os.fsdecode(res.path), exc.reason))
+                report.write_failed.append((os.fsdecode(path), exc.reason))
                 outcome.write_error = exc.reason
         if self.write and current is not None:
             try:
@@ -362,44 +430,28 @@ class Scanner:
                                        scores=decision.scores(), now=now)
                 outcome.changes = changes
                 if changes and not self.pretend:
-                    new_st = write_changes(res.path, changes, expect=(st.st_size, st.st_mtime_ns),
+                    new_st = write_changes(path, changes, expect=(st.st_size, st.st_mtime_ns),
                                            id3_version=self.cfg.id3_version, v23_sep=self.cfg.id3v23_separator,
-                                           audio_digest=res.info.native_digest())
-                    new_stat = (new_st.st_size, new_st.st_mtime_ns)
-                    base["size"], base["mtime_ns"] = new_stat
+                                           audio_digest=audio_digest)
+                    track.update(size=new_st.st_size, mtime_ns=new_st.st_mtime_ns)
                     report.written += 1
                 written = {c.field: c.after for c in changes if c.field not in PROVENANCE}
             except TagWriteError as exc:
                 write_error = exc.reason
                 stale = exc.file_changed
-                report.write_failed.append((os.fsdecode(res.path), exc.reason))
+                report.write_failed.append((os.fsdecode(path), exc.reason))
                 outcome.write_error = exc.reason
         if stale:
-            log.info("%s changed while it was analysed: analysis dropped, the next scan redoes it",
-                     os.fsdecode(res.path))
-        if self.store is not None and not self.pretend and not stale:
-            # Kept small on purpose: every field of every record is parsed when the database opens.
-            track = {"fingerprint": res.fingerprint, "duration": round(res.duration, 2), "format": res.info.format,
-                     **info}
-            if written:
-                track["written"] = written
-            if write_error and self.write:
-                track["write_error"] = write_error
-            decided = {name: fd.written for name, fd in decision.fields.items() if fd.written}
-            if decided:
-                track["decided"] = decided
-            track["track_id"] = self.track_id(res.path)
-            for mid, mres in res.models.items():
-                record = {**base, **track, "model": mid, "analyser": self.cards[mid].analyser, "status": "ok",
-                          "windows": mres.n_windows}
-                self.store.put(record, mres.tags, mres.embedding)
-            for mid in self.cards:
-                if mid not in res.models:  # analysed earlier: keep its vectors, refresh what the file looks like now
-                    keep = {k: v for k, v in track.items()}
-                    if new_stat is not None:
-                        keep.update(size=new_stat[0], mtime_ns=new_stat[1])
-                    self.store.update(res.path, mid, keep)
-        return outcome
+            log.info("%s changed while it was analysed: analysis dropped, the next scan redoes it", os.fsdecode(path))
+        if written:
+            track["written"] = written
+        if self.write:
+            track["write_error"] = write_error or None
+        track["applied"] = bool(self.write and not self.pretend and current is not None and not write_error)
+        track["decided"] = {name: fd.written for name, fd in decision.fields.items() if fd.written}
+        if self.store is not None:
+            track["track_id"] = self.track_id(path)
+        return outcome, track, stale
 
 
 def scan(roots: list[Path], cfg: Config, models: Model | list[Model], store: Store | None, *, force: bool = False,

@@ -40,6 +40,20 @@ def previously_written(current_written: Sequence[str]) -> dict[str, list[str]]:
     return out
 
 
+def user_values(current: dict[str, list[str]]) -> dict[str, list[str]]:
+    """The user's own values of each field the tool writes (what the file holds minus what TAGGER_WRITTEN
+    says the tool added): what ``tagger train`` learns from. Fields with none are left out."""
+    ours = previously_written(current.get("TAGGER_WRITTEN", []))
+    out = {}
+    for field, name in FIELD_NAMES.items():
+        if name in OWN_FIELDS:
+            continue
+        values = [v for v in current.get(name, []) if v.strip() and not _ci_in(v, ours.get(name, []))]
+        if values:
+            out[field] = values
+    return out
+
+
 def plan_changes(current: dict[str, list[str]], selection: dict[str, list[tuple[str, str, float]]], cfg: Config,
                  *, analyser: str | Sequence[str], scores: dict[str, float], now: str) -> list[Change]:
     """The fields to change, given the file's ``current`` values (every name in FIELD_NAMES and PROVENANCE).

@@ -1,0 +1,140 @@
+"""Trained heads: small plug-in models that decide one field in the user's own vocabulary.
+
+A head is an ONNX file like any other model, but its card ``reads`` stored song-level vectors (the tag
+probabilities and embeddings of named model versions) instead of audio, and says which field it
+``decides``. ``tagger train`` writes heads into the database folder (``<database>/heads/``), so they
+belong to the library they were trained on; the scan, the daemon and ``analyze`` pick them up from there.
+A head runs on vectors already in the store: adding or removing one never decodes audio again.
+
+A head whose input blocks name a model version the set no longer has is not used (its features would
+mean something else); the field then falls back to the model set's own decision, and a warning says to
+retrain.
+"""
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+
+from .card import Card
+from .decide import Candidate, Decision, FieldDecision, FieldPolicy, decide
+from .errors import ModelError
+
+log = logging.getLogger(__name__)
+
+HEADS_DIR = "heads"
+
+# model id -> (analyser "id@version", song-level tags, song-level embedding)
+Vectors = Mapping[str, tuple[str, np.ndarray, np.ndarray]]
+
+
+def heads_dir(database: Path) -> Path:
+    return Path(database) / HEADS_DIR
+
+
+class Head:
+    """One trained head: its card and a small CPU session (a head is a single matrix product)."""
+
+    def __init__(self, path: Path) -> None:
+        from .model import Model
+
+        self.path = Path(path)
+        self.model = Model(self.path, device="cpu", threads=1)
+        self.card: Card = self.model.card
+        if not self.card.is_head:
+            raise ModelError(path, "not a head (its card reads no stored vectors); audio models go in `models:`")
+
+    @property
+    def field(self) -> str:
+        return self.card.decides
+
+    @property
+    def analyser(self) -> str:
+        return self.card.analyser
+
+    def missing_sources(self, analysers: Mapping[str, str]) -> list[str]:
+        """The input blocks the model set cannot provide (``analysers``: model id -> id@version in the set)."""
+        return [s.analyser for s in self.card.reads if analysers.get(s.model) != s.analyser]
+
+    def features(self, vectors: Vectors) -> np.ndarray | None:
+        """The head's input row for one track, or None when a block is missing or from another model version."""
+        parts = []
+        for src in self.card.reads:
+            got = vectors.get(src.model)
+            if got is None or got[0] != src.analyser:
+                return None
+            block = got[1] if src.part == "tags" else got[2]
+            if len(block) != src.dim:
+                return None
+            parts.append(np.asarray(block, np.float32))
+        return np.concatenate(parts)
+
+    def predict(self, rows: np.ndarray) -> np.ndarray:
+        """Label scores (N, labels) for feature rows (N, input width)."""
+        out = self.model.run_all(np.atleast_2d(rows).astype(np.float32))
+        return out[self.card.tags.name]
+
+
+def decide_head(card: Card, scores: np.ndarray, policy: FieldPolicy) -> FieldDecision:
+    """The field's values from a head's scores: a label is written only at or above its own threshold
+    (chosen at training for a precision target); an exclusive (softmax) head offers only its top label."""
+    out = card.tags
+    ranked = sorted(zip(out.labels, map(float, scores)), key=lambda kv: (-kv[1], kv[0]))
+    cands = [Candidate(label, p, [card.id], {card.id: p}, {card.id: [label]}) for label, p in ranked]
+    if policy.max_values == 0:
+        return FieldDecision(card.decides, [], cands, "field disabled (max_values 0)")
+    pool = cands[:1] if out.kind == "softmax" else cands
+    chosen = [c for c in pool if c.value in out.thresholds and c.score >= out.thresholds[c.value]][:policy.max_values]
+    top = cands[0]
+    if chosen:
+        reason = "; ".join(f"{c.value} {c.score:.2f} >= {out.thresholds[c.value]:.2f} from head {card.id}"
+                           for c in chosen)
+    elif top.value not in out.thresholds:
+        reason = f"abstained: head {card.id} never reached its precision target for {top.value} in training"
+    else:
+        reason = (f"abstained: head {card.id} gives {top.value} {top.score:.2f} < its threshold "
+                  f"{out.thresholds[top.value]:.2f}")
+    return FieldDecision(card.decides, chosen, cands, reason)
+
+
+def decide_track(vectors: Vectors, cards: Mapping[str, Card], heads: list[Head],
+                 policies: Mapping[str, FieldPolicy], vocabulary: Mapping[str, Mapping[str, list[str]]]) -> Decision:
+    """The one decision rule (scan, daemon and ``analyze``): the model set's fused decision, with every
+    field that has a usable trained head decided by the head instead."""
+    scores = {mid: (cards[mid], tags) for mid, (_, tags, _) in vectors.items() if mid in cards}
+    decision = decide(scores, policies, vocabulary)
+    for head in heads:
+        policy = policies.get(head.field)
+        row = head.features(vectors)
+        if policy is not None and row is not None:
+            decision.fields[head.field] = decide_head(head.card, head.predict(row)[0], policy)
+    return decision
+
+
+def load_heads(database: Path | None, analysers: Mapping[str, str]) -> list[Head]:
+    """The library's trained heads that the model set can feed, one per field (sorted by file name).
+
+    ``analysers``: model id -> id@version of the configured set. A head that cannot be fed is skipped
+    with a warning naming the missing model versions.
+    """
+    if database is None:
+        return []
+    folder = heads_dir(database)
+    if not folder.is_dir():
+        return []
+    heads: list[Head] = []
+    seen: set[str] = set()
+    for path in sorted(folder.glob("*.onnx")):
+        head = Head(path)
+        missing = head.missing_sources(analysers)
+        if missing:
+            log.warning("head %s (field %s) reads %s, which the model set does not provide; not used "
+                        "(run `tagger train` again)", path, head.field, ", ".join(missing))
+            continue
+        if head.field in seen:
+            raise ModelError(path, f"a second head for field {head.field!r}; remove one from {folder}")
+        seen.add(head.field)
+        heads.append(head)
+    return heads

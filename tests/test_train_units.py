@@ -1,0 +1,117 @@
+"""The training pieces that can be checked exactly: thresholds, ranking metrics, folds, the head card."""
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+
+from tagger.card import Card, CardError, Output, Source
+from tagger.decide import FieldPolicy
+from tagger.heads import decide_head
+from tagger.train.calibrate import (average_precision, equal_rate_threshold, precision_threshold, reliability,
+                                    roc_auc)
+from tagger.train.split import group_folds, group_key, groups_per_label, track_folds
+
+
+def test_equal_rate_threshold_on_a_known_case():
+    # positives 0.9 0.8 0.6 0.3, negatives 0.7 0.5 0.2 0.1: only at 0.6 are TPR and TNR both 3/4
+    scores = np.array([0.9, 0.8, 0.6, 0.3, 0.7, 0.5, 0.2, 0.1])
+    positive = np.array([1, 1, 1, 1, 0, 0, 0, 0], bool)
+    t = equal_rate_threshold(scores, positive)
+    assert t == pytest.approx(0.6)
+    tpr = (scores[positive] >= t).mean()
+    tnr = (scores[~positive] < t).mean()
+    assert tpr == tnr == 0.75
+    assert equal_rate_threshold(scores, np.ones(8, bool)) is None
+
+
+def test_roc_auc_matches_pairwise_count_and_ap_known_value():
+    rng = np.random.default_rng(3)
+    scores = rng.random(60)
+    positive = rng.random(60) < 0.4
+    pairs = [(p, n) for p, n in itertools.product(scores[positive], scores[~positive])]
+    brute = np.mean([1.0 if p > n else 0.5 if p == n else 0.0 for p, n in pairs])
+    assert roc_auc(scores, positive) == pytest.approx(brute)
+    # ranked: hit, miss, hit -> AP = (1/1 + 2/3) / 2
+    assert average_precision(np.array([0.9, 0.8, 0.7]), np.array([1, 0, 1], bool)) == pytest.approx((1 + 2 / 3) / 2)
+    assert roc_auc(scores, np.zeros(60, bool)) is None
+
+
+def test_precision_threshold_is_the_lowest_that_meets_the_target():
+    scores = np.array([0.95, 0.9, 0.85, 0.8, 0.7, 0.6, 0.5])
+    correct = np.array([1, 1, 1, 1, 0, 1, 0], bool)
+    # precision from the top: 1, 1, 1, 1, .8, .83, .71
+    assert precision_threshold(scores, correct, 0.8) == pytest.approx(0.6)
+    assert precision_threshold(scores, correct, 0.9) == pytest.approx(0.8)
+    assert precision_threshold(scores, correct, 0.9, min_count=5) is None
+    assert precision_threshold(np.array([0.5, 0.5]), np.array([1, 0], bool), 0.9, min_count=1) is None  # ties cut together
+
+
+def test_reliability_bins_count_everything():
+    conf = np.array([0.05, 0.15, 0.95, 1.0])
+    bins = reliability(conf, np.array([0, 1, 1, 1], bool))
+    assert sum(b["count"] for b in bins) == 4
+    assert bins[-1]["accuracy"] == 1.0 and bins[-1]["count"] == 2
+
+
+def test_group_folds_never_split_a_group_and_balance_sizes():
+    rng = np.random.default_rng(0)
+    groups = [f"album:{rng.integers(40)}" for _ in range(500)]
+    folds = group_folds(groups, 5)
+    for g in set(groups):
+        assert len({int(f) for f, h in zip(folds, groups) if h == g}) == 1, g
+    sizes = np.bincount(folds, minlength=5)
+    assert sizes.min() > 0.6 * sizes.max()
+    assert (group_folds(groups, 5) == folds).all()  # deterministic
+
+
+def test_track_folds_stratify_each_label():
+    primary = np.array([0] * 10 + [1] * 5)
+    folds = track_folds(primary, 5)
+    for label in (0, 1):
+        counts = np.bincount(folds[primary == label], minlength=5)
+        assert counts.max() - counts.min() <= 1
+
+
+def test_group_key_prefers_album_then_artist_then_folder():
+    assert group_key({"album": "OST", "artist": "A", "path": "/m/x.ogg"}) == "album:ost"
+    assert group_key({"artist": "A", "path": "/m/x.ogg"}) == "artist:a"
+    assert group_key({"path": "/m/d/x.ogg"}) == "folder:/m/d"
+    targets = np.array([[1, 0], [1, 0], [0, 1]], np.float32)
+    assert groups_per_label(["a", "b", "b"], targets) == [2, 1]
+
+
+def _head_card(kind="softmax", thresholds=None) -> Card:
+    return Card(id="head-genre", version="abc", sample_rate=0, window=0, hop=0,
+                outputs=(Output("genre", kind, ("Dub Techno", "Film Score", "Polka"),
+                                thresholds=thresholds if thresholds is not None else {"Dub Techno": 0.6, "Film Score": 0.5}),),
+                input_name="features", reads=(Source("m", "1", "tags", 3), Source("m", "1", "embedding", 4)),
+                decides="genre").validate()
+
+
+def test_head_card_round_trips_and_is_validated():
+    card = _head_card()
+    back = Card.from_json(card.to_json())
+    assert (back.reads, back.decides, back.labels, back.tags.thresholds) == (card.reads, "genre", card.labels,
+                                                                             card.tags.thresholds)
+    assert back.is_head and back.input_width == 7
+    assert back.reads[0].analyser == "m@1"
+    with pytest.raises(CardError, match="unknown labels"):
+        _head_card(thresholds={"Jazz": 0.5})
+    with pytest.raises(CardError, match="which field"):
+        Card(id="h", version="1", sample_rate=0, window=0, hop=0, outputs=card.outputs,
+             reads=card.reads).validate()
+    audio = Card(id="a", version="1", sample_rate=16000, window=100, hop=100, outputs=card.outputs)
+    assert "reads" not in audio.to_json() and "thresholds" in card.to_json()
+
+
+def test_head_decision_writes_only_above_the_labels_threshold():
+    policy = FieldPolicy("fill", 2, 0.25, 0.8, 2, "share")
+    card = _head_card()
+    fd = decide_head(card, np.array([0.7, 0.2, 0.1]), policy)
+    assert fd.written == ["Dub Techno"] and "head head-genre" in fd.reason
+    fd = decide_head(card, np.array([0.55, 0.4, 0.05]), policy)
+    assert fd.written == [] and "threshold" in fd.reason
+    fd = decide_head(card, np.array([0.1, 0.1, 0.8]), policy)  # Polka never met its precision target
+    assert fd.written == [] and "never reached" in fd.reason
