@@ -33,7 +33,7 @@ def available(shared: Path | None) -> str | None:
     return None
 
 
-def pick(shared: Path, styles: tuple[str, ...], per_style: int, min_s: float = 12.0, max_s: float = 40.0) -> list[dict]:
+def pick(shared: Path, styles: tuple[str, ...], per_style: int, min_s: float = 8.0, max_s: float = 60.0) -> list[dict]:
     """``per_style`` beat performances of each base style, spread over as many drummers as possible."""
     rows = list(csv.DictReader(open(shared / "data/groove-midi/info.csv", newline="")))
     out = []
