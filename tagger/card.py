@@ -90,6 +90,9 @@ class Card:
     # A head reads stored vectors instead of audio: the blocks of its input, in order, and the field it decides.
     reads: tuple[Source, ...] = ()
     decides: str = ""
+    # Scopes ("album", "folder") whose tagged mates may decide the field when they agree: enabled by
+    # `tagger train` only where it measured the vote's precision on the library (see tagger/context.py).
+    context: tuple[str, ...] = ()
 
     @property
     def is_head(self) -> bool:
@@ -145,6 +148,8 @@ class Card:
                 raise CardError(f"{where}: input block {src} needs a model, a version, a part in {PARTS} and dim > 0")
         if self.reads and not self.decides:
             raise CardError(f"{where}: a head must say which field it decides")
+        if set(self.context) - {"album", "folder"} or (self.context and not self.reads):
+            raise CardError(f"{where}: context must name album and/or folder, and only a head has one")
         for name in ("sample_rate", "window", "hop"):
             if not self.reads and int(getattr(self, name)) <= 0:
                 raise CardError(f"{where}: {name} must be positive")
@@ -185,7 +190,7 @@ class Card:
         data = asdict(self)
         data["schema"] = SCHEMA
         if not self.reads:
-            del data["reads"], data["decides"]
+            del data["reads"], data["decides"], data["context"]
         for o in data["outputs"]:
             if not o["thresholds"]:
                 del o["thresholds"]
@@ -248,4 +253,5 @@ def _from_v2(raw: dict) -> Card:
                   for r in raw.get("reads", ()))
     return Card(outputs=tuple(outputs), resampler=str(raw.get("resampler", "soxr-hq")),
                 input_name=str(raw.get("input_name", "waveform")), reads=reads, decides=str(raw.get("decides", "")),
+                context=tuple(map(str, raw.get("context", ()))),
                 **_common(raw))

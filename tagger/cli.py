@@ -283,6 +283,9 @@ def cmd_train(args: argparse.Namespace) -> int:
                   f"({rep['untagged_tracks']} untagged tracks to decide); held out ({rep['split']['kind']}): "
                   f"accuracy {rep['accuracy']:.2f} (majority {rep['majority_baseline']:.2f}), would write "
                   f"{rep['coverage']:.0%} of them at precision " + (f"{prec:.2f}" if prec is not None else "n/a"))
+            ctx = rep["context"]
+            print("  album/folder mates: " + (f"used (held-out precision {ctx['precision']:.2f} over {ctx['voted']} "
+                                                 "tracks)" if ctx["enabled"] else ctx["note"]))
             if rep["left_out_rare"]:
                 print(f"  left out (fewer than {opts.min_tracks} tracks): {', '.join(sorted(rep['left_out_rare']))}")
             never = [k for k, v in rep["per_label"].items() if "never_written" in v]

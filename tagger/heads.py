@@ -13,12 +13,13 @@ retrain.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import numpy as np
 
 from .card import Card
+from .context import Vote
 from .decide import Candidate, Decision, FieldDecision, FieldPolicy, decide
 from .errors import ModelError
 
@@ -99,17 +100,37 @@ def decide_head(card: Card, scores: np.ndarray, policy: FieldPolicy) -> FieldDec
     return FieldDecision(card.decides, chosen, cands, reason)
 
 
+def with_context(fd: FieldDecision, vote: Vote | None, card: Card) -> FieldDecision:
+    """A head's decision with its album/folder mates' vote (see ``tagger/context.py``): agreeing mates
+    confirm it; when they disagree or the head abstained, the mates' value is written, and the reason says so."""
+    if vote is None:
+        return fd
+    if [v.casefold() for v in fd.written] == [vote.value.casefold()]:
+        return FieldDecision(fd.field, fd.values, fd.candidates, f"{fd.reason}; {vote.reason}")
+    share = vote.agree / vote.mates
+    chosen = Candidate(vote.value, share, [f"{vote.scope} mates"], {f"{vote.scope} mates": share},
+                       {card.id: [vote.value]})
+    before = f"head {card.id} alone: " + (", ".join(fd.written) if fd.written else fd.reason)
+    return FieldDecision(fd.field, [chosen], fd.candidates, f"{vote.reason} ({before})")
+
+
 def decide_track(vectors: Vectors, cards: Mapping[str, Card], heads: list[Head],
-                 policies: Mapping[str, FieldPolicy], vocabulary: Mapping[str, Mapping[str, list[str]]]) -> Decision:
+                 policies: Mapping[str, FieldPolicy], vocabulary: Mapping[str, Mapping[str, list[str]]],
+                 context: Callable[[Head], Vote | None] | None = None) -> Decision:
     """The one decision rule (scan, daemon and ``analyze``): the model set's fused decision, with every
-    field that has a usable trained head decided by the head instead."""
+    field that has a usable trained head decided by the head instead (with its album/folder mates'
+    vote when its card enables that and ``context`` can supply one)."""
     scores = {mid: (cards[mid], tags) for mid, (_, tags, _) in vectors.items() if mid in cards}
     decision = decide(scores, policies, vocabulary)
     for head in heads:
         policy = policies.get(head.field)
         row = head.features(vectors)
-        if policy is not None and row is not None:
-            decision.fields[head.field] = decide_head(head.card, head.predict(row)[0], policy)
+        if policy is None or row is None:
+            continue
+        fd = decide_head(head.card, head.predict(row)[0], policy)
+        if head.card.context and context is not None and policy.max_values > 0:
+            fd = with_context(fd, context(head), head.card)
+        decision.fields[head.field] = fd
     return decision
 
 

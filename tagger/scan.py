@@ -23,6 +23,7 @@ import numpy as np
 
 from .card import Card
 from .config import Config
+from .context import LibraryContext, Vote
 from .decide import Decision
 from .engine import Engine, TrackFailure, TrackResult
 from .errors import TagWriteError
@@ -160,6 +161,12 @@ class Scanner:
         self.engine = Engine(self.models, max_batch=cfg.batch_size, decode_workers=cfg.decode_workers)
         self.heads: list[Head] = load_heads(store.root if store is not None else None,
                                             {mid: c.analyser for mid, c in self.cards.items()})
+        # The user's own values of album and folder mates, for heads whose card enables the vote.
+        self.contexts: dict[str, LibraryContext] = {}
+        if store is not None and any(h.card.context for h in self.heads):
+            records = list(store.records(next(iter(self.cards))))
+            self.contexts = {h.field: LibraryContext.from_records(h.field, records)
+                             for h in self.heads if h.card.context}
         if store is not None and not pretend and store.writer:
             for m in self.models:
                 store.describe(m.card.id, m.card.to_json())
@@ -360,8 +367,13 @@ class Scanner:
                         out[mid] = (str(rec.get("analyser")), tags, emb)
         return out
 
-    def decision(self, vectors: dict[str, tuple[str, np.ndarray, np.ndarray]]) -> Decision:
-        return decide_track(vectors, self.cards, self.heads, self.cfg.fields, self.cfg.vocabulary)
+    def decision(self, vectors: dict[str, tuple[str, np.ndarray, np.ndarray]], path: str = "",
+                 album: str | None = None) -> Decision:
+        def context(head: Head) -> Vote | None:
+            ctx = self.contexts.get(head.field)
+            return ctx.vote(path, album, head.card.context) if ctx is not None and path else None
+
+        return decide_track(vectors, self.cards, self.heads, self.cfg.fields, self.cfg.vocabulary, context)
 
     def _handle(self, res: TrackResult | TrackFailure, st: os.stat_result, report: ScanReport) -> FileOutcome:
         now = now_iso()
@@ -407,8 +419,6 @@ class Scanner:
                           ) -> tuple[FileOutcome, dict, bool]:
         """Decide every field, read what the file holds, write the change; returns (outcome, the record
         fields that describe the file now, whether the file changed under us)."""
-        decision = self.decision(vectors)
-        outcome = FileOutcome(path, "ok", decision=decision)
         track: dict = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "heads": self.head_analysers}
         written: dict[str, list[str]] = {}
         write_error = ""
@@ -421,9 +431,13 @@ class Scanner:
         except TagWriteError as exc:  # tags unreadable (e.g. WMA): analysis still counts, nothing is written
             current = None
             write_error = exc.reason
-            if self.write:
-                report.write_failed.append((os.fsdecode(path), exc.reason))
-                outcome.write_error = exc.reason
+        decision = self.decision(vectors, path_key(path), track.get("album"))
+        for name, ctx in self.contexts.items():
+            ctx.add(path_key(path), track.get("album"), track.get("user", {}).get(name, []))
+        outcome = FileOutcome(path, "ok", decision=decision)
+        if current is None and self.write:
+            report.write_failed.append((os.fsdecode(path), write_error))
+            outcome.write_error = write_error
         if self.write and current is not None:
             try:
                 changes = plan_changes(current, decision.selection(), self.cfg, analyser=self.analysers,

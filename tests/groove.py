@@ -53,13 +53,14 @@ def pick(shared: Path, styles: tuple[str, ...], per_style: int, min_s: float = 8
 
 
 def render(shared: Path, picks: list[dict], folder: Path, rate: int = 22050) -> list[tuple[Path, dict]]:
-    """Render each pick to ``folder/<style>/<drummer>-<n>.wav``; two fluidsynth processes at a time."""
+    """Render each pick to ``folder/<drummer>/<style>-<n>.wav`` (filed by artist, so a folder holds mixed
+    styles); two fluidsynth processes at a time."""
     sf = soundfont()
     assert sf is not None
 
     def one(item: tuple[int, dict]) -> tuple[Path, dict]:
         i, r = item
-        out = folder / r["base_style"] / f"{r['drummer']}-{i:03d}.wav"
+        out = folder / r["drummer"] / f"{r['base_style']}-{i:03d}.wav"
         out.parent.mkdir(parents=True, exist_ok=True)
         subprocess.run(["fluidsynth", "-ni", "-q", "-g", "1.0", "-r", str(rate), "-F", str(out), str(sf),
                         str(shared / "data/groove-midi" / r["midi_filename"])],

@@ -115,3 +115,30 @@ def test_head_decision_writes_only_above_the_labels_threshold():
     assert fd.written == [] and "threshold" in fd.reason
     fd = decide_head(card, np.array([0.1, 0.1, 0.8]), policy)  # Polka never met its precision target
     assert fd.written == [] and "never reached" in fd.reason
+
+
+def test_context_vote_asks_the_album_then_the_folder_and_needs_agreement():
+    from tagger.context import LibraryContext
+    from tagger.heads import with_context
+
+    ctx = LibraryContext("genre")
+    for i in range(3):
+        ctx.add(f"/m/flat/a{i}.flac", "Opus 1", ["Film  Score"])
+    ctx.add("/m/flat/b0.flac", "Other", ["Polka"])
+    ctx.add("/m/flat/b1.flac", "Other", ["Dub Techno"])
+    vote = ctx.vote("/m/flat/new.flac", "opus 1")
+    assert (vote.value, vote.agree, vote.mates, vote.scope) == ("Film Score", 3, 3, "album")
+    assert ctx.vote("/m/flat/new.flac", "Other") is None  # album split, folder mixed: no vote
+    assert ctx.vote("/m/flat/a0.flac", "Opus 1").mates == 2  # the track itself never votes
+    assert ctx.vote("/m/flat/new.flac", "Opus 1", scopes=("folder",)) is None
+    ctx.add("/m/flat/a2.flac", "Opus 1", [])  # the user cleared it
+    assert ctx.vote("/m/flat/new.flac", "Opus 1").mates == 2
+
+    card = _head_card()
+    policy = FieldPolicy("fill", 2, 0.25, 0.8, 2, "share")
+    abstained = decide_head(card, np.array([0.4, 0.35, 0.25]), policy)
+    fd = with_context(abstained, vote, card)
+    assert fd.written == ["Film Score"] and "same album" in fd.reason and "alone" in fd.reason
+    agreed = with_context(decide_head(card, np.array([0.1, 0.8, 0.1]), policy), vote, card)
+    assert agreed.written == ["Film Score"] and agreed.values[0].support == ["head-genre"]
+    assert with_context(abstained, None, card) is abstained

@@ -128,6 +128,29 @@ def _thresholds(ds: Dataset, held: np.ndarray, kind: str, opts: TrainOptions) ->
     return per_label, chosen
 
 
+def context_check(ds: Dataset, opts: TrainOptions) -> dict:
+    """How often the album/folder mates' vote is right on this library: every tagged track held out in
+    turn and voted on by its tagged mates. Enabled for the head only when it meets the precision target."""
+    from ..context import SCOPES, LibraryContext
+    from .dataset import normalise
+
+    ctx = LibraryContext.from_records(ds.field, ds.records)
+    voted = right = 0
+    for r in ds.records:
+        vote = ctx.vote(r["path"], r.get("album"), SCOPES)
+        if vote is None:
+            continue
+        voted += 1
+        right += normalise(vote.value) in {normalise(v) for v in (r.get("user") or {}).get(ds.field, [])}
+    precision = right / voted if voted else None
+    enabled = precision is not None and voted >= 5 and precision >= opts.precision
+    return {"scopes": list(SCOPES) if enabled else [], "voted": voted, "tracks": len(ds.records),
+            "precision": precision, "enabled": enabled,
+            "note": "tagged album/folder mates vote for the untagged tracks" if enabled else
+                    f"not used: held-out precision {precision if precision is None else round(precision, 3)} "
+                    f"over {voted} votes (needs {opts.precision:.2f} over 5+)"}
+
+
 def train_field(store: Store, cards: list[Card], field_name: str, policy: FieldPolicy, opts: TrainOptions,
                 database: Path, progress_cb=None) -> FieldResult:
     t0 = time.monotonic()
@@ -165,22 +188,23 @@ def train_field(store: Store, cards: list[Card], field_name: str, policy: FieldP
                    "coverage": float(flags.any(axis=1).mean()),
                    "precision_when_written": float(truth[flags].mean()) if flags.any() else None}
         rel = reliability(held.ravel(), truth.ravel())
+    context = context_check(ds, opts)
     final = fit(ds.X, ds.Y if kind == "softmax" else (ds.Y > 0).astype(np.float32), kind, l2=opts.l2, seed=opts.seed)
     progress.step()
     digest = hashlib.sha256(final.weight.tobytes() + final.bias.tobytes()
-                            + json.dumps([ds.labels, thresholds]).encode()).hexdigest()[:12]
+                            + json.dumps([ds.labels, thresholds, context["scopes"]]).encode()).hexdigest()[:12]
     group = FIELD_GROUPS.get(field_name, (field_name,))[0]
     report = {"field": field_name, "kind": kind, "tracks": len(ds.X), "untagged_tracks": ds.unlabelled,
               "labels": {label: int((ds.Y[:, j] > 0).sum()) for j, label in enumerate(ds.labels)},
               "left_out_rare": ds.left_out, "calibration": opts.calibration, "precision_target": opts.precision,
-              **split_info, **summary, "per_label": per_label, "reliability": rel,
+              **split_info, **summary, "context": context, "per_label": per_label, "reliability": rel,
               "confusion": confusion.tolist() if confusion is not None else None,
               "reads": [f"{s.analyser}:{s.part}" for s in ds.sources], "version": digest}
     card = Card(id=f"head-{field_name}", version=digest, sample_rate=0, window=0, hop=0,
                 outputs=(Output(field_name, kind, tuple(ds.labels), {label: group for label in ds.labels},
                                 thresholds=thresholds,
                                 meaning=f"your own {field_name} values, learned from {len(ds.X)} tagged tracks"),),
-                input_name="features", reads=ds.sources, decides=field_name,
+                input_name="features", reads=ds.sources, decides=field_name, context=tuple(context["scopes"]),
                 description=f"Head for {field_name} trained by `tagger train` on {database}",
                 metrics={k: v for k, v in summary.items() if v is not None})
     from exporter.export import export_onnx
