@@ -354,3 +354,67 @@ def native_digest(path: str | Path) -> str:
     except Exception as exc:
         raise DecodeError(path, f"cannot decode {fmt}: {str(exc).strip() or type(exc).__name__}") from None
     return info.native_digest()
+
+
+def _xiph_packets(extradata: bytes) -> list[bytes]:
+    """Split Xiph-laced codec extradata (how FFmpeg keeps Vorbis's three header packets) into packets."""
+    if not extradata:
+        return []
+    count, pos, sizes = extradata[0] + 1, 1, []
+    for _ in range(count - 1):
+        size = 0
+        while pos < len(extradata):
+            byte = extradata[pos]
+            pos += 1
+            size += byte
+            if byte < 255:
+                break
+        sizes.append(size)
+    out = []
+    for size in sizes:
+        out.append(extradata[pos:pos + size])
+        pos += size
+    out.append(extradata[pos:])
+    return out
+
+
+def packet_digest(path: str | Path) -> str:
+    """Hash of the audio stream as stored: codec parameters and every demuxed packet (bytes, timestamps),
+    without decoding.
+
+    Equal packet digests mean the decoder receives the same input, so the decoded audio is the same: this
+    proves a tag write left the audio alone at a fraction of the cost of decoding both files. Tags are not
+    packets (ID3, Vorbis comments, MP4 atoms, RIFF chunks); for Vorbis, whose comment header FFmpeg keeps
+    in the codec's extradata beside the identification and setup headers, the comment header is left out
+    and the other two are hashed. Raises DecodeError when the file cannot be demuxed.
+    """
+    import av
+
+    path = Path(path)
+    h = hashlib.sha256()
+    name = _utf8_name(path)
+    try:
+        with (open(path, "rb") if name is None else nullcontext()) as handle, av.open(name or handle) as box:
+            if not box.streams.audio:
+                raise DecodeError(path, "container has no audio stream")
+            stream = box.streams.audio[0]
+            cc = stream.codec_context
+            h.update(f"{cc.name}|{cc.sample_rate}|{cc.channels}|{stream.time_base}|".encode())
+            extra = bytes(cc.extradata or b"")
+            if cc.name == "vorbis":
+                extra = b"".join(p for i, p in enumerate(_xiph_packets(extra)) if i != 1)
+            h.update(len(extra).to_bytes(8, "little") + extra)
+            count = 0
+            for packet in box.demux(stream):
+                if packet.size == 0:
+                    continue  # the demuxer's end-of-stream marker
+                h.update(f"{packet.pts}|{packet.duration}|{packet.size}|".encode())
+                h.update(bytes(packet))
+                count += 1
+    except DecodeError:
+        raise
+    except Exception as exc:
+        raise DecodeError(path, f"cannot demux: {str(exc).strip() or type(exc).__name__}") from None
+    if count == 0:
+        raise DecodeError(path, "no audio packets")
+    return h.hexdigest()

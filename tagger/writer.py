@@ -1,8 +1,10 @@
 """The one way this tool changes an audio file: copy, tag the copy, verify it, atomically replace.
 
 Steps: refuse if the file changed since it was analysed or is read-only; copy it to a hidden temp file
-in the same folder; write the tags to the copy; re-read them; decode the copy and the original and
-require identical samples; keep mode and owner; check once more that the original is still the same file
+in the same folder; write the tags to the copy; re-read them; require the copy's audio to be the
+original's: the demuxed audio packets (codec parameters, every packet's bytes and timestamps) must be
+identical, which proves the decoder gets the same input without decoding anything; where a file cannot
+be demuxed, both are decoded and the samples compared instead; keep mode and owner; check once more that the original is still the same file
 (inode, ctime, size, mtime and a sample of its bytes: a user may replace a file with another of the same
 size and mtime); fsync; rename over the original. Any failure leaves the original untouched, and every
 operating-system error (a full disk, a name too long) becomes this file's TagWriteError, never a crash.
@@ -18,7 +20,7 @@ import stat
 import tempfile
 from pathlib import Path
 
-from .decode import native_digest
+from .decode import native_digest, packet_digest
 from .errors import DecodeError, TagWriteError
 from .store import fsync_dir
 from .tagio import open_tags
@@ -106,9 +108,14 @@ def _write_changes(path: Path, changes: list[Change], *, expect: tuple[int, int]
     if not os.access(path.parent, os.W_OK | os.X_OK):
         raise TagWriteError(path, "folder is not writable, so no safe temp copy can be made; left alone")
     try:
-        before_audio = audio_digest if (audio_digest and expect is not None) else native_digest(path)
-    except DecodeError as exc:
-        raise TagWriteError(path, f"cannot verify audio before writing: {exc.reason}") from None
+        before_packets: str | None = packet_digest(path)
+        before_audio = ""
+    except DecodeError:  # cannot demux: compare decoded samples instead
+        before_packets = None
+        try:
+            before_audio = audio_digest if (audio_digest and expect is not None) else native_digest(path)
+        except DecodeError as exc:
+            raise TagWriteError(path, f"cannot verify audio before writing: {exc.reason}") from None
     sample = content_sample(path)
     fd, tmp_name = tempfile.mkstemp(prefix=_temp_prefix(path.name), suffix=".tmp", dir=path.parent)
     os.close(fd)
@@ -135,12 +142,20 @@ def _write_changes(path: Path, changes: list[Change], *, expect: tuple[int, int]
             got = check.get(ch.field)
             if got != list(ch.after):
                 raise TagWriteError(path, f"verification failed: {ch.field} reads back {got!r}, expected {ch.after!r}; left alone")
-        try:
-            after_audio = native_digest(tmp)
-        except DecodeError as exc:
-            raise TagWriteError(path, f"tagged copy does not decode ({exc.reason}); left alone") from None
-        if after_audio != before_audio:
-            raise TagWriteError(path, "tagged copy decodes to different audio; left alone")
+        if before_packets is not None:
+            try:
+                after_packets = packet_digest(tmp)
+            except DecodeError as exc:
+                raise TagWriteError(path, f"tagged copy cannot be demuxed ({exc.reason}); left alone") from None
+            if after_packets != before_packets:
+                raise TagWriteError(path, "tagged copy's audio packets differ from the original's; left alone")
+        else:
+            try:
+                after_audio = native_digest(tmp)
+            except DecodeError as exc:
+                raise TagWriteError(path, f"tagged copy does not decode ({exc.reason}); left alone") from None
+            if after_audio != before_audio:
+                raise TagWriteError(path, "tagged copy decodes to different audio; left alone")
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         now = os.stat(path)

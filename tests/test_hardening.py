@@ -135,7 +135,7 @@ def test_a_file_replaced_during_the_write_is_not_overwritten(tmp_path, monkeypat
     other = tmp_path / "other.flac"
     write_audio(other, music_like(4.0, 44100, 2, seed=7), 44100)
     st = os.stat(path)
-    real = w.native_digest
+    real = w.packet_digest
     calls = []
 
     def replace_midway(p):
@@ -149,7 +149,7 @@ def test_a_file_replaced_during_the_write_is_not_overwritten(tmp_path, monkeypat
             os.replace(tmp, path)
         return real(p)
 
-    monkeypatch.setattr(w, "native_digest", replace_midway)
+    monkeypatch.setattr(w, "packet_digest", replace_midway)
     with pytest.raises(TagWriteError, match="replaced"):
         write_changes(path, [Change("GENRE", [], ["Jazz"])], expect=None)
     assert path.read_bytes()[-100:] == bytes(100)  # the user's new file is intact

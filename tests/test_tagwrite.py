@@ -223,3 +223,44 @@ def test_undo_on_a_file_that_had_no_tag_leaves_no_empty_tag_behind(copy, fmt):
     assert p.read_bytes() != before
     write_changes(p, plan_undo(read_fields(p)), expect=None)
     assert p.read_bytes() == before  # byte for byte the file it was
+
+
+def _corrupt_after_save(monkeypatch):
+    """Make every tag save also change one byte in the middle of the file (inside the audio data)."""
+    import tagger.tagio as tagio
+
+    real_save = tagio.TagFile.save
+
+    def save(self):
+        real_save(self)
+        data = bytearray(self.path.read_bytes())
+        data[len(data) // 2] ^= 0x01
+        self.path.write_bytes(bytes(data))
+
+    monkeypatch.setattr(tagio.TagFile, "save", save)
+
+
+@pytest.mark.parametrize("fmt", [".flac", ".mp3", ".ogg", ".wav", ".m4a", ".opus"])
+def test_packet_check_refuses_a_copy_with_one_changed_audio_byte(copy, fmt, monkeypatch):
+    path = copy(fmt)
+    before = path.read_bytes()
+    _corrupt_after_save(monkeypatch)
+    with pytest.raises(TagWriteError, match="audio packets differ"):
+        write_changes(path, [Change("GENRE", [], ["Jazz"])], expect=None)
+    assert path.read_bytes() == before and not [p for p in path.parent.iterdir() if ".tagger-" in p.name]
+
+
+def test_files_that_cannot_be_demuxed_are_checked_by_decoding(copy, monkeypatch):
+    import tagger.writer as w
+    from tagger.errors import DecodeError
+
+    def no_demux(p):
+        raise DecodeError(p, "cannot demux: test")
+
+    monkeypatch.setattr(w, "packet_digest", no_demux)
+    path = copy(".flac")
+    write_changes(path, [Change("GENRE", [], ["Jazz"])], expect=None)  # the decoded check passes a clean write
+    assert read_fields(path)["GENRE"] == ["Jazz"]
+    _corrupt_after_save(monkeypatch)
+    with pytest.raises(TagWriteError, match="different audio"):
+        write_changes(path, [Change("GENRE", ["Jazz"], ["Rock"])], expect=None)
