@@ -87,8 +87,9 @@ def from_manifest(path: Path, audio_root: Path | None = None) -> list[Example]:
     cols = set(rows[0])
     if {"clip_id", "mp3_path"} <= cols:  # MagnaTagATune annotations_final.csv
         tags = [c for c in rows[0] if c not in ("clip_id", "mp3_path")]
+        # Clip names are artist-album-track-start-end.mp3: clips of one album stay on one side of a split.
         return [Example(base / r["mp3_path"], {"tags": tuple(t for t in tags if r[t].strip() == "1")},
-                        group=r["mp3_path"].split("/")[1] if "/" in r["mp3_path"] else "") for r in rows]
+                        group="-".join(r["mp3_path"].rsplit("/", 1)[-1].split("-")[:2])) for r in rows]
     key = next((c for c in ("genre", "label", "style") if c in cols), None)
     if "path" not in cols or key is None:
         raise DataError(f"{path}: needs a 'path' and a 'genre' (or 'label') column; has {sorted(cols)}")
