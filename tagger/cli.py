@@ -56,7 +56,7 @@ def _config(args: argparse.Namespace) -> Config:
     overrides: dict[str, Any] = {}
     if getattr(args, "model", None):
         overrides["models"] = tuple(args.model)
-    for name in ("device", "threads", "batch_size"):
+    for name in ("device", "threads", "batch_size", "max_windows"):
         value = getattr(args, name, None)
         if value is not None:
             overrides[name] = value
@@ -187,7 +187,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     models = _models(cfg)
     cards = {m.card.id: m.card for m in models}
     heads = load_heads(cfg.database, {mid: c.analyser for mid, c in cards.items()})
-    engine = Engine(models, max_batch=cfg.batch_size, decode_workers=cfg.decode_workers)
+    engine = Engine(models, max_batch=cfg.batch_size, decode_workers=cfg.decode_workers, max_windows=cfg.max_windows)
     paths = [Path(p) for p in args.files]
     failed = 0
     out = []
@@ -523,6 +523,8 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--device", choices=["auto", "cpu", "cuda"])
         sp.add_argument("--threads", type=int)
         sp.add_argument("--batch-size", type=int, dest="batch_size")
+        sp.add_argument("--max-windows", type=int, dest="max_windows",
+                        help="analyse at most N windows per track and model, spread evenly (0: all)")
         sp.add_argument("--database", help="database folder (overrides config)")
         sp.add_argument("--verbose", "-v", action="store_true")
 

@@ -68,6 +68,7 @@ class Config:
     rescan_hours: float = 6.0
     polling: bool = False
     poll_seconds: float = 30.0
+    max_windows: int = 0  # > 0: analyse at most this many windows per track and model, spread evenly
 
 
 def _merge(defaults: Any, user: Any, where: str) -> Any:
@@ -206,6 +207,7 @@ def _build(raw: dict, source: str) -> Config:
         library=tuple(expand_path(x) for x in lib), models=tuple(models), models_dir=expand_path(raw["models_dir"]),
         database=expand_path(raw["database"]), device=raw["device"], threads=_int(raw, "threads", 0),
         batch_size=_int(raw, "batch_size", 1, 4096), decode_workers=_int(raw, "decode_workers", 1, 64),
+        max_windows=_int(raw, "max_windows", 0, 100_000),
         extensions=frozenset(e.lower() for e in exts), commit_every=_int(raw, "commit_every", 1),
         commit_seconds=float(cs), write_enabled=w["enabled"], id3_version=w["id3_version"],
         id3v23_separator=w["id3v23_separator"], provenance=w["provenance"], fields=fields,

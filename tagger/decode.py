@@ -72,6 +72,7 @@ class StreamInfo:
     source_rate: int = 0
     channels: int = 0
     source_frames: int = 0
+    declared_frames: int = 0  # the length the header announces (0: unknown), known before the first block
     native_hash: "NativeHash | None" = None  # set one to get the native-audio digest on the way
 
     def native_digest(self) -> str:
@@ -178,6 +179,7 @@ def _pedalboard_blocks(path: Path, fmt: str, info: StreamInfo) -> Iterator[np.nd
         if gap is not None:
             f.seek(min(gap.skip_start, total))
             end = max(total - gap.skip_end, f.tell())
+        info.declared_frames = max(end - f.tell(), 0)
         block = max(1, int(BLOCK_SECONDS * info.source_rate))
         while f.tell() < end:
             chunk = f.read(min(block, end - f.tell()))  # (channels, n)
@@ -194,6 +196,10 @@ def _pyav_blocks(path: Path, info: StreamInfo) -> Iterator[np.ndarray]:
         if not container.streams.audio:
             raise DecodeError(path, "container has no audio stream")
         stream = container.streams.audio[0]
+        if stream.duration and stream.time_base and stream.rate:
+            info.declared_frames = int(stream.duration * stream.time_base * stream.rate)
+        elif container.duration and stream.rate:
+            info.declared_frames = int(container.duration / 1_000_000 * stream.rate)
         converter: av.AudioResampler | None = None
         for frame in container.decode(stream):
             if converter is None:

@@ -30,7 +30,7 @@ from .card import Card
 from .decode import Fingerprint, RateConverter, StreamInfo, new_native_hash, stream_native_mono
 from .errors import DecodeError, ModelError, TaggerError
 from .model import Model
-from .windows import Windower
+from .windows import Windower, spread
 
 log = logging.getLogger(__name__)
 
@@ -128,7 +128,7 @@ class Engine:
     """Owns the model set's sessions and turns paths into song-level results, in completion order."""
 
     def __init__(self, models: Model | Sequence[Model], *, max_batch: int = 16, decode_workers: int = 2,
-                 keep_window_tags: bool = False) -> None:
+                 keep_window_tags: bool = False, max_windows: int = 0) -> None:
         if max_batch < 1:
             raise ValueError("max_batch must be >= 1")
         self.models: list[Model] = [models] if isinstance(models, Model) else list(models)
@@ -140,6 +140,7 @@ class Engine:
         self.batch_of = [max(1, max_batch * REFERENCE_WINDOW // m.card.window) for m in self.models]
         self.decode_workers = max(1, decode_workers)
         self.keep_window_tags = keep_window_tags
+        self.max_windows = max_windows  # > 0: at most this many windows per track and model, spread evenly
         self.stats = {"windows": 0, "batches": 0, "infer_seconds": 0.0}
         self.heartbeat = time.monotonic()  # the last moment real work was done (a block decoded, a batch run)
         self.per_model = {m.card.id: {"windows": 0, "batches": 0, "seconds": 0.0} for m in self.models}
@@ -166,7 +167,7 @@ class Engine:
         check_regular_file(path)
         info = StreamInfo(native_hash=new_native_hash())
         fp = Fingerprint()
-        cutters = {i: Windower(self.models[i].card) for i in wanted}
+        cutters: dict[int, Windower] = {}
         rates = sorted({self.models[i].card.sample_rate for i in wanted} | {FINGERPRINT_RATE})
         converters: dict[int, RateConverter] = {}
         counts = dict.fromkeys(wanted, 0)
@@ -187,6 +188,10 @@ class Engine:
                 self.heartbeat = time.monotonic()
                 if not converters:
                     converters = {r: RateConverter(info.source_rate, r) for r in rates}
+                    for i in wanted:  # the header's length is known now: choose the windows to analyse
+                        card = self.models[i].card
+                        expected = info.declared_frames * card.sample_rate // max(info.source_rate, 1)
+                        cutters[i] = Windower(card, spread(card, expected, self.max_windows))
                 for rate, conv in converters.items():
                     block = conv.push(mono)
                     if len(block):

@@ -158,7 +158,8 @@ class Scanner:
         self.cfg, self.store, self.pretend = cfg, store, pretend
         self.write = cfg.write_enabled if write is None else write
         self.cards: dict[str, Card] = {m.card.id: m.card for m in self.models}
-        self.engine = Engine(self.models, max_batch=cfg.batch_size, decode_workers=cfg.decode_workers)
+        self.engine = Engine(self.models, max_batch=cfg.batch_size, decode_workers=cfg.decode_workers,
+                             max_windows=cfg.max_windows)
         self.heads: list[Head] = load_heads(store.root if store is not None else None,
                                             {mid: c.analyser for mid, c in self.cards.items()})
         # The user's own values of album and folder mates, for heads whose card enables the vote.

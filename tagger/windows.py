@@ -9,6 +9,11 @@ or zero-padded (``zeros``).
 
 The windower is push-based so that one decoded stream can feed several models, each cutting its own
 windows; memory stays at about one window plus one block per model.
+
+Bounded analysis (``keep``): only the windows whose index is in ``keep`` are emitted (the others are
+skipped without a copy), so a long track can be summarised by a fixed number of windows spread evenly
+over it (:func:`spread`). The end-aligned last window, and the single window of a short track, are always
+emitted.
 """
 from __future__ import annotations
 
@@ -22,8 +27,9 @@ from .card import Card
 class Windower:
     """Feed blocks with :meth:`push`, then call :meth:`finish`; both return the windows now complete."""
 
-    def __init__(self, card: Card) -> None:
+    def __init__(self, card: Card, keep: frozenset[int] | None = None) -> None:
         self.card = card
+        self.keep = keep
         self.buf = np.zeros(card.pad_start, np.float32)
         self.emitted = 0
         self.total = 0
@@ -36,7 +42,8 @@ class Windower:
         out = []
         w, h = self.card.window, self.card.hop
         while len(self.buf) >= w:
-            out.append(self.buf[:w].copy())
+            if self.keep is None or self.emitted in self.keep:
+                out.append(self.buf[:w].copy())
             self.emitted += 1
             self.covered = (self.emitted - 1) * h + w - self.card.pad_start
             self.buf = self.buf[h:]
@@ -83,6 +90,21 @@ class Windower:
                 and len(self.recent) == card.window:
             out.append(self.recent.copy())  # the last full window of audio, overlapping the one before
         return out
+
+
+def expected_windows(card: Card, samples: int) -> int:
+    """Full windows a track of ``samples`` (at the card's rate) yields, before any tail window."""
+    padded = card.pad_start + samples + card.pad_end
+    return 0 if padded < card.window else 1 + (padded - card.window) // card.hop
+
+
+def spread(card: Card, samples: int, max_windows: int) -> frozenset[int] | None:
+    """Indices of ``max_windows`` windows spread evenly over a track of ``samples``; None means all
+    (no bound, or the track has no more windows than that, or its length is unknown)."""
+    n = expected_windows(card, samples)
+    if max_windows <= 0 or samples <= 0 or n <= max_windows:
+        return None
+    return frozenset(int(round(i)) for i in np.linspace(0, n - 1, max_windows))
 
 
 def iter_windows(blocks: Iterable[np.ndarray], card: Card) -> Iterator[np.ndarray]:
