@@ -69,6 +69,7 @@ class Config:
     polling: bool = False
     poll_seconds: float = 30.0
     max_windows: int = 0  # > 0: analyse at most this many windows per track and model, spread evenly
+    memory: str = "lean"  # lean: no onnxruntime arenas (bounded memory) | fast: arenas (more memory)
 
 
 def _merge(defaults: Any, user: Any, where: str) -> Any:
@@ -94,6 +95,12 @@ def _int(raw: dict, key: str, lo: int, hi: int | None = None) -> int:
     v = raw[key]
     _need(isinstance(v, int) and not isinstance(v, bool) and v >= lo and (hi is None or v <= hi), key,
           f"must be an integer >= {lo}" + (f" and <= {hi}" if hi is not None else "") + f", got {v!r}")
+    return v
+
+
+def _choice(raw: dict, key: str, allowed: tuple[str, ...]) -> str:
+    v = raw[key]
+    _need(v in allowed, key, f"must be one of {', '.join(allowed)}, got {v!r}")
     return v
 
 
@@ -207,7 +214,7 @@ def _build(raw: dict, source: str) -> Config:
         library=tuple(expand_path(x) for x in lib), models=tuple(models), models_dir=expand_path(raw["models_dir"]),
         database=expand_path(raw["database"]), device=raw["device"], threads=_int(raw, "threads", 0),
         batch_size=_int(raw, "batch_size", 1, 4096), decode_workers=_int(raw, "decode_workers", 1, 64),
-        max_windows=_int(raw, "max_windows", 0, 100_000),
+        max_windows=_int(raw, "max_windows", 0, 100_000), memory=_choice(raw, "memory", ("lean", "fast")),
         extensions=frozenset(e.lower() for e in exts), commit_every=_int(raw, "commit_every", 1),
         commit_seconds=float(cs), write_enabled=w["enabled"], id3_version=w["id3_version"],
         id3v23_separator=w["id3v23_separator"], provenance=w["provenance"], fields=fields,

@@ -63,11 +63,17 @@ def _cuda_usable() -> tuple[bool, str]:
 class Model:
     """One onnxruntime session for the whole run; ``run`` maps a window batch to (tags, embeddings)."""
 
-    def __init__(self, path: Path, *, device: str = "auto", threads: int = 0) -> None:
+    def __init__(self, path: Path, *, device: str = "auto", threads: int = 0, lean: bool = False) -> None:
         import onnxruntime as ort
 
         self.path = path
         opts = ort.SessionOptions()
+        if lean:
+            # onnxruntime keeps every intermediate tensor's peak size in a per-session arena and pre-plans
+            # buffers by shape; with four models (two of them on 29-s windows) that alone is ~600 MB. Without
+            # both, memory is allocated per run and given back (see the README for speed and memory).
+            opts.enable_cpu_mem_arena = False
+            opts.enable_mem_pattern = False
         opts.intra_op_num_threads = threads if threads > 0 else (os.cpu_count() or 1)
         opts.inter_op_num_threads = 1
         opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
@@ -134,5 +140,6 @@ class Model:
         return tags, emb
 
 
-def load_model(name_or_path: str, *, models_dir: Path | None = None, device: str = "auto", threads: int = 0) -> Model:
-    return Model(resolve_model_path(name_or_path, models_dir), device=device, threads=threads)
+def load_model(name_or_path: str, *, models_dir: Path | None = None, device: str = "auto", threads: int = 0,
+               lean: bool = False) -> Model:
+    return Model(resolve_model_path(name_or_path, models_dir), device=device, threads=threads, lean=lean)

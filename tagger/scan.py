@@ -138,7 +138,8 @@ def load_models(cfg: Config) -> list[Model]:
     """The configured model set, each loaded once (one session per model for the whole run)."""
     from .model import load_model
 
-    models = [load_model(name, models_dir=cfg.models_dir, device=cfg.device, threads=cfg.threads)
+    models = [load_model(name, models_dir=cfg.models_dir, device=cfg.device, threads=cfg.threads,
+                         lean=cfg.memory == "lean")
               for name in cfg.models]
     ids = [m.card.id for m in models]
     dup = sorted({i for i in ids if ids.count(i) > 1})
