@@ -68,7 +68,7 @@ class Config:
     rescan_hours: float = 6.0
     polling: bool = False
     poll_seconds: float = 30.0
-    max_windows: int = 0  # > 0: analyse at most this many windows per track and model, spread evenly
+    max_windows: int = 32  # > 0: analyse at most this many windows per track and model, spread evenly; 0: all
     memory: str = "lean"  # lean: no onnxruntime arenas (bounded memory) | fast: arenas (more memory)
 
 
