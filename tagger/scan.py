@@ -463,7 +463,9 @@ class Scanner:
             track["written"] = written
         if self.write:
             track["write_error"] = write_error or None
-        track["applied"] = bool(self.write and not self.pretend and current is not None and not write_error)
+        # False only when writing was off (--no-write): a later writing scan then applies the decision. A write
+        # that failed is not retried until the file changes (as before), so unwritable files never loop.
+        track["applied"] = bool(self.write and not self.pretend)
         track["decided"] = {name: fd.written for name, fd in decision.fields.items() if fd.written}
         if self.store is not None:
             track["track_id"] = self.track_id(path)

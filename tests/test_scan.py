@@ -174,3 +174,24 @@ def test_kill_during_a_200_file_scan_then_rescan_completes(tmp_path):
     with Store(db, writer=False) as s:
         assert len(s) == 400 and all(r["status"] == "ok" for r in s.records())
     assert not [p for p in lib.iterdir() if p.name.startswith(".")]  # no temp copy left behind
+
+
+def test_no_write_then_write_applies_decisions_and_unwritable_files_do_not_loop(cfg, tmp_path, msd_model):
+    """A --no-write scan's decisions are written by the next writing scan without analysing again; a file whose
+    tags cannot be written (WMA) is reported once, not decided again on every scan."""
+    from dataclasses import replace
+
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    shutil.copy(TRUMPET, lib / "t.ogg")
+    write_audio(lib / "w.wma", music_like(4.0, 44100, 2), 44100)
+    with Store(cfg.database) as store:
+        first = scan([lib], replace(cfg, write_enabled=False), msd_model, store)
+    assert first.analysed == 2 and first.written == 0
+    with Store(cfg.database) as store:
+        second = scan([lib], cfg, msd_model, store)
+    assert second.analysed == 0 and second.redecided == 2 and second.written == 1
+    assert [p for p, _ in second.write_failed] == [str(lib / "w.wma")]
+    with Store(cfg.database) as store:
+        third = scan([lib], cfg, msd_model, store)
+    assert (third.analysed, third.redecided, third.skipped, third.write_failed) == (0, 0, 2, [])
