@@ -26,7 +26,7 @@ sys.path.insert(0, str(ROOT))
 from tagger.card import Card  # noqa: E402
 from tagger.config import load_config  # noqa: E402
 from tagger.store import Store  # noqa: E402
-from tagger.train import TrainOptions, train  # noqa: E402
+from exporter.heads import TrainOptions, train  # noqa: E402
 
 
 def main() -> None:

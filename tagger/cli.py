@@ -225,15 +225,13 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from .heads import heads_dir
+    from .heads import heads_dir, remove_heads
     from .store import Store
 
     cfg = _config(args)
     fields = tuple(args.field) if args.field else None
     if args.remove:
-        from .train import remove
-
-        removed = remove(cfg.database, fields)
+        removed = remove_heads(cfg.database, fields)
         for path in removed:
             print(f"removed {path}")
         if not removed:
@@ -250,7 +248,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                                    "pip install 'tagger[train]' (or `make setup-dev`)")
     if not 0.0 < args.precision <= 1.0:
         raise ConfigError("--precision", f"must be in (0, 1], got {args.precision}")
-    from .train import TRAINABLE, TrainOptions, train
+    from exporter.heads import TRAINABLE, TrainOptions, train
 
     opts = TrainOptions(fields=fields or TRAINABLE, calibration=args.calibration, precision=args.precision,
                         min_tracks=args.min_tracks)

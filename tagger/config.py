@@ -64,12 +64,12 @@ class Config:
     fields: dict[str, FieldRule]
     vocabulary: dict[str, dict[str, tuple[str, ...]]]
     source: str
+    max_windows: int  # > 0: analyse at most this many windows per track and model, spread evenly; 0: all
+    memory: str  # lean: no onnxruntime arenas (bounded memory) | fast: arenas (more memory)
     settle_seconds: float = 3.0
     rescan_hours: float = 6.0
     polling: bool = False
     poll_seconds: float = 30.0
-    max_windows: int = 32  # > 0: analyse at most this many windows per track and model, spread evenly; 0: all
-    memory: str = "lean"  # lean: no onnxruntime arenas (bounded memory) | fast: arenas (more memory)
 
 
 def _merge(defaults: Any, user: Any, where: str) -> Any:

@@ -19,14 +19,15 @@ MIN_MATES = 2
 AGREEMENT = 0.8
 
 
-def _norm(value: str) -> str:
+def normalise(value: str) -> str:
+    """One key for spellings that differ only in case or spacing ("Dub  techno" is "Dub Techno")."""
     return " ".join(value.split()).casefold()
 
 
 def scope_keys(path: str, album: str | None) -> list[tuple[str, str]]:
     keys = [("folder", os.path.dirname(path))]
     if album and album.strip():
-        keys.append(("album", _norm(album)))
+        keys.append(("album", normalise(album)))
     return keys
 
 
@@ -59,10 +60,10 @@ class LibraryContext:
 
     def add(self, path: str, album: str | None, values: list[str]) -> None:
         """Record (or replace) a track's own values; a track without values is removed."""
-        keys = [_norm(v) for v in values if v.strip()]
+        keys = [normalise(v) for v in values if v.strip()]
         for v in values:
             if v.strip():
-                self._spelling.setdefault(_norm(v), Counter())[" ".join(v.split())] += 1
+                self._spelling.setdefault(normalise(v), Counter())[" ".join(v.split())] += 1
         for key in scope_keys(path, album):
             mates = self._by_key.setdefault(key, {})
             if keys:

@@ -13,6 +13,7 @@ retrain.
 from __future__ import annotations
 
 import logging
+import shutil
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
@@ -33,6 +34,22 @@ Vectors = Mapping[str, tuple[str, np.ndarray, np.ndarray]]
 
 def heads_dir(database: Path) -> Path:
     return Path(database) / HEADS_DIR
+
+
+def remove_heads(database: Path, fields: tuple[str, ...] | None = None) -> list[Path]:
+    """Delete trained heads (all, or those of ``fields``) and their reports; returns what was removed."""
+    folder = heads_dir(database)
+    removed: list[Path] = []
+    if not folder.is_dir():
+        return removed
+    for path in sorted(folder.glob("*.onnx")):
+        if fields is None or path.stem in fields:
+            path.unlink()
+            removed.append(path)
+            report = folder / f"{path.stem}-report"
+            if report.is_dir():
+                shutil.rmtree(report)
+    return removed
 
 
 class Head:

@@ -226,6 +226,9 @@ class Daemon:
         self.heartbeat = time.monotonic()  # the worker's last sign of progress (see progressing())
         self.reconcile_soon = False
         self.engines: list = []  # engines of the running scans, whose heartbeats count as progress too
+        # The scanner of the last reconciliation, reused for event batches: its models, trained heads and
+        # album/folder index are loaded once, not per batch. A reload drops it; the next reconciliation makes one.
+        self.scanner: Scanner | None = None
 
     # -- observers ---------------------------------------------------------------------------------
     def _handler(self) -> LibraryEventHandler:
@@ -297,7 +300,7 @@ class Daemon:
         assert self.store is not None
         existing = [r for r in self.roots if r.is_dir()]
         report = ScanReport()
-        scanner = self._scanner()
+        scanner = self.scanner = self._scanner()
         leftovers: list[Path] = []
         files, _ = discover(existing, self.cfg.extensions, leftovers)
         for tmp in leftovers:  # temp copies of a tag write interrupted by a crash; we hold the lock
@@ -429,7 +432,7 @@ class Daemon:
                 due = self.debouncer.take_due()
                 if due:
                     self.stats.batches += 1
-                    scanner = self._scanner()
+                    scanner = self.scanner or self._scanner()
                     scanner.run(self._stream(scanner, due), ScanReport(), should_stop=self.stop_event.is_set)
                     continue
                 if self.reconcile_soon or (self.cfg.rescan_hours > 0
@@ -452,6 +455,7 @@ class Daemon:
         # Heads trained or removed by `tagger train` take effect at the next reconciliation, which decides
         # the affected files again from their stored vectors (nothing is decoded).
         self.reconcile_soon = True
+        self.scanner = None
         if self.config_path is None and self.cfg.source == "defaults":
             log.info("SIGHUP: no configuration file to reload")
             return

@@ -107,11 +107,14 @@ def _write_changes(path: Path, changes: list[Change], *, expect: tuple[int, int]
         raise TagWriteError(path, "file is read-only; left alone")
     if not os.access(path.parent, os.W_OK | os.X_OK):
         raise TagWriteError(path, "folder is not writable, so no safe temp copy can be made; left alone")
+    # The audio proof: demuxed packets where the file can be demuxed, else decoded samples. Each entry is
+    # (digest function, what failing it means, what a mismatch means).
+    by_packets = (packet_digest, "cannot be demuxed", "tagged copy's audio packets differ from the original's")
+    by_samples = (native_digest, "does not decode", "tagged copy decodes to different audio")
     try:
-        before_packets: str | None = packet_digest(path)
-        before_audio = ""
-    except DecodeError:  # cannot demux: compare decoded samples instead
-        before_packets = None
+        proof, before_audio = by_packets, packet_digest(path)
+    except DecodeError:
+        proof = by_samples
         try:
             before_audio = audio_digest if (audio_digest and expect is not None) else native_digest(path)
         except DecodeError as exc:
@@ -142,20 +145,13 @@ def _write_changes(path: Path, changes: list[Change], *, expect: tuple[int, int]
             got = check.get(ch.field)
             if got != list(ch.after):
                 raise TagWriteError(path, f"verification failed: {ch.field} reads back {got!r}, expected {ch.after!r}; left alone")
-        if before_packets is not None:
-            try:
-                after_packets = packet_digest(tmp)
-            except DecodeError as exc:
-                raise TagWriteError(path, f"tagged copy cannot be demuxed ({exc.reason}); left alone") from None
-            if after_packets != before_packets:
-                raise TagWriteError(path, "tagged copy's audio packets differ from the original's; left alone")
-        else:
-            try:
-                after_audio = native_digest(tmp)
-            except DecodeError as exc:
-                raise TagWriteError(path, f"tagged copy does not decode ({exc.reason}); left alone") from None
-            if after_audio != before_audio:
-                raise TagWriteError(path, "tagged copy decodes to different audio; left alone")
+        digest, unreadable, differs = proof
+        try:
+            after_audio = digest(tmp)
+        except DecodeError as exc:
+            raise TagWriteError(path, f"tagged copy {unreadable} ({exc.reason}); left alone") from None
+        if after_audio != before_audio:
+            raise TagWriteError(path, f"{differs}; left alone")
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         now = os.stat(path)

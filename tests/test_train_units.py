@@ -9,9 +9,9 @@ import pytest
 from tagger.card import Card, CardError, Output, Source
 from tagger.decide import FieldPolicy
 from tagger.heads import decide_head
-from tagger.train.calibrate import (average_precision, equal_rate_threshold, precision_threshold, reliability,
+from exporter.heads.calibrate import (average_precision, equal_rate_threshold, precision_threshold, reliability,
                                     roc_auc)
-from tagger.train.split import group_folds, group_key, groups_per_label, track_folds
+from exporter.heads.split import group_folds, group_key, groups_per_label, track_folds
 
 
 def test_equal_rate_threshold_on_a_known_case():

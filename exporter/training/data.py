@@ -18,13 +18,13 @@ fed by) and kept as float16 at 16 kHz.
 from __future__ import annotations
 
 import csv
-import hashlib
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from ..heads.split import stable_hash
 from .archs import SAMPLE_RATE, HeadSpec
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".opus", ".mp3", ".m4a", ".aiff", ".aif")
@@ -150,15 +150,11 @@ def load(source: Path, *, min_per_label: int = 2) -> DataSet:
     return DataSet(examples, tuple(heads), f"{kind}: {source}", notes)
 
 
-def _stable(text: str, seed: int) -> float:
-    return int.from_bytes(hashlib.sha256(f"{seed}:{text}".encode()).digest()[:8], "big") / 2 ** 64
-
-
 def assign_splits(examples: list[Example], seed: int, validation: float = 0.15, test: float = 0.15) -> None:
     """Examples without a split get one by group (a group never straddles two splits), deterministically."""
     for e in examples:
         if not e.split:
-            u = _stable(e.group or str(e.path), seed)
+            u = stable_hash(e.group or str(e.path), seed) / 2 ** 64
             e.split = "test" if u < test else ("validation" if u < test + validation else "train")
 
 

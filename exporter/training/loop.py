@@ -131,7 +131,7 @@ def _save(path: Path, state: dict) -> None:
 
 
 def _evaluate(model: Tagger, ds: DataSet, probs: list[np.ndarray], idx: list[int]) -> dict:
-    from tagger.train.calibrate import average_precision, equal_rate_threshold, reliability, roc_auc
+    from ..heads.calibrate import label_metrics, reliability
 
     out: dict = {}
     targets = _targets(ds, idx)
@@ -143,9 +143,7 @@ def _evaluate(model: Tagger, ds: DataSet, probs: list[np.ndarray], idx: list[int
         truth = (np.eye(len(spec.labels))[t.numpy()] if spec.kind == "softmax" else t.numpy())[m] > 0
         scores = p[m]
         for j, label in enumerate(spec.labels):
-            head["per_label"][label] = {"positives": int(truth[:, j].sum()), "roc_auc": roc_auc(scores[:, j], truth[:, j]),
-                                        "pr_auc": average_precision(scores[:, j], truth[:, j]),
-                                        "equal_rate_threshold": equal_rate_threshold(scores[:, j], truth[:, j])}
+            head["per_label"][label] = {"positives": int(truth[:, j].sum()), **label_metrics(scores[:, j], truth[:, j])}
         aucs = [v["roc_auc"] for v in head["per_label"].values() if v["roc_auc"] is not None]
         head["mean_roc_auc"] = float(np.mean(aucs)) if aucs else None
         if spec.kind == "softmax":
@@ -278,7 +276,7 @@ def train(ds: DataSet, cfg: TrainConfig, output: Path, *, checkpoint: Path | Non
               "device": str(device), "threads": cfg.threads, "evaluation": evaluation, "export_check": figures,
               "model": card.analyser}
     folder = output.with_name(output.stem + "-report")
-    from tagger.train.report import write_report
+    from ..heads.report import write_report
 
     first = ds.heads[0]
     write_report(folder, {**report, "field": first.name, "split": {"kind": "test"},

@@ -14,12 +14,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..card import Card, Source
-from ..store import Store
-
-
-def normalise(value: str) -> str:
-    return " ".join(value.split()).casefold()
+from tagger.card import Card, Source
+from tagger.context import normalise
+from tagger.store import Store
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""``tagger train``: heads that write a field in the user's own vocabulary, learned from the library.
+"""Training for ``tagger train``: heads that write a field in the user's own vocabulary, learned from the library.
 
 Many libraries are half tagged in the user's own words ("Romantic Classical", "Dub Techno"). The scan
 keeps, per track, the values the user gave each field (what the file held minus what this tool wrote);
@@ -7,13 +7,13 @@ evaluated honestly (folds never split an album), calibrated per label so it abst
 target, exported through the exporter's checks as a plug-in ONNX file in ``<database>/heads/``, and from
 then on decides that field in every scan and in the daemon. ``tagger train --remove`` takes it out again.
 
-Needs the ``train`` extra (torch, onnx, matplotlib); the runtime that applies a head needs only onnxruntime.
+It lives in the exporter because it needs torch, onnx and matplotlib (the ``train`` extra); the runtime that
+applies a head (``tagger/heads.py``) and removes one needs only onnxruntime.
 """
 from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -21,11 +21,11 @@ from pathlib import Path
 
 import numpy as np
 
-from ..card import Card, Output
-from ..decide import FIELD_GROUPS, FieldPolicy
-from ..heads import heads_dir
-from ..store import Store
-from .calibrate import average_precision, equal_rate_threshold, precision_threshold, reliability, roc_auc
+from tagger.card import Card, Output
+from tagger.decide import FIELD_GROUPS, FieldPolicy
+from tagger.heads import heads_dir
+from tagger.store import Store
+from .calibrate import label_metrics, precision_threshold, reliability
 from .dataset import Dataset, collect
 from .split import group_folds, group_key, groups_per_label, track_folds
 
@@ -111,11 +111,8 @@ def _thresholds(ds: Dataset, held: np.ndarray, kind: str, opts: TrainOptions) ->
             t_prec = precision_threshold(scores[mask], positive[mask], opts.precision)
         else:
             t_prec = precision_threshold(scores, positive, opts.precision)
-        t_eq = equal_rate_threshold(scores, positive)
-        t = t_prec if opts.calibration == "precision" else t_eq
-        entry = {"tracks": int(positive.sum()), "roc_auc": roc_auc(scores, positive),
-                 "pr_auc": average_precision(scores, positive), "equal_rate_threshold": t_eq,
-                 "precision_threshold": t_prec}
+        entry = {"tracks": int(positive.sum()), **label_metrics(scores, positive), "precision_threshold": t_prec}
+        t = t_prec if opts.calibration == "precision" else entry["equal_rate_threshold"]
         if t is not None:
             chosen[label] = round(float(t), 6)
             written = (top == j) & (scores >= t) if kind == "softmax" else scores >= t
@@ -131,8 +128,7 @@ def _thresholds(ds: Dataset, held: np.ndarray, kind: str, opts: TrainOptions) ->
 def context_check(ds: Dataset, opts: TrainOptions) -> dict:
     """How often the album/folder mates' vote is right on this library: every tagged track held out in
     turn and voted on by its tagged mates. Enabled for the head only when it meets the precision target."""
-    from ..context import SCOPES, LibraryContext
-    from .dataset import normalise
+    from tagger.context import SCOPES, LibraryContext, normalise
 
     ctx = LibraryContext.from_records(ds.field, ds.records)
     voted = right = 0
@@ -231,19 +227,3 @@ def train(store: Store, cards: list[Card], policies: Mapping[str, FieldPolicy], 
             continue
         out.append(train_field(store, cards, name, policies[name], opts, database, progress_cb))
     return out
-
-
-def remove(database: Path, fields: tuple[str, ...] | None = None) -> list[Path]:
-    """Delete trained heads (all, or those of ``fields``) and their reports; returns what was removed."""
-    folder = heads_dir(database)
-    removed: list[Path] = []
-    if not folder.is_dir():
-        return removed
-    for path in sorted(folder.glob("*.onnx")):
-        if fields is None or path.stem in fields:
-            path.unlink()
-            removed.append(path)
-            report = folder / f"{path.stem}-report"
-            if report.is_dir():
-                shutil.rmtree(report)
-    return removed

@@ -52,6 +52,12 @@ def equal_rate_threshold(scores: np.ndarray, positive: np.ndarray) -> float | No
     return float(thr[1:][int(np.argmin(gap))])
 
 
+def label_metrics(scores: np.ndarray, positive: np.ndarray) -> dict:
+    """The per-label figures every training report gives: ROC-AUC, PR-AUC and the equal-rate threshold."""
+    return {"roc_auc": roc_auc(scores, positive), "pr_auc": average_precision(scores, positive),
+            "equal_rate_threshold": equal_rate_threshold(scores, positive)}
+
+
 def precision_threshold(scores: np.ndarray, correct: np.ndarray, target: float, min_count: int = 3) -> float | None:
     """The lowest score t such that, among the rows with score >= t, the fraction ``correct`` reaches
     ``target`` (with at least ``min_count`` such rows); None when no t does."""

@@ -27,7 +27,8 @@ def group_key(record: dict) -> str:
     return f"folder:{path.rsplit('/', 1)[0]}"
 
 
-def _stable(text: str, seed: int) -> int:
+def stable_hash(text: str, seed: int) -> int:
+    """A seeded 64-bit hash that is the same in every process (Python's hash() is salted per run)."""
     return int.from_bytes(hashlib.sha256(f"{seed}:{text}".encode()).digest()[:8], "big")
 
 
@@ -35,7 +36,7 @@ def group_folds(groups: Sequence[str], k: int, seed: int = 0) -> np.ndarray:
     """A fold number per row; every row of a group gets the same fold. Groups are dealt largest first to
     the currently smallest fold (ties broken by a seeded hash), so folds have similar sizes."""
     sizes = Counter(groups)
-    order = sorted(sizes, key=lambda g: (-sizes[g], _stable(g, seed)))
+    order = sorted(sizes, key=lambda g: (-sizes[g], stable_hash(g, seed)))
     load = [0] * k
     fold_of: dict[str, int] = {}
     for g in order:
