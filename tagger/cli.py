@@ -56,9 +56,12 @@ def _config(args: argparse.Namespace) -> Config:
     overrides: dict[str, Any] = {}
     if getattr(args, "model", None):
         overrides["models"] = tuple(args.model)
+    lowest = {"threads": 0, "batch_size": 1, "max_windows": 0}  # the same bounds the config file has
     for name in ("device", "threads", "batch_size", "max_windows"):
         value = getattr(args, name, None)
         if value is not None:
+            if name in lowest and value < lowest[name]:
+                raise ConfigError(f"--{name.replace('_', '-')}", f"must be an integer >= {lowest[name]}, got {value}")
             overrides[name] = value
     if getattr(args, "database", None):
         overrides["database"] = Path(args.database).expanduser()

@@ -154,8 +154,8 @@ def decide_track(vectors: Vectors, cards: Mapping[str, Card], heads: list[Head],
 def load_heads(database: Path | None, analysers: Mapping[str, str]) -> list[Head]:
     """The library's trained heads that the model set can feed, one per field (sorted by file name).
 
-    ``analysers``: model id -> id@version of the configured set. A head that cannot be fed is skipped
-    with a warning naming the missing model versions.
+    ``analysers``: model id -> id@version of the configured set. A head that cannot be fed, cannot be
+    loaded, or is a second head for a field is skipped with a log line that names the file and the reason.
     """
     if database is None:
         return []
@@ -165,14 +165,20 @@ def load_heads(database: Path | None, analysers: Mapping[str, str]) -> list[Head
     heads: list[Head] = []
     seen: set[str] = set()
     for path in sorted(folder.glob("*.onnx")):
-        head = Head(path)
+        try:
+            head = Head(path)
+        except ModelError as exc:  # a damaged head must not stop every scan (or the daemon): its field falls back
+            log.error("%s; not used: the model set decides its field (run `tagger train` again, or "
+                      "`tagger train --remove`)", exc)
+            continue
         missing = head.missing_sources(analysers)
         if missing:
             log.warning("head %s (field %s) reads %s, which the model set does not provide; not used "
                         "(run `tagger train` again)", path, head.field, ", ".join(missing))
             continue
         if head.field in seen:
-            raise ModelError(path, f"a second head for field {head.field!r}; remove one from {folder}")
+            log.error("%s: a second head for field %r; not used (remove one from %s)", path, head.field, folder)
+            continue
         seen.add(head.field)
         heads.append(head)
     return heads

@@ -120,3 +120,9 @@ def test_config_defaults_and_xdg(tmp_path, monkeypatch):
     cfg = load_config(None)
     assert cfg.models == ("musicnn-mtt", "fcn-msd") and cfg.vocabulary["genre"] == {"Calm": ("Mellow",)}
     assert "Happy" in cfg.vocabulary["mood"]  # fields the user did not give keep their defaults
+
+
+def test_command_line_numbers_are_checked_like_the_config_file(tmp_path, capsys):
+    assert main(["scan", str(tmp_path), "--max-windows", "-1"]) == 2
+    assert "--max-windows" in capsys.readouterr().err
+    assert main(["scan", str(tmp_path), "--batch-size", "0"]) == 2

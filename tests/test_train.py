@@ -17,6 +17,9 @@ import pytest
 import groove
 from conftest import SHARED
 from tagger.cli import main
+
+taglib = pytest.importorskip("taglib")
+MediaFile = pytest.importorskip("mediafile").MediaFile
 from tagger.tagio import open_tags
 
 pytest.importorskip("torch")
@@ -101,10 +104,16 @@ def test_train_learns_the_users_genres_and_can_be_removed(groove_library, capsys
 
     written = _scan(lib, cfg, capsys)
     assert written["redecided"] == len(truth) and written["written"] >= right
+    head_values = {f["path"]: f["decision"]["genre"]["values"] for f in proposed["files"]}
     for path, (genre_value, tagged) in truth.items():
         tf = open_tags(Path(path))
         if tagged:
             assert tf.get("GENRE") == [genre_value] and not any(w.startswith("GENRE=") for w in tf.get("TAGGER_WRITTEN"))
+        # Real readers see what the tool meant: the user's own genre, or the head's value, and the drummer as artist.
+        expected = [genre_value] if tagged else head_values[path]
+        assert taglib.File(path).tags.get("GENRE", []) == expected
+        media = MediaFile(path)
+        assert (media.genres or []) == expected and media.artist == tf.get("ARTIST")[0]
     assert main(["show", next(p for p, (_, t) in truth.items() if t), "--config", str(cfg), "--json"]) == 0
     (rec,) = json.loads(capsys.readouterr().out)
     assert rec["user"]["genre"] in ([v] for v in USER_GENRE.values()) and rec["heads"] == [f"head-genre@{rep['version']}"]

@@ -142,3 +142,12 @@ def test_context_vote_asks_the_album_then_the_folder_and_needs_agreement():
     agreed = with_context(decide_head(card, np.array([0.1, 0.8, 0.1]), policy), vote, card)
     assert agreed.written == ["Film Score"] and agreed.values[0].support == ["head-genre"]
     assert with_context(abstained, None, card) is abstained
+
+
+def test_a_damaged_head_is_skipped_with_its_name_logged_and_the_field_falls_back(tmp_path, caplog):
+    from tagger.heads import load_heads
+
+    (tmp_path / "heads").mkdir()
+    (tmp_path / "heads" / "genre.onnx").write_bytes(b"not a model")
+    assert load_heads(tmp_path, {"m": "m@1"}) == []
+    assert "genre.onnx" in caplog.text and "not used" in caplog.text
