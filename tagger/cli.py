@@ -16,7 +16,7 @@ from typing import Any
 
 from . import __version__
 from .config import Config, load_config
-from .errors import ConfigError, TaggerError
+from .errors import ConfigError, StoreLockedError, TaggerError
 from .model import Model, load_model
 
 log = logging.getLogger("tagger")
@@ -134,6 +134,7 @@ def _print_diff(outcome, out=None) -> None:
 
 
 def cmd_scan(args: argparse.Namespace) -> int:
+    from .control import Inbox
     from .scan import scan
     from .store import Store
 
@@ -147,8 +148,12 @@ def cmd_scan(args: argparse.Namespace) -> int:
     else:
         store = Store(cfg.database, writer=True)
     try:
+        if store is not None and not args.pretend:  # corrections made in the web page while no daemon ran
+            Inbox(cfg.database).drain(store, cfg)
         report = scan(roots, cfg, models, store, force=args.force, pretend=args.pretend,
                       progress=None if args.json else Progress())
+        if store is not None and not args.pretend:
+            Inbox(cfg.database).drain(store, cfg)
     finally:
         if store is not None:
             store.close()
@@ -171,6 +176,41 @@ def cmd_scan(args: argparse.Namespace) -> int:
             print(f"  tags not written: {path}: {reason}")
     bad = report.failed or report.write_failed or report.missing_roots
     return EXIT_FILES_FAILED if bad else EXIT_OK
+
+
+def cmd_set(args: argparse.Namespace) -> int:
+    """The web page's correction from the command line: through the running daemon when there is one."""
+    from .control import Correction, Inbox, correct_files
+    from .store import Store, path_key
+
+    cfg = _config(args)
+    ops = [(f, list(v)) for f, v in (("genre", args.genre), ("mood", args.mood)) if v]
+    ops += [(f, []) for f in args.clear or ()] + [(f, None) for f in args.unlock or ()]
+    if not ops:
+        raise ConfigError("set", "give --genre/--mood values, --clear FIELD or --unlock FIELD")
+    paths = [Path(p).expanduser().absolute() for p in args.files]
+    results: list[dict] = []
+    try:
+        store = Store(cfg.database, writer=True)
+    except StoreLockedError:  # the daemon holds the database: it applies the request from its inbox
+        inbox = Inbox(cfg.database)
+        for field, values in ops:
+            for p in paths:
+                rid = inbox.submit(Correction(path_key(p), field, None if values is None else tuple(values)))
+                got = inbox.wait(rid, 60.0)
+                results.append(got or {"ok": False, "path": os.fsdecode(p),
+                                       "error": "queued; the running tagger has not applied it within 60 s"})
+    else:
+        with store:
+            for field, values in ops:
+                results += correct_files(cfg, store, paths, field, values)
+    for r in results:
+        if r.get("ok"):
+            print(f"{r['path']}: {r['field']} = {', '.join(r['values']) or '(none)'}"
+                  + (" (locked)" if r["field"].upper() in r["locked"] else " (unlocked)"))
+        else:
+            print(f"tagger: not changed: {r.get('path', '')}: {r.get('error')}", file=sys.stderr)
+    return EXIT_OK if all(r.get("ok") for r in results) else EXIT_FILES_FAILED
 
 
 def _bars(labels_scores: list[tuple[str, float]], width: int = 30) -> str:
@@ -448,25 +488,16 @@ def cmd_similar(args: argparse.Namespace) -> int:
 
 
 def cmd_playlist(args: argparse.Namespace) -> int:
-    from .similar import playlist, tag_search
+    from .similar import build_playlist
 
     cfg, store, model, lib = _lookup_setup(args)
     if not args.seed and not args.tags:
         raise ConfigError("playlist", "give --seed FILE, --tags LABEL[,LABEL...] or both")
-    seed = None
-    keep = _filters(args, lib, None)
-    if args.tags:
-        wanted = [t.strip() for t in args.tags.split(",") if t.strip()]
-        cands = tag_search(lib, wanted, keep)[: args.n * 3]
+    seed = query = None
     if args.seed:
         seed, query = _seed(Path(args.seed), lib, model)
-        if args.tags:
-            cands.sort(key=lambda h: (-float(lib.embedding_of(h.record) @ query), h.record["path"]))
-        else:
-            cands = lib.similar(query, seed, args.n * 3, keep=keep)
-    rows = playlist(lib, cands, seed if seed is not None and "slot" in seed else None, args.n)
-    if seed is not None and "slot" not in seed:  # a seed from outside the library leads the list
-        rows = [seed, *rows][: args.n]
+    wanted = [t.strip() for t in (args.tags or "").split(",") if t.strip()]
+    rows = build_playlist(lib, args.n, tags=wanted, seed=seed, query=query, keep=_filters(args, lib, None))
     _emit_tracks(args, [{k: r[k] for k in ("path", "artist", "title", "duration") if k in r} for r in rows],
                  store, model.spec.id)
     return EXIT_OK
@@ -605,6 +636,16 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--json", action="store_true")
     common(t)
     t.set_defaults(func=cmd_train)
+
+    st = sub.add_parser("set", help="set your own genre/mood (locked: the tool never overwrites it)")
+    st.add_argument("files", nargs="+")
+    st.add_argument("--genre", action="append", help="a genre value (repeat for several)")
+    st.add_argument("--mood", action="append", help="a mood value (repeat for several)")
+    st.add_argument("--clear", action="append", choices=["genre", "mood"], help="remove the field's values and lock it")
+    st.add_argument("--unlock", action="append", choices=["genre", "mood"],
+                    help="give the field back to the tool (its values stay as yours)")
+    common(st)
+    st.set_defaults(func=cmd_set)
 
     u = sub.add_parser("undo", help="remove the tags this tool wrote (as listed in TAGGER_WRITTEN)")
     u.add_argument("files", nargs="+")

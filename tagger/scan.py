@@ -30,7 +30,7 @@ from .errors import TagWriteError
 from .heads import Head, decide_track, load_heads
 from .model import Model
 from .store import Store, path_key
-from .tags import ALL_FIELDS, PROVENANCE, Change, plan_changes, user_values
+from .tags import ALL_FIELDS, PROVENANCE, Change, locked_fields, plan_changes, user_values
 from .writer import INFO_FIELDS, TEMP_MARK, read_fields, write_changes
 
 log = logging.getLogger(__name__)
@@ -430,6 +430,7 @@ class Scanner:
                                   names=(*ALL_FIELDS, *INFO_FIELDS))
             track.update({name.lower(): current[name][0] for name in INFO_FIELDS if current.get(name)})
             track["user"] = user_values(current)
+            track["locked"] = sorted(locked_fields(current))
         except TagWriteError as exc:  # tags unreadable (e.g. WMA): analysis still counts, nothing is written
             current = None
             write_error = exc.reason

@@ -1,8 +1,13 @@
-"""`tagger serve`: a small read-only HTTP JSON API over the database, for players and scripts.
+"""`tagger serve`: the web app (``/``) and a small HTTP JSON API over the database, for players and scripts.
 
 Secure by default: bound to loopback unless explicitly allowed; tracks addressed by numeric id, never by a
-client-supplied path (no route touches the filesystem with request data); an optional bearer token; the Host
-header checked against an allow-list so a hostile web page cannot reach the API through DNS rebinding.
+client-supplied path (no route touches the filesystem with request data: audio is streamed from the path the
+database holds for an id); an optional bearer token (a browser logs in once with ``/?token=...``, which sets an
+HttpOnly, SameSite=Strict cookie); the Host header checked against an allow-list so a hostile web page cannot
+reach the server through DNS rebinding. The one request that changes anything (a correction) must be a JSON
+POST carrying the page's CSRF token in a header and, when the browser sends one, an allowed Origin; it is
+handed to the single database writer through the inbox (``control.py``), never applied by a request thread
+holding its own store.
 """
 from __future__ import annotations
 
@@ -10,24 +15,37 @@ import hmac
 import ipaddress
 import json
 import logging
+import os
 import re
+import secrets
 import signal
 import threading
+from http.cookies import SimpleCookie
+from pathlib import Path
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 from .config import Config
 from .errors import ConfigError, StoreError
 from .model import Model
-from .similar import Library, tag_search
+from .errors import DecodeError
+from .similar import Library, m3u_text, tag_search
 from .store import RECORDS, Store
+from .web.media import CHUNK, RangeError, mime_type, parse_range
+from .web.site import Site, Snapshot
+from .web.taggram import Taggrams
 
 log = logging.getLogger(__name__)
 
 MAX_N = 500
 REQUEST_TIMEOUT = 30.0  # seconds a client may take to send a request or hold an idle connection
+MAX_BODY = 64 * 1024
+STATIC = Path(__file__).parent / "web" / "static"
+STATIC_TYPES = {"app.js": "text/javascript; charset=utf-8", "style.css": "text/css; charset=utf-8"}
+CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; media-src 'self'; "
+       "connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'")
 
 
 def bounded_int(query: dict[str, list[str]], name: str, default: int, lo: int = 1, hi: int = MAX_N) -> int:
@@ -119,6 +137,7 @@ class _State:
         self.stamp: tuple | None = None
         self.store: Store | None = None
         self.lib: Library | None = None
+        self.snap: Snapshot | None = None
 
     def _stamp(self) -> tuple:
         out = []
@@ -138,38 +157,55 @@ class _State:
             if stamp != self.stamp:
                 if self.store is not None:
                     self.store.close()
-                self.store = self.lib = None
+                self.store = self.lib = self.snap = None
                 if (self.cfg.database / RECORDS).exists():
                     self.store = Store(self.cfg.database, writer=False)
                     if len(self.store.slots(self.model.spec.id)[0]):
                         self.lib = Library(self.store, self.model.spec.id, self.model.spec.labels)
+                        self.snap = Snapshot(self.cfg, self.store, self.lib)
                 self.stamp = stamp
             return self.store, self.lib
+
+    def snapshot(self) -> Snapshot | None:
+        """The web pages' view of the current database (None while nothing is analysed)."""
+        self.current()
+        return self.snap
 
 
 class _Handler(BaseHTTPRequestHandler):
     server_version = "tagger"
     sys_version = ""
+    protocol_version = "HTTP/1.1"  # keep-alive (range requests for previews come in series)
     timeout = REQUEST_TIMEOUT  # idle or slow connections are closed instead of holding a thread forever
     state: _State
     sc: ServeConfig
     hosts: frozenset[str]
+    site: Site
+    taggrams: Taggrams
 
     def log_message(self, fmt: str, *args: Any) -> None:  # route to logging, not stderr prints
         log.debug("%s %s", self.address_string(), fmt % args)
 
-    def _send(self, code: int, body: Any, extra: dict[str, str] | None = None) -> None:
-        data = json.dumps(body, ensure_ascii=False).encode("utf-8", "surrogateescape")
+    def _send_bytes(self, code: int, data: bytes, ctype: str, extra: dict[str, str] | None = None) -> None:
         self.send_response(code)
-        self.send_header("Content-Type", "application/json; charset=utf-8")
+        self.send_header("Content-Type", ctype)
         self.send_header("Content-Length", str(len(data)))
         self.send_header("X-Content-Type-Options", "nosniff")
         self.send_header("Cache-Control", "no-store")
+        self.send_header("Referrer-Policy", "no-referrer")
         for k, v in (extra or {}).items():
             self.send_header(k, v)
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(data)
+
+    def _send(self, code: int, body: Any, extra: dict[str, str] | None = None) -> None:
+        data = json.dumps(body, ensure_ascii=False).encode("utf-8", "surrogateescape")
+        self._send_bytes(code, data, "application/json; charset=utf-8", extra)
+
+    def _send_html(self, code: int, page: str) -> None:
+        self._send_bytes(code, page.encode("utf-8", "surrogateescape"), "text/html; charset=utf-8",
+                         {"Content-Security-Policy": CSP, "X-Frame-Options": "DENY"})
 
     def _host_ok(self) -> bool:
         host = (self.headers.get("Host") or "").strip().lower()
@@ -182,30 +218,183 @@ class _Handler(BaseHTTPRequestHandler):
     def _authorised(self) -> bool:
         if not self.sc.token:
             return True
+        want = self.sc.token.encode()
         got = self.headers.get("Authorization") or ""
-        return hmac.compare_digest(got.encode(), f"Bearer {self.sc.token}".encode())
+        if hmac.compare_digest(got.encode(), b"Bearer " + want):
+            return True
+        cookie = SimpleCookie()
+        try:
+            cookie.load(self.headers.get("Cookie") or "")
+        except Exception:  # a malformed cookie header is simply no cookie
+            return False
+        morsel = cookie.get("tagger_token")
+        return morsel is not None and hmac.compare_digest(morsel.value.encode(), want)
+
+    def _origin_ok(self) -> bool:
+        """A browser's Origin (when sent) must name an allowed host: a page elsewhere cannot post here."""
+        origin = self.headers.get("Origin")
+        if origin is None:
+            return True
+        host = urlsplit(origin).hostname or ""
+        return (f"[{host}]" if ":" in host else host) in self.hosts
+
+    def _gate(self) -> bool:
+        """Host allow-list, then token (a browser's one-time ``?token=`` login becomes a cookie)."""
+        if not self._host_ok():
+            self._send(403, {"error": "Host header not allowed"})
+            return False
+        if self._authorised():
+            return True
+        url = urlsplit(self.path)
+        query = parse_qs(url.query)
+        given = query.pop("token", [""])[0]
+        if self.sc.token and self.command in ("GET", "HEAD") and given and hmac.compare_digest(
+                given.encode(), self.sc.token.encode()):
+            rest = urlencode([(k, v) for k, vs in query.items() for v in vs])
+            self.send_response(303)
+            self.send_header("Location", url.path + (f"?{rest}" if rest else ""))
+            self.send_header("Set-Cookie", f"tagger_token={self.sc.token}; HttpOnly; SameSite=Strict; Path=/")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return False
+        self._send(401, {"error": "missing or wrong token (browsers: open /?token=YOUR_TOKEN once)"},
+                   {"WWW-Authenticate": "Bearer"})
+        return False
 
     def do_POST(self) -> None:  # noqa: N802 - http.server naming
-        self._send(405, {"error": "read-only API"}, {"Allow": "GET, HEAD"})
+        if not self._gate():
+            return
+        m = re.fullmatch(r"/api/tracks/([1-9][0-9]{0,11})/correct", urlsplit(self.path).path)
+        if not m:
+            return self._send(405, {"error": "only corrections can be posted"}, {"Allow": "GET, HEAD"})
+        token = self.headers.get("X-CSRF-Token") or ""
+        if not hmac.compare_digest(token.encode(), self.site.csrf.encode()) or not self._origin_ok():
+            return self._send(403, {"error": "missing or wrong CSRF token, or a foreign Origin"})
+        if (self.headers.get("Content-Type") or "").split(";")[0].strip() != "application/json":
+            return self._send(415, {"error": "send application/json"})
+        try:
+            length = int(self.headers.get("Content-Length") or "")
+        except ValueError:
+            return self._send(411, {"error": "Content-Length required"})
+        if not 0 < length <= MAX_BODY:
+            return self._send(413, {"error": f"body must be 1 to {MAX_BODY} bytes"})
+        try:
+            body = json.loads(self.rfile.read(length))
+        except ValueError:
+            return self._send(400, {"error": "body is not JSON"})
+        try:
+            code, answer = self.site.correct(self.state.snapshot(), int(m.group(1)), body)
+        except StoreError as exc:
+            return self._send(503, {"error": exc.reason})
+        self._send(code, answer)
 
-    do_PUT = do_DELETE = do_PATCH = do_OPTIONS = do_TRACE = do_CONNECT = do_POST
+    def do_PUT(self) -> None:  # noqa: N802
+        self._send(405, {"error": "method not allowed"}, {"Allow": "GET, HEAD, POST"})
+
+    do_DELETE = do_PATCH = do_OPTIONS = do_TRACE = do_CONNECT = do_PUT
 
     def do_HEAD(self) -> None:  # noqa: N802
         self.do_GET()
 
     def do_GET(self) -> None:  # noqa: N802
-        if not self._host_ok():
-            return self._send(403, {"error": "Host header not allowed"})
-        if not self._authorised():
-            return self._send(401, {"error": "missing or wrong token"}, {"WWW-Authenticate": "Bearer"})
+        if not self._gate():
+            return
         url = urlsplit(self.path)
         query = parse_qs(url.query)
         try:
-            self._route(url.path, query)
+            if not self._web(url.path, query):
+                self._route(url.path, query)
         except StoreError as exc:
             self._send(503, {"error": exc.reason})
         except (ValueError, KeyError) as exc:
             self._send(400, {"error": f"bad request: {exc}"})
+
+    # -- the web app --------------------------------------------------------------------------------
+    def _web(self, path: str, query: dict[str, list[str]]) -> bool:
+        """Serve a web-app route; False when ``path`` is an API route."""
+        if path == "/":
+            self._send_html(200, self.site.library(self.state.snapshot(), query))
+        elif path.startswith("/static/"):
+            name = path[len("/static/"):]
+            if name not in STATIC_TYPES:
+                self._send(404, {"error": "no such file"})
+            else:
+                self._send_bytes(200, (STATIC / name).read_bytes(), STATIC_TYPES[name],
+                                 {"Cache-Control": "no-cache"})
+        elif m := re.fullmatch(r"/track/([1-9][0-9]{0,11})", path):
+            snap = self.state.snapshot()
+            if snap is None or int(m.group(1)) not in snap.by_id:
+                self._send_html(404, self.site.not_found("No such track in the database."))
+            else:
+                self._send_html(200, self.site.track(snap, int(m.group(1))))
+        elif path == "/playlist":
+            self._send_html(200, self.site.playlist(self.state.snapshot(), query))
+        elif path == "/playlist.m3u8":
+            rows = self.site.playlist_rows(self.state.snapshot(), query)[0]
+            self._send_bytes(200, m3u_text(rows).encode("utf-8", "surrogateescape"), "audio/x-mpegurl; charset=utf-8",
+                             {"Content-Disposition": 'attachment; filename="tagger-playlist.m3u8"'})
+        elif path == "/status":
+            self._send_html(200, self.site.status(self.state.snapshot()))
+        elif path == "/api/status":
+            self._send(200, self.site.status_json(self.state.snapshot()))
+        elif m := re.fullmatch(r"/audio/([1-9][0-9]{0,11})", path):
+            self._audio(int(m.group(1)))
+        elif m := re.fullmatch(r"/api/tracks/([1-9][0-9]{0,11})/(taggram|view)", path):
+            snap = self.state.snapshot()
+            t = snap.by_id.get(int(m.group(1))) if snap else None
+            if snap is None or t is None:
+                self._send(404, {"error": "no such track"})
+            elif m.group(2) == "view":
+                d = self.site.track_data(snap, int(m.group(1)))
+                d["models"] = [{**x, "labels": x["labels"][:20]} for x in d["models"]]
+                self._send(200, d)
+            else:
+                try:
+                    self._send(200, self.taggrams.get(Path(t["path"])))
+                except DecodeError as exc:
+                    self._send(422, {"error": str(exc)})
+        else:
+            return False
+        return True
+
+    def _audio(self, tid: int) -> None:
+        snap = self.state.snapshot()
+        t = snap.by_id.get(tid) if snap else None
+        if t is None:
+            return self._send(404, {"error": "no such track"})
+        path = t["path"]
+        try:
+            f = open(path, "rb")
+        except OSError as exc:
+            return self._send(404, {"error": f"{path}: cannot read the file: {exc.strerror}"})
+        with f:
+            size = os.fstat(f.fileno()).st_size
+            try:
+                span = parse_range(self.headers.get("Range"), size)
+            except RangeError as exc:
+                return self._send(416, {"error": str(exc)}, {"Content-Range": f"bytes */{size}"})
+            first, last = span if span else (0, size - 1)
+            length = max(0, last - first + 1)
+            self.send_response(206 if span else 200)
+            self.send_header("Content-Type", mime_type(path))
+            self.send_header("Accept-Ranges", "bytes")
+            self.send_header("Content-Length", str(length))
+            self.send_header("X-Content-Type-Options", "nosniff")
+            self.send_header("Cache-Control", "no-store")
+            if span:
+                self.send_header("Content-Range", f"bytes {first}-{last}/{size}")
+            self.end_headers()
+            if self.command == "HEAD":
+                return
+            f.seek(first)
+            left = length
+            while left > 0:
+                chunk = f.read(min(CHUNK, left))
+                if not chunk:  # the file shrank while being sent: the length promised is wrong, so hang up
+                    self.close_connection = True
+                    break
+                self.wfile.write(chunk)
+                left -= len(chunk)
 
     def _route(self, path: str, query: dict[str, list[str]]) -> None:
         if path == "/openapi.json":
@@ -263,7 +452,8 @@ def make_server(cfg: Config, model: Model, sc: ServeConfig) -> ThreadingHTTPServ
     state = _State(cfg, model)
     state.current()  # fail now, not on the first request, if the database is damaged
     hosts = {"localhost", "127.0.0.1", "[::1]", sc.host.lower()} | {h.lower() for h in sc.allowed_hosts}
-    handler = type("Handler", (_Handler,), {"state": state, "sc": sc, "hosts": frozenset(hosts)})
+    handler = type("Handler", (_Handler,), {"state": state, "sc": sc, "hosts": frozenset(hosts),
+                                            "site": Site(cfg, secrets.token_urlsafe(24)), "taggrams": Taggrams(model)})
     import socket
 
     family = socket.AF_INET6 if ":" in sc.host.strip("[]") else socket.AF_INET
@@ -277,7 +467,7 @@ def make_server(cfg: Config, model: Model, sc: ServeConfig) -> ThreadingHTTPServ
 def serve(cfg: Config, model: Model, sc: ServeConfig) -> int:
     server = make_server(cfg, model, sc)
     host, port = server.server_address[:2]
-    log.info("serving http://%s:%d/ (read-only%s)", host, port, ", token required" if sc.token else "")
+    log.info("serving http://%s:%d/ (web app and API%s)", host, port, ", token required" if sc.token else "")
 
     def stop(*_: object) -> None:
         threading.Thread(target=server.shutdown, name="tagger-serve-stop").start()

@@ -195,11 +195,37 @@ def playlist(lib: Library, candidates: list[Hit], start: dict[str, Any] | None, 
     return order
 
 
-def write_m3u(tracks: list[dict[str, Any]], out: Path) -> None:
+def build_playlist(lib: Library, n: int, *, tags: Sequence[str] = (), seed: dict[str, Any] | None = None,
+                   query: np.ndarray | None = None, keep: Callable[[dict[str, Any]], bool] | None = None
+                   ) -> list[dict[str, Any]]:
+    """The playlist rule shared by ``tagger playlist`` and the web page: candidates carrying every label in
+    ``tags`` (ranked by closeness to the seed when there is one) or else the seed's nearest tracks, then
+    ordered to flow. A seed from the library leads the list; a seed from outside it (no slot) is put first."""
+    if not tags and query is None:
+        raise StoreError("playlist", "give a seed, tags, or both")
+    if tags:
+        cands = tag_search(lib, tags, keep)[: n * 3]
+        if query is not None:
+            cands.sort(key=lambda h: (-float(lib.embedding_of(h.record) @ query), h.record["path"]))
+    else:
+        assert query is not None
+        cands = lib.similar(query, seed, n * 3, keep=keep)
+    in_lib = seed is not None and "slot" in seed
+    rows = playlist(lib, cands, seed if in_lib else None, n)
+    if seed is not None and not in_lib:
+        rows = [seed, *rows][:n]
+    return rows
+
+
+def m3u_text(tracks: list[dict[str, Any]]) -> str:
     """An extended M3U (UTF-8, .m3u8) with absolute paths, which nearly every player imports."""
     lines = ["#EXTM3U"]
     for r in tracks:
         title = " - ".join(x for x in (r.get("artist"), r.get("title")) if x) or Path(r["path"]).stem
         lines.append(f"#EXTINF:{int(round(float(r.get('duration', -1))))},{title}")
         lines.append(r["path"])
-    out.write_bytes(("\n".join(lines) + "\n").encode("utf-8", "surrogateescape"))
+    return "\n".join(lines) + "\n"
+
+
+def write_m3u(tracks: list[dict[str, Any]], out: Path) -> None:
+    out.write_bytes(m3u_text(tracks).encode("utf-8", "surrogateescape"))

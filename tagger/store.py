@@ -387,6 +387,16 @@ class Store:
         doc = self._docs.get(_key(path_key(path), model))
         return dict(doc) if doc is not None else None
 
+    def documents(self) -> Iterator[tuple[int, dict[str, Any]]]:
+        """(record id, record) for every record, without copies (for read-only indexes: do not modify them)."""
+        for k, doc in list(self._docs.items()):
+            yield self._ids[k], doc
+
+    def for_path(self, path: Path | str) -> list[dict[str, Any]]:
+        """Every model's record of one file."""
+        key = path_key(path)
+        return [dict(doc) for (p, _), doc in list(self._docs.items()) if p == key]
+
     def records(self, model: str | None = None) -> Iterator[dict[str, Any]]:
         for (_, m), doc in list(self._docs.items()):
             if model is None or m == model:

@@ -5,6 +5,9 @@ field policies (fill, merge, replace) meet what the file already holds.
 
 Ownership: values this tool wrote are listed in the file's ``TAGGER_WRITTEN`` field, so a re-analysis
 replaces its own earlier values instead of treating them as the user's, and ``undo`` can remove exactly them.
+A field named in the file's ``TAGGER_LOCKED`` belongs to the user whatever the policy says: a correction made
+in the web page or with ``tagger set`` locks its field, so no later scan, model upgrade or head overwrites it.
+The lock lives in the file, not only in the database, so it survives a lost database and a move.
 """
 from __future__ import annotations
 
@@ -16,7 +19,10 @@ from .config import Config
 FIELD_NAMES = {"genre": "GENRE", "mood": "MOOD", "descriptors": "TAGGER_DESCRIPTORS"}
 OWN_FIELDS = {"TAGGER_DESCRIPTORS"}  # fields that belong to the tool: always replaced
 PROVENANCE = ("TAGGER_MODEL", "TAGGER_DATE", "TAGGER_SCORES", "TAGGER_WRITTEN")
+LOCKED = "TAGGER_LOCKED"  # field names (GENRE, MOOD) the user has taken over
+CORRECTABLE = ("genre", "mood")
 SCORES_KEPT = 10
+MAX_VALUE_CHARS = 100
 
 
 @dataclass(frozen=True)
@@ -54,6 +60,50 @@ def user_values(current: dict[str, list[str]]) -> dict[str, list[str]]:
     return out
 
 
+def locked_fields(current: dict[str, list[str]]) -> set[str]:
+    return {v.strip().upper() for v in current.get(LOCKED, []) if v.strip()}
+
+
+def clean_values(field: str, values: Sequence[str]) -> list[str]:
+    """A user's values for ``field``, checked: ValueError names the field and what is wrong."""
+    out: list[str] = []
+    for raw in values:
+        v = " ".join(str(raw).split())
+        if not v:
+            continue
+        if len(v) > MAX_VALUE_CHARS:
+            raise ValueError(f"{field}: a value is longer than {MAX_VALUE_CHARS} characters")
+        if any(ord(c) < 32 for c in v) or "=" in v:
+            raise ValueError(f"{field}: {v!r} holds a control character or '='")
+        if not _ci_in(v, out):
+            out.append(v)
+    return out
+
+
+def plan_correction(current: dict[str, list[str]], field: str, values: Sequence[str] | None) -> list[Change]:
+    """The user's own correction of one field: ``values`` become the field's values (an empty list clears it),
+    the tool's claim on them is dropped from TAGGER_WRITTEN (they are the user's now: ``tagger train`` learns
+    from them, ``undo`` keeps them), and the field is locked. ``values=None`` unlocks the field instead: its
+    values stay as the user's, and the field's policy applies again at the next scan."""
+    if field not in CORRECTABLE:
+        raise ValueError(f"{field!r} cannot be corrected; choose one of {', '.join(CORRECTABLE)}")
+    name = FIELD_NAMES[field]
+    locks = [v for v in current.get(LOCKED, []) if v.strip()]
+    if values is None:
+        after_locks = [v for v in locks if v.strip().upper() != name]
+        return [Change(LOCKED, current.get(LOCKED, []), after_locks)] if after_locks != current.get(LOCKED, []) else []
+    changes: list[Change] = []
+    after = clean_values(field, values)
+    if after != current.get(name, []):
+        changes.append(Change(name, current.get(name, []), after))
+    written = [w for w in current.get("TAGGER_WRITTEN", []) if w.partition("=")[0] != name]
+    if written != current.get("TAGGER_WRITTEN", []):
+        changes.append(Change("TAGGER_WRITTEN", current.get("TAGGER_WRITTEN", []), written))
+    if name not in {v.strip().upper() for v in locks}:
+        changes.append(Change(LOCKED, current.get(LOCKED, []), [*locks, name]))
+    return changes
+
+
 def plan_changes(current: dict[str, list[str]], selection: dict[str, list[tuple[str, str, float]]], cfg: Config,
                  *, analyser: str | Sequence[str], scores: dict[str, float], now: str) -> list[Change]:
     """The fields to change, given the file's ``current`` values (every name in FIELD_NAMES and PROVENANCE).
@@ -62,6 +112,7 @@ def plan_changes(current: dict[str, list[str]], selection: dict[str, list[tuple[
     """
     analysers = [analyser] if isinstance(analyser, str) else list(analyser)
     ours_before = previously_written(current.get("TAGGER_WRITTEN", []))
+    locked = locked_fields(current)
     changes: list[Change] = []
     written: list[str] = []
     for field, name in FIELD_NAMES.items():
@@ -69,6 +120,9 @@ def plan_changes(current: dict[str, list[str]], selection: dict[str, list[tuple[
         ours = [v for v, _, _ in selection.get(field, [])]
         theirs = [v for v in before if not _ci_in(v, ours_before.get(name, []))]
         policy = cfg.fields[field].policy
+        if name in locked:  # the user's: left exactly as it is, and what we wrote earlier stays ours
+            written += [f"{name}={v}" for v in before if _ci_in(v, ours_before.get(name, []))]
+            continue
         if name in OWN_FIELDS:
             after = ours
         elif policy == "fill":
@@ -106,4 +160,4 @@ def plan_undo(current: dict[str, list[str]]) -> list[Change]:
     return changes
 
 
-ALL_FIELDS = (*FIELD_NAMES.values(), *PROVENANCE)
+ALL_FIELDS = (*FIELD_NAMES.values(), *PROVENANCE, LOCKED)

@@ -33,6 +33,7 @@ from watchdog.observers import Observer
 from watchdog.observers.polling import PollingObserver
 
 from .config import Config, load_config
+from .control import Inbox, write_status
 from .errors import TaggerError
 from .model import Model
 from .notify import notify, watchdog_interval
@@ -229,6 +230,11 @@ class Daemon:
         # The scanner of the last reconciliation, reused for event batches: its models, trained heads and
         # album/folder index are loaded once, not per batch. A reload drops it; the next reconciliation makes one.
         self.scanner: Scanner | None = None
+        self.inbox = Inbox(cfg.database)  # corrections from the web page; applied by this worker only
+        self.state = "starting"
+        self.progress = (0, 0)  # (done, total) of the current reconciliation
+        self._published = 0.0
+        self.started = time.time()
 
     # -- observers ---------------------------------------------------------------------------------
     def _handler(self) -> LibraryEventHandler:
@@ -281,6 +287,9 @@ class Daemon:
             self.heartbeat = time.monotonic()
             wrote = bool(outcome.changes) and not outcome.write_error
             self.stats.record(outcome, wrote=wrote)
+            self.progress = (self.progress[0] + 1, self.progress[1])
+            self.serve_inbox()  # a correction waits one file at most, not a whole reconciliation
+            self.publish()
             if outcome.status != "ok":
                 log.warning("failed: %s: %s", os.fsdecode(outcome.path), outcome.reason)
             else:
@@ -320,7 +329,11 @@ class Daemon:
             interrupted = self.stop_event.is_set() or (yield_to_events and self.debouncer.pending > 0)
             return interrupted
 
+        self.state, self.progress = "reconciling", (0, len(todo))
+        self.publish(force=True)
         scanner.run(todo, report, should_stop=should_stop)
+        self.state = "watching"
+        self.publish(force=True)
         self.stats.removed += report.removed
         if interrupted:
             return
@@ -429,12 +442,17 @@ class Daemon:
                 ops = self.debouncer.take_ops()
                 if ops:
                     self.apply_ops(ops)
+                self.serve_inbox()
                 due = self.debouncer.take_due()
                 if due:
                     self.stats.batches += 1
                     scanner = self.scanner or self._scanner()
+                    self.state, self.progress = "analysing new files", (0, len(due))
                     scanner.run(self._stream(scanner, due), ScanReport(), should_stop=self.stop_event.is_set)
+                    self.state = "watching"
+                    self.publish(force=True)
                     continue
+                self.publish()
                 if self.reconcile_soon or (self.cfg.rescan_hours > 0
                                            and time.monotonic() - self._last_rescan > self.cfg.rescan_hours * 3600):
                     self.reconcile_soon = False
@@ -447,9 +465,30 @@ class Daemon:
             log.exception("worker stopped")
             self.stop_event.set()
         finally:
+            self.state = "stopped"
+            self.publish(force=True)
             if self.store is not None:
                 self.store.close()
             self.ready.set()
+
+    def serve_inbox(self) -> None:
+        """Apply the corrections waiting in the inbox (this worker holds the writer lock)."""
+        if self.store is not None and self.inbox.pending():
+            self.inbox.drain(self.store, self.cfg)
+
+    def publish(self, force: bool = False) -> None:
+        """The status the web page shows, at most once a second unless ``force``."""
+        now = time.monotonic()
+        if not force and now - self._published < 1.0:
+            return
+        self._published = now
+        write_status(self.cfg.database, {
+            "state": self.state, "roots": [os.fsdecode(r) for r in self.roots], "started": self.started,
+            "done": self.progress[0], "total": self.progress[1], "waiting": self.debouncer.pending,
+            "analysed": sum(self.stats.analysed.values()), "written": sum(self.stats.written.values()),
+            "failed": len(self.stats.failed), "moved": self.stats.moved, "removed": self.stats.removed,
+            "reconciliations": self.stats.reconciliations, "batches": self.stats.batches,
+            "models": [m.card.analyser for m in self.models]})
 
     def _reload(self) -> None:
         # Heads trained or removed by `tagger train` take effect at the next reconciliation, which decides
