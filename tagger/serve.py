@@ -43,7 +43,8 @@ MAX_N = 500
 REQUEST_TIMEOUT = 30.0  # seconds a client may take to send a request or hold an idle connection
 MAX_BODY = 64 * 1024
 STATIC = Path(__file__).parent / "web" / "static"
-STATIC_TYPES = {"app.js": "text/javascript; charset=utf-8", "style.css": "text/css; charset=utf-8"}
+STATIC_TYPES = {"app.js": "text/javascript; charset=utf-8", "style.css": "text/css; charset=utf-8",
+                "icon.svg": "image/svg+xml"}
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; media-src 'self'; "
        "connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'")
 

@@ -43,9 +43,9 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
             raise RangeError("empty suffix range")
         return max(size - n, 0), size - 1
     a = int(first)
+    if a >= size:
+        raise RangeError(f"range starts at {a}, the file has {size} bytes")
     b = int(last) if last else size - 1
     if b < a:
         return None
-    if a >= size:
-        raise RangeError(f"range starts at {a}, the file has {size} bytes")
     return a, min(b, size - 1)

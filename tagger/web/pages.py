@@ -42,7 +42,8 @@ def layout(title: str, body: str, *, csrf: str, active: str) -> str:
     return ("<!doctype html>\n<html lang=en><head><meta charset=utf-8>"
             '<meta name=viewport content="width=device-width, initial-scale=1">'
             f'<meta name=csrf-token content="{e(csrf)}"><title>{e(title)} · tagger</title>'
-            '<link rel=stylesheet href="/static/style.css"><script defer src="/static/app.js"></script></head>'
+            '<link rel=icon href="/static/icon.svg" type="image/svg+xml"><link rel=stylesheet href="/static/style.css">'
+            '<script defer src="/static/app.js"></script></head>'
             f'<body><header><span class=brand>tagger</span><nav>{nav}</nav></header><main>{body}</main>'
             '<audio id=player preload=none></audio></body></html>')
 
