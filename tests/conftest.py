@@ -102,6 +102,24 @@ def no_leaked_threads():
     assert not still, f"threads leaked by the test: {still}"
 
 
+def serving(srv, name: str = "tagger-test-serve"):
+    """Run an HTTP server made by ``make_server`` in a thread for a test; stop and join it afterwards."""
+    import contextlib
+
+    @contextlib.contextmanager
+    def running():
+        thread = threading.Thread(target=srv.serve_forever, name=name)
+        thread.start()
+        try:
+            yield srv
+        finally:
+            srv.shutdown()
+            srv.server_close()
+            thread.join()
+
+    return running()
+
+
 def sine(seconds: float, rate: int = 44100, channels: int = 2, freq: float = 440.0, seed: int = 0) -> np.ndarray:
     """A (channels, n) test signal: a tone plus a little noise, so codecs have something to encode."""
     t = np.arange(int(seconds * rate)) / rate

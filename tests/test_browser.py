@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import threading
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -18,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from audiofiles import music_like, write_audio
-from conftest import EXPORTER_DATA
+from conftest import EXPORTER_DATA, serving
 from tagger.config import load_config
 from tagger.scan import load_models, scan
 from tagger.serve import ServeConfig, make_server
@@ -49,13 +48,8 @@ def served(tmp_path_factory, msd_model):
     cfg = replace(load_config(None), database=root / "db", library=(lib,))
     with Store(cfg.database) as store:
         scan([lib], cfg, load_models(cfg), store)  # the default model set, as a user's scan would use
-    srv = make_server(cfg, msd_model, ServeConfig(port=0))
-    thread = threading.Thread(target=srv.serve_forever, name="tagger-test-browser-serve")
-    thread.start()
-    yield f"http://127.0.0.1:{srv.server_address[1]}", lib
-    srv.shutdown()
-    srv.server_close()
-    thread.join()
+    with serving(make_server(cfg, msd_model, ServeConfig(port=0)), "tagger-test-browser-serve") as srv:
+        yield f"http://127.0.0.1:{srv.server_address[1]}", lib
 
 
 @pytest.fixture

@@ -159,14 +159,20 @@ def test_unreadable_tags_are_answered_not_raised(tmp_path):
 
 
 # -- the lock against scans, model upgrades, and what train learns -------------------------------------
-def test_correction_survives_rescan_and_model_upgrade_and_feeds_train(tmp_path, msd_model):
-    from exporter.heads.dataset import collect
-
-    lib = tmp_path / "lib"
+def _trumpet_library(tmp: Path) -> tuple[Path, Path]:
+    """(library folder, its one real recording), writable."""
+    lib = tmp / "lib"
     lib.mkdir()
     song = lib / "trumpet.ogg"
     shutil.copy(TRUMPET, song)
     os.chmod(song, 0o644)
+    return lib, song
+
+
+def test_correction_survives_rescan_and_model_upgrade_and_feeds_train(tmp_path, msd_model):
+    from exporter.heads.dataset import collect
+
+    lib, song = _trumpet_library(tmp_path)
     cfg = replace(load_config(None), database=tmp_path / "db")
     with Store(cfg.database) as store:
         scan([lib], cfg, msd_model, store)
@@ -193,11 +199,7 @@ def test_correction_survives_rescan_and_model_upgrade_and_feeds_train(tmp_path, 
 def test_the_daemon_applies_corrections_and_reports_its_status(tmp_path, msd_model):
     from tagger.watch import Daemon
 
-    lib = tmp_path / "lib"
-    lib.mkdir()
-    song = lib / "trumpet.ogg"
-    shutil.copy(TRUMPET, song)
-    os.chmod(song, 0o644)
+    lib, song = _trumpet_library(tmp_path)
     cfg = replace(load_config(None), database=tmp_path / "db", settle_seconds=0.2)
     daemon = Daemon(cfg, [lib], model=msd_model)
     daemon.start()

@@ -3,12 +3,12 @@ from __future__ import annotations
 
 import http.client
 import json
-import threading
 from dataclasses import replace
 
 import pytest
 
 from audiofiles import music_like, write_audio
+from conftest import serving
 from tagger.config import load_config
 from tagger.errors import ConfigError
 from tagger.scan import scan
@@ -33,12 +33,8 @@ def db(tmp_path_factory, msd_model):
 def server(db, msd_model, request):
     sc = getattr(request, "param", ServeConfig(port=0))
     srv = make_server(db, msd_model, sc)
-    thread = threading.Thread(target=srv.serve_forever, name="tagger-test-serve")
-    thread.start()
-    yield srv
-    srv.shutdown()
-    srv.server_close()
-    thread.join()
+    with serving(srv, "tagger-test-serve"):
+        yield srv
 
 
 def get(srv, path, headers=None, method="GET"):
@@ -120,20 +116,13 @@ def test_other_methods_get_405(server):
 
 def test_starts_on_an_empty_database_and_fails_clearly_on_a_busy_port(tmp_path, msd_model):
     cfg = replace(load_config(None), database=tmp_path / "empty-db")
-    srv = make_server(cfg, msd_model, ServeConfig(port=0))
-    thread = threading.Thread(target=srv.serve_forever, name="tagger-test-serve-empty")
-    thread.start()
-    try:
+    with serving(make_server(cfg, msd_model, ServeConfig(port=0)), "tagger-test-serve-empty") as srv:
         status, health = get(srv, "/health")
         assert status == 200 and health == {"status": "empty", "model": msd_model.card.analyser, "tracks": 0}
         assert get(srv, "/tracks?tag=rock") == (200, [])
         assert get(srv, "/tracks/1")[0] == 404
         with pytest.raises(ConfigError, match="cannot listen"):
             make_server(cfg, msd_model, ServeConfig(port=srv.server_address[1]))
-    finally:
-        srv.shutdown()
-        srv.server_close()
-        thread.join()
 
 
 def test_ipv6_loopback(db, msd_model):
@@ -145,17 +134,11 @@ def test_ipv6_loopback(db, msd_model):
         srv = make_server(db, msd_model, ServeConfig(host="::1", port=0))
     except ConfigError as exc:  # a kernel with IPv6 switched off
         pytest.skip(f"::1 not available: {exc}")
-    thread = threading.Thread(target=srv.serve_forever, name="tagger-test-serve-v6")
-    thread.start()
-    try:
+    with serving(srv, "tagger-test-serve-v6"):
         conn = http.client.HTTPConnection("::1", srv.server_address[1], timeout=10)
         conn.request("GET", "/health", headers={"Host": "[::1]"})
         assert conn.getresponse().status == 200
         conn.close()
-    finally:
-        srv.shutdown()
-        srv.server_close()
-        thread.join()
 
 
 def test_200_concurrent_clients_are_all_answered(server):

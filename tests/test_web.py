@@ -7,12 +7,12 @@ import http.client
 import json
 import os
 import re
-import threading
 from dataclasses import replace
 
 import pytest
 
 from audiofiles import music_like, write_audio
+from conftest import serving
 from tagger.config import load_config
 from tagger.scan import scan
 from tagger.serve import ServeConfig, make_server
@@ -108,12 +108,8 @@ def site(tmp_path_factory, msd_model):
 def server(site, msd_model, request):
     sc = getattr(request, "param", ServeConfig(port=0))
     srv = make_server(site[0], msd_model, sc)
-    thread = threading.Thread(target=srv.serve_forever, name="tagger-test-web")
-    thread.start()
-    yield srv
-    srv.shutdown()
-    srv.server_close()
-    thread.join()
+    with serving(srv, "tagger-test-web"):
+        yield srv
 
 
 def call(srv, path, method="GET", headers=None, body=None):

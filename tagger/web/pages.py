@@ -194,12 +194,12 @@ def track_page(t: Mapping[str, Any], *, csrf: str, models: Sequence[Mapping[str,
 def playlist_page(rows: Sequence[Mapping[str, Any]], *, csrf: str, seed: Mapping[str, Any] | None,
                   tags: Sequence[str], n: int, labels: Sequence[str], error: str = "") -> str:
     opts = "".join(f'<option value="{e(label)}">' for label in labels)
-    form = (f'<form class=playlist method=get action="/playlist">'
+    form = ('<form class=playlist method=get action="/playlist">'
             + (f'<input type=hidden name=seed value="{seed["id"]}">' if seed else "")
             + f'<label>Tags <input name=tags list=labels value="{e(", ".join(tags))}" placeholder="e.g. jazz, Mellow">'
             f'</label><datalist id=labels>{opts}</datalist> <label>Tracks <input name=n type=number min=1 max=200 '
             f'value={n}></label> <button>Make playlist</button></form>')
-    head = f'<h1>Playlist</h1>' + (f'<p>Starting from <a href="/track/{seed["id"]}">{e(track_name(seed))}</a>'
+    head = '<h1>Playlist</h1>' + (f'<p>Starting from <a href="/track/{seed["id"]}">{e(track_name(seed))}</a>'
                                     f' <a href="/playlist">(no seed)</a></p>' if seed else "")
     if error:
         return layout("Playlist", head + form + f'<p class=error>{e(error)}</p>', csrf=csrf, active="playlist")
