@@ -19,7 +19,7 @@ import queue
 import stat
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -88,8 +88,10 @@ class TrackFailure:
 
 
 @dataclass
-class _Acc:
-    """Running aggregate of one model's outputs for one track."""
+class Accumulator:
+    """Running aggregate of one model's outputs for one track: the one aggregation rule, used by the engine
+    and by the batch job's inference actors alike (sums in float64 in window order, then mean or max as the
+    card says)."""
 
     expected: int | None = None
     done: int = 0
@@ -97,11 +99,37 @@ class _Acc:
     maxes: dict[str, np.ndarray] = field(default_factory=dict)
     rows: list[np.ndarray] = field(default_factory=list)
 
+    def add(self, outs: dict[str, np.ndarray], row: int, tags_name: str, keep_rows: bool = False) -> None:
+        """Fold in row ``row`` of one inference batch's outputs."""
+        for name, value in outs.items():
+            v = value[row].astype(np.float64)
+            if name in self.sums:
+                self.sums[name] += v
+                np.maximum(self.maxes[name], v, out=self.maxes[name])
+            else:
+                self.sums[name] = v.copy()
+                self.maxes[name] = v.copy()
+        if keep_rows:
+            self.rows.append(outs[tags_name][row].astype(np.float32))
+        self.done += 1
+
+    def result(self, card: Card) -> "ModelResult":
+        aggregated = {}
+        for out in card.outputs:
+            if out.name in self.sums:
+                aggregated[out.name] = (self.maxes[out.name] if out.aggregate == "max"
+                                        else self.sums[out.name] / max(self.done, 1)).astype(np.float32)
+        tags = aggregated[card.tags.name]
+        emb_out = card.embedding
+        emb = aggregated[emb_out.name] if emb_out is not None else np.zeros(0, np.float32)
+        rows = np.stack(self.rows) if self.rows else None
+        return ModelResult(card, tags, emb, self.done, aggregated, rows)
+
 
 @dataclass
 class _Pending:
     path: Path
-    accs: dict[int, _Acc]  # model index -> accumulator
+    accs: dict[int, Accumulator]  # model index -> accumulator
     decoded: bool = False
     duration: float = 0.0
     fingerprint: str = ""
@@ -164,54 +192,18 @@ class Engine:
 
     def _decode(self, key: int, path: Path, wanted: list[int], out: "queue.Queue[tuple]",
                 stop: threading.Event) -> None:
-        check_regular_file(path)
-        info = StreamInfo(native_hash=new_native_hash())
-        fp = Fingerprint()
-        cutters: dict[int, Windower] = {}
-        rates = sorted({self.models[i].card.sample_rate for i in wanted} | {FINGERPRINT_RATE})
-        converters: dict[int, RateConverter] = {}
-        counts = dict.fromkeys(wanted, 0)
+        def emit(i: int, window: np.ndarray) -> None:
+            out.put((key, i, window))
 
-        def feed(rate: int, block: np.ndarray) -> None:
-            if rate == FINGERPRINT_RATE:
-                fp.update(block)
-            for i, cutter in cutters.items():
-                if self.models[i].card.sample_rate == rate:
-                    for window in cutter.push(block):
-                        if stop.is_set():
-                            raise _Stopped
-                        out.put((key, i, window))
-                        counts[i] += 1
+        def beat() -> None:
+            self.heartbeat = time.monotonic()
 
         try:
-            for mono in stream_native_mono(path, info):
-                self.heartbeat = time.monotonic()
-                if not converters:
-                    converters = {r: RateConverter(info.source_rate, r) for r in rates}
-                    for i in wanted:  # the header's length is known now: choose the windows to analyse
-                        card = self.models[i].card
-                        expected = info.declared_frames * card.sample_rate // max(info.source_rate, 1)
-                        cutters[i] = Windower(card, spread(card, expected, self.max_windows))
-                for rate, conv in converters.items():
-                    block = conv.push(mono)
-                    if len(block):
-                        feed(rate, block)
-                if stop.is_set():
-                    return
-            for rate, conv in converters.items():
-                tail = conv.finish()
-                if len(tail):
-                    feed(rate, tail)
-            for i, cutter in cutters.items():
-                for window in cutter.finish():
-                    out.put((key, i, window))
-                    counts[i] += 1
-        except _Stopped:
+            d = decode_windows(path, [m.card for m in self.models], wanted, self.max_windows, emit,
+                               stop=stop.is_set, beat=beat)
+        except DecodeStopped:
             return
-        if not any(counts.values()):
-            raise DecodeError(path, "no audio after decoding")
-        duration = info.source_frames / info.source_rate if info.source_rate else 0.0
-        out.put((key, _END, counts, duration, fp.hexdigest(), info))
+        out.put((key, _END, d.counts, d.duration, d.fingerprint, d.info))
 
     # -- the pipeline ----------------------------------------------------------------------------
     def analyse(self, items: Iterable[Path | str | tuple[Path | str, Iterable[str] | None]]
@@ -246,7 +238,7 @@ class Engine:
                             break
                         path, wanted = wanted_of(item)
                         with lock:
-                            pending[key] = _Pending(path, {i: _Acc() for i in wanted})
+                            pending[key] = _Pending(path, {i: Accumulator() for i in wanted})
                         if not wanted:
                             windows.put((key, _END, {}, 0.0, "", StreamInfo()))
                             continue
@@ -263,17 +255,8 @@ class Engine:
                 st = pending.pop(key)
             res = TrackResult(st.path, st.duration, st.fingerprint, st.info)
             for i in sorted(st.accs):
-                acc, card = st.accs[i], self.models[i].card
-                aggregated = {}
-                for out in card.outputs:
-                    if out.name in acc.sums:
-                        aggregated[out.name] = (acc.maxes[out.name] if out.aggregate == "max"
-                                                else acc.sums[out.name] / max(acc.done, 1)).astype(np.float32)
-                tags = aggregated[card.tags.name]
-                emb_out = card.embedding
-                emb = aggregated[emb_out.name] if emb_out is not None else np.zeros(0, np.float32)
-                rows = np.stack(acc.rows) if acc.rows else None
-                res.models[card.id] = ModelResult(card, tags, emb, acc.done, aggregated, rows)
+                card = self.models[i].card
+                res.models[card.id] = st.accs[i].result(card)
             results.put(res)
 
         def complete(key: int) -> bool:
@@ -314,18 +297,7 @@ class Engine:
                 st = pending.get(key)
                 if st is None:
                     continue
-                acc = st.accs[i]
-                for name, value in outs.items():
-                    v = value[row].astype(np.float64)
-                    if name in acc.sums:
-                        acc.sums[name] += v
-                        np.maximum(acc.maxes[name], v, out=acc.maxes[name])
-                    else:
-                        acc.sums[name] = v.copy()
-                        acc.maxes[name] = v.copy()
-                if self.keep_window_tags:
-                    acc.rows.append(outs[tags_name][row].astype(np.float32))
-                acc.done += 1
+                st.accs[i].add(outs, row, tags_name, self.keep_window_tags)
                 touched.add(key)
             for key in touched:
                 if complete(key):
@@ -407,5 +379,74 @@ class Engine:
                 t.join()
 
 
-class _Stopped(Exception):
+class DecodeStopped(Exception):
     """The consumer went away while a file was being decoded."""
+
+
+@dataclass
+class Decoded:
+    """What decoding one track produced besides its windows."""
+
+    counts: dict[int, int]  # model index -> windows emitted
+    duration: float
+    fingerprint: str
+    info: StreamInfo
+
+
+def decode_windows(path: Path, cards: Sequence[Card], wanted: Sequence[int], max_windows: int,
+                   emit: Callable[[int, np.ndarray], None], *, stop: Callable[[], bool] | None = None,
+                   beat: Callable[[], None] | None = None) -> Decoded:
+    """Decode ``path`` once and cut each wanted model's windows at its own sample rate, in order.
+
+    The one decode-and-window stage: the engine feeds its inference queue from it, and the batch job's CPU
+    tasks fill their fixed-shape window arrays from it, so both see exactly the same windows. ``emit(i,
+    window)`` receives model ``i``'s windows; ``stop()`` true ends early with DecodeStopped; ``beat()`` is
+    called per decoded block (a liveness signal). At most ``max_windows`` windows per model (0: all), spread
+    evenly over the length the header declares.
+    """
+    check_regular_file(path)
+    info = StreamInfo(native_hash=new_native_hash())
+    fp = Fingerprint()
+    cutters: dict[int, Windower] = {}
+    rates = sorted({cards[i].sample_rate for i in wanted} | {FINGERPRINT_RATE})
+    converters: dict[int, RateConverter] = {}
+    counts = dict.fromkeys(wanted, 0)
+
+    def feed(rate: int, block: np.ndarray) -> None:
+        if rate == FINGERPRINT_RATE:
+            fp.update(block)
+        for i, cutter in cutters.items():
+            if cards[i].sample_rate == rate:
+                for window in cutter.push(block):
+                    if stop is not None and stop():
+                        raise DecodeStopped
+                    emit(i, window)
+                    counts[i] += 1
+
+    for mono in stream_native_mono(path, info):
+        if beat is not None:
+            beat()
+        if not converters:
+            converters = {r: RateConverter(info.source_rate, r) for r in rates}
+            for i in wanted:  # the header's length is known now: choose the windows to analyse
+                card = cards[i]
+                expected = info.declared_frames * card.sample_rate // max(info.source_rate, 1)
+                cutters[i] = Windower(card, spread(card, expected, max_windows))
+        for rate, conv in converters.items():
+            block = conv.push(mono)
+            if len(block):
+                feed(rate, block)
+        if stop is not None and stop():
+            raise DecodeStopped
+    for rate, conv in converters.items():
+        tail = conv.finish()
+        if len(tail):
+            feed(rate, tail)
+    for i, cutter in cutters.items():
+        for window in cutter.finish():
+            emit(i, window)
+            counts[i] += 1
+    if not any(counts.values()):
+        raise DecodeError(path, "no audio after decoding")
+    duration = info.source_frames / info.source_rate if info.source_rate else 0.0
+    return Decoded(counts, duration, fp.hexdigest(), info)
