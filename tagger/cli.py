@@ -48,6 +48,7 @@ def _setup_logging(verbose: bool) -> logging.Handler:
     root = logging.getLogger()
     root.addHandler(handler)
     root.setLevel(logging.DEBUG if verbose else logging.INFO)
+    logging.getLogger("faiss").setLevel(logging.WARNING)  # it reports every CPU build it tries at INFO
     return handler
 
 
@@ -479,7 +480,42 @@ def _emit_tracks(args: argparse.Namespace, rows: list[dict], store, model_id: st
             print(f"wrote {out_file}", file=sys.stderr)
 
 
+def _similar_by_index(args: argparse.Namespace) -> int:
+    """`similar --index`: the batch job's approximate index (re-ranked exactly), for catalogues."""
+    import numpy as np
+
+    from .batch.index import Index
+    from .engine import Engine, TrackFailure
+    from .errors import DecodeError
+    from .store import path_key
+
+    cfg = _config(args)
+    index = Index(Path(args.index))
+    seed_row = index.row_of.get(path_key(Path(args.file)))
+    if seed_row is not None:
+        query = np.asarray(index.unit[seed_row])
+    else:
+        model = _lookup_model(cfg)
+        if model.card.analyser != index.info["analyser"]:
+            raise ConfigError("--index", f"the index holds {index.info['analyser']} embeddings; analysing "
+                                         f"{args.file} with {model.card.analyser} would not be comparable")
+        (res,) = list(Engine(model, decode_workers=1).analyse([Path(args.file)]))
+        if isinstance(res, TrackFailure):
+            raise DecodeError(args.file, res.reason)
+        query = res.embedding
+    hits = index.search(query, args.n, exclude=seed_row)
+    rows = [{**index.meta[r], "score": round(s, 6)} for r, s in hits]
+    if args.json:
+        print(json.dumps(rows, ensure_ascii=True, indent=1))
+    else:
+        for r in rows:
+            print(f"{r['score']:.4f}  {r['path']}")
+    return EXIT_OK
+
+
 def cmd_similar(args: argparse.Namespace) -> int:
+    if args.index:
+        return _similar_by_index(args)
     cfg, store, model, lib = _lookup_setup(args)
     seed, query = _seed(Path(args.file), lib, model)
     hits = lib.similar(query, seed, args.n, include_duplicates=args.include_duplicates, keep=_filters(args, lib, seed))
@@ -500,6 +536,61 @@ def cmd_playlist(args: argparse.Namespace) -> int:
     rows = build_playlist(lib, args.n, tags=wanted, seed=seed, query=query, keep=_filters(args, lib, None))
     _emit_tracks(args, [{k: r[k] for k in ("path", "artist", "title", "duration") if k in r} for r in rows],
                  store, model.spec.id)
+    return EXIT_OK
+
+
+def cmd_batch_run(args: argparse.Namespace) -> int:
+    from .batch.job import BatchOptions, run_batch
+    from .batch.manifest import collect_items
+
+    cfg = _config(args)
+    items = collect_items([Path(p).expanduser() for p in args.sources], cfg.extensions)
+    models = _models(cfg)
+    opts = BatchOptions(output=Path(args.output), address=args.address, num_cpus=args.num_cpus,
+                        gpus_per_actor=args.gpus_per_actor, actors=args.actors,
+                        threads_per_actor=args.threads_per_actor, decode_cpus=args.decode_cpus,
+                        max_batch=cfg.batch_size, max_windows=cfg.max_windows, window_dtype=args.window_dtype,
+                        device=cfg.device, rows_per_part=args.rows_per_part)
+
+    def progress(done: int, total: int) -> None:
+        if not args.json and sys.stderr.isatty():
+            print(f"\r{done}/{total} tracks", end="", file=sys.stderr, flush=True)
+
+    report = run_batch(items, models, opts, progress)
+    if args.json:
+        print(json.dumps(report.to_json(), indent=1))
+    else:
+        rate = f", {60 * (report.ok + len(report.failed)) / report.seconds:.1f} tracks/min" if report.seconds else ""
+        print(f"\n{report.ok} analysed, {len(report.failed)} failed, {report.skipped} already done{rate}; "
+              f"results in {args.output}", file=sys.stderr)
+        for path, reason in report.failed:
+            print(f"  failed: {path}: {reason}", file=sys.stderr)
+    return EXIT_FILES_FAILED if report.failed else EXIT_OK
+
+
+def cmd_batch_index(args: argparse.Namespace) -> int:
+    from .batch.index import IndexParams, build_index
+    from .batch.results import read_cards
+
+    cards = read_cards(Path(args.results))
+    model = args.index_model or next((c.id for c in cards.values() if c.embedding_dim), None)
+    if model is None:
+        raise ConfigError(args.results, "no model with embeddings in these results")
+    info = build_index(Path(args.results), Path(args.output), model,
+                       IndexParams(nlist=args.nlist, m=args.m, nprobe=args.nprobe, rerank=args.rerank))
+    print(json.dumps(info, indent=1))
+    return EXIT_OK
+
+
+def cmd_batch_import(args: argparse.Namespace) -> int:
+    from .batch.importer import import_results
+    from .store import Store
+
+    cfg = _config(args)
+    with Store(cfg.database, writer=True) as store:
+        rep = import_results(Path(args.results), store)
+    print(f"imported {rep.ok} analyses and {rep.failed} failures ({', '.join(rep.models)}) into {cfg.database}; "
+          "`tagger scan` writes their tags without decoding them again")
     return EXIT_OK
 
 
@@ -593,6 +684,7 @@ def build_parser() -> argparse.ArgumentParser:
     si.add_argument("--not-same-artist", action="store_true", dest="not_same_artist")
     si.add_argument("--not-same-album", action="store_true", dest="not_same_album")
     si.add_argument("--under", help="only tracks under this folder")
+    si.add_argument("--index", help="search a `tagger batch index` folder instead of the database")
     common(si)
     si.set_defaults(func=cmd_similar)
 
@@ -636,6 +728,41 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--json", action="store_true")
     common(t)
     t.set_defaults(func=cmd_train)
+
+    b = sub.add_parser("batch", help="catalogue scale: analyse on Ray, index, import")
+    bsub = b.add_subparsers(dest="batch_command", required=True)
+    br = bsub.add_parser("run", help="analyse folders, files or a manifest (CSV/Parquet: path|uri[, id]) on Ray")
+    br.add_argument("sources", nargs="+")
+    br.add_argument("--output", "-o", required=True, help="results folder (Parquet parts; a rerun resumes)")
+    br.add_argument("--address", help="Ray cluster address (default: start Ray on this machine)")
+    br.add_argument("--num-cpus", type=int, dest="num_cpus", help="CPUs for a local Ray (default: all)")
+    br.add_argument("--actors", type=int, default=1, help="inference actors (default 1)")
+    br.add_argument("--threads-per-actor", type=int, default=1, dest="threads_per_actor",
+                    help="ONNX Runtime threads (and CPUs reserved) per actor (default 1)")
+    br.add_argument("--gpus-per-actor", type=float, dest="gpus_per_actor",
+                    help="GPUs per actor (default: 1 when the cluster has GPUs, else 0)")
+    br.add_argument("--decode-cpus", type=float, default=1.0, dest="decode_cpus", help="CPUs per decode task")
+    br.add_argument("--window-dtype", choices=["float32", "float16"], default="float32", dest="window_dtype",
+                    help="windows in the object store (float16 halves it but moves tags by up to 0.009)")
+    br.add_argument("--rows-per-part", type=int, default=512, dest="rows_per_part",
+                    help="result rows per Parquet part (parts are also written every 30 s)")
+    br.add_argument("--json", action="store_true")
+    common(br)
+    br.set_defaults(func=cmd_batch_run)
+    bi = bsub.add_parser("index", help="an IVF-PQ similarity index (exact re-ranking) from batch results")
+    bi.add_argument("results")
+    bi.add_argument("--output", "-o", required=True)
+    bi.add_argument("--index-model", dest="index_model", help="whose embeddings (default: the first with any)")
+    bi.add_argument("--nlist", type=int, default=0, help="inverted lists (default about 4*sqrt(tracks))")
+    bi.add_argument("--m", type=int, default=25, help="PQ bytes per track (must divide the dimension)")
+    bi.add_argument("--nprobe", type=int, default=32)
+    bi.add_argument("--rerank", type=int, default=200, help="candidates re-scored exactly")
+    common(bi)
+    bi.set_defaults(func=cmd_batch_index)
+    bm = bsub.add_parser("import", help="batch results into the library database")
+    bm.add_argument("results")
+    common(bm)
+    bm.set_defaults(func=cmd_batch_import)
 
     st = sub.add_parser("set", help="set your own genre/mood (locked: the tool never overwrites it)")
     st.add_argument("files", nargs="+")

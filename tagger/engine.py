@@ -165,7 +165,7 @@ class Engine:
         self.index = {m.card.id: i for i, m in enumerate(self.models)}
         self.max_batch = max_batch
         # Batches are counted in 3-s windows: a 29-s model gets proportionally fewer per call.
-        self.batch_of = [max(1, max_batch * REFERENCE_WINDOW // m.card.window) for m in self.models]
+        self.batch_of = batch_sizes(self.models, max_batch)
         self.decode_workers = max(1, decode_workers)
         self.keep_window_tags = keep_window_tags
         self.max_windows = max_windows  # > 0: at most this many windows per track and model, spread evenly
@@ -377,6 +377,12 @@ class Engine:
                     pass
             for t in threads:
                 t.join()
+
+
+def batch_sizes(models: Sequence[Model], max_batch: int) -> list[int]:
+    """Windows per inference call, per model: ``max_batch`` counts 3-second windows, so a model with
+    29-second windows gets proportionally fewer per call (the same activation memory)."""
+    return [max(1, max_batch * REFERENCE_WINDOW // m.card.window) for m in models]
 
 
 class DecodeStopped(Exception):
