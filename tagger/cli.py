@@ -548,7 +548,8 @@ def cmd_batch_run(args: argparse.Namespace) -> int:
     models = _models(cfg)
     opts = BatchOptions(output=Path(args.output), address=args.address, num_cpus=args.num_cpus,
                         gpus_per_actor=args.gpus_per_actor, actors=args.actors,
-                        threads_per_actor=args.threads_per_actor, decode_cpus=args.decode_cpus,
+                        threads_per_actor=args.threads_per_actor, actor_cpus=args.actor_cpus,
+                        decode_cpus=args.decode_cpus,
                         max_batch=cfg.batch_size, max_windows=cfg.max_windows, window_dtype=args.window_dtype,
                         device=cfg.device, rows_per_part=args.rows_per_part)
 
@@ -737,8 +738,10 @@ def build_parser() -> argparse.ArgumentParser:
     br.add_argument("--address", help="Ray cluster address (default: start Ray on this machine)")
     br.add_argument("--num-cpus", type=int, dest="num_cpus", help="CPUs for a local Ray (default: all)")
     br.add_argument("--actors", type=int, default=1, help="inference actors (default 1)")
-    br.add_argument("--threads-per-actor", type=int, default=1, dest="threads_per_actor",
-                    help="ONNX Runtime threads (and CPUs reserved) per actor (default 1)")
+    br.add_argument("--threads-per-actor", type=int, default=2, dest="threads_per_actor",
+                    help="ONNX Runtime threads per actor (default 2)")
+    br.add_argument("--actor-cpus", type=float, default=1.0, dest="actor_cpus",
+                    help="CPUs Ray reserves per actor (default 1)")
     br.add_argument("--gpus-per-actor", type=float, dest="gpus_per_actor",
                     help="GPUs per actor (default: 1 when the cluster has GPUs, else 0)")
     br.add_argument("--decode-cpus", type=float, default=1.0, dest="decode_cpus", help="CPUs per decode task")
@@ -755,8 +758,8 @@ def build_parser() -> argparse.ArgumentParser:
     bi.add_argument("--index-model", dest="index_model", help="whose embeddings (default: the first with any)")
     bi.add_argument("--nlist", type=int, default=0, help="inverted lists (default about 4*sqrt(tracks))")
     bi.add_argument("--m", type=int, default=25, help="PQ bytes per track (must divide the dimension)")
-    bi.add_argument("--nprobe", type=int, default=32)
-    bi.add_argument("--rerank", type=int, default=200, help="candidates re-scored exactly")
+    bi.add_argument("--nprobe", type=int, default=64, help="inverted lists visited per query (default 64)")
+    bi.add_argument("--rerank", type=int, default=400, help="candidates re-scored exactly (default 400)")
     common(bi)
     bi.set_defaults(func=cmd_batch_index)
     bm = bsub.add_parser("import", help="batch results into the library database")

@@ -206,3 +206,11 @@ def test_a_killed_run_resumes_without_redoing_finished_tracks(tmp_path, library,
     assert report.ok + len(report.failed) == 22 - len(before)  # only the unfinished ones were analysed
     assert res.finished(out, [m.card.analyser for m in models]) == {i.id for i in items}
     assert not list(out.glob(".part-*.tmp"))
+
+
+def test_a_pool_that_would_starve_decoding_is_refused(tmp_path, models, library, local_ray):
+    items = collect_items([library / "gen01.mp3"], load_config(None).extensions)
+    with pytest.raises(ConfigError, match="needs 3"):
+        run_batch(items, models, BatchOptions(output=tmp_path / "r", actors=2, actor_cpus=1.0, decode_cpus=1.0))
+    with pytest.raises(ConfigError, match="GPU"):
+        run_batch(items, models, BatchOptions(output=tmp_path / "r", gpus_per_actor=2.0))

@@ -36,7 +36,11 @@ class BatchOptions:
     num_cpus: int | None = None  # for a local Ray started here; None: all cores
     gpus_per_actor: float | None = None  # None: 1 when the cluster has GPUs, else 0
     actors: int = 1
-    threads_per_actor: int = 1  # ONNX Runtime intra-op threads in each actor
+    threads_per_actor: int = 2  # ONNX Runtime intra-op threads in each actor
+    # CPUs Ray reserves per actor (None: threads_per_actor). One for two threads by default: inference waits
+    # on decoded windows part of the time, and on 2 cores this matched `tagger scan` where a strict
+    # reservation (1 thread, 1 CPU) was 29 % slower (bench/bench_batch.py).
+    actor_cpus: float | None = 1.0
     decode_cpus: float = 1.0
     decode_memory_mb: int = 384  # reserved per decode task: decoder buffers plus one track's windows
     max_batch: int = 4
@@ -111,9 +115,19 @@ def run_batch(items: Sequence[Item], models: Sequence[Model], opts: BatchOptions
         ctx = ray.data.DataContext.get_current()
         ctx.enable_progress_bars = False
         ctx.print_on_execution_start = False
+        resources = ray.cluster_resources()
         gpus = opts.gpus_per_actor
         if gpus is None:
-            gpus = 1.0 if ray.cluster_resources().get("GPU", 0) > 0 else 0.0
+            gpus = 1.0 if resources.get("GPU", 0) > 0 else 0.0
+        actor_cpus = opts.threads_per_actor if opts.actor_cpus is None else opts.actor_cpus
+        # Actors hold their CPUs for the whole job: if they took every CPU no decode task could ever run.
+        need = opts.actors * actor_cpus + opts.decode_cpus
+        if need > resources.get("CPU", 0):
+            raise ConfigError("batch", f"{opts.actors} actor(s) x {actor_cpus} CPU + {opts.decode_cpus} CPU for "
+                                       f"decoding needs {need} CPUs; the Ray cluster has {resources.get('CPU', 0):g}")
+        if gpus and opts.actors * gpus > resources.get("GPU", 0):
+            raise ConfigError("batch", f"{opts.actors} actor(s) x {gpus} GPU; the Ray cluster has "
+                                       f"{resources.get('GPU', 0):g} GPU(s)")
         ds = ray.data.from_items([{"id": it.id, "path": it.path} for it in todo],
                                  override_num_blocks=min(len(todo), 10_000))
         # The decode tasks state their memory (one decoder and a track's windows): it is honest scheduling
@@ -125,7 +139,7 @@ def run_batch(items: Sequence[Item], models: Sequence[Model], opts: BatchOptions
                                        "dtype": opts.window_dtype})
         ds = ds.map_batches(InferenceActor, batch_size=1, batch_format="numpy",
                             compute=ray.data.ActorPoolStrategy(size=opts.actors),
-                            num_cpus=opts.threads_per_actor, num_gpus=gpus,
+                            num_cpus=actor_cpus, num_gpus=gpus,
                             fn_constructor_kwargs={"paths": [str(m.path) for m in models], "device": opts.device,
                                                    "threads": opts.threads_per_actor, "max_batch": opts.max_batch})
         per_track: dict[str, list[dict[str, Any]]] = {}
