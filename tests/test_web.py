@@ -7,6 +7,7 @@ import http.client
 import json
 import os
 import re
+import time
 from dataclasses import replace
 
 import pytest
@@ -238,3 +239,27 @@ def test_browser_login_by_token_sets_a_strict_cookie(server):
     assert call(server, "/", headers={"Cookie": cookie.split(";")[0]})[0].status == 200
     assert call(server, "/", headers={"Cookie": "tagger_token=nope"})[0].status == 401
     assert call(server, "/health", headers={"Authorization": "Bearer s3cret"})[0].status == 200
+
+
+def test_a_large_library_is_reopened_in_the_background(tmp_path, msd_model, monkeypatch):
+    """Past SYNC_REBUILD_S the view is rebuilt by a thread while requests are answered from the previous one."""
+    from tagger.serve import _State
+
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    write_audio(lib / "a.flac", music_like(4.0, 22050, 1, seed=1), 22050)
+    cfg = replace(load_config(None), database=tmp_path / "db", write_enabled=False, models=("musicnn-msd",))
+    with Store(cfg.database) as store:
+        scan([lib], cfg, msd_model, store)
+    monkeypatch.setattr(_State, "SYNC_REBUILD_S", -1.0)  # every reopening counts as slow
+    with serving(make_server(cfg, msd_model, ServeConfig(port=0)), "tagger-test-web-bg") as srv:
+        write_audio(lib / "b.flac", music_like(5.0, 22050, 1, seed=2), 22050)
+        with Store(cfg.database) as store:
+            scan([lib], cfg, msd_model, store)
+        _, body = call(srv, "/health")
+        assert json.loads(body)["tracks"] == 1  # answered at once from the previous view
+        deadline = time.monotonic() + 30
+        while json.loads(call(srv, "/health")[1])["tracks"] != 2:
+            assert time.monotonic() < deadline, "the new view never arrived"
+            time.sleep(0.05)
+        assert len(re.findall(rb'href="/track/\d+"', call(srv, "/")[1])) == 2
