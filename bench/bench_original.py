@@ -1,0 +1,100 @@
+"""Side by side in one run: the ORIGINAL musicnn 0.1.0 on TensorFlow against this project, on this machine.
+
+    bench/setup_original.sh /tmp/tagger-original-env      # once: TensorFlow + musicnn 0.1.0, outside the project
+    python bench/bench_original.py --original-python /tmp/tagger-original-env/bin/python TRACK... [--rounds 3]
+
+1. Per window, musicnn-msd (MSD_musicnn): TensorFlow's graph restored once, ``sess.run`` on log-mel windows
+   (the mel spectrogram excluded: it is computed by librosa outside the graph), against onnxruntime on the
+   exported model (its log-mel front end inside the graph, so included), batch 1 and 8, alternating rounds,
+   medians.
+2. Per file, on the given real tracks: the original extractor as its CLI runs it (load, log-mel, graph build
+   and restore, every window) against `tagger scan --no-write` in a fresh process and database: the default
+   (model set of four, 32 windows per model) and musicnn-msd alone with every window (the like-for-like).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+from bench.common import save  # noqa: E402
+from tagger.model import load_model  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+
+
+def original(py: str, *args: str) -> dict:
+    out = subprocess.run([py, str(HERE / "original_musicnn.py"), *args], capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def ours_window(batch: int, runs: int = 50) -> float:
+    model = load_model("musicnn-msd", device="cpu", threads=os.cpu_count() or 1)
+    x = np.random.default_rng(0).standard_normal((batch, model.card.window)).astype(np.float32) * 0.1
+    for _ in range(5):
+        model.run_all(x)
+    times = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        model.run_all(x)
+        times.append((time.perf_counter() - t) / batch)
+    return 1000 * statistics.median(times)
+
+
+def scan_seconds(files: list[Path], extra: list[str]) -> float:
+    with tempfile.TemporaryDirectory() as td:
+        lib = Path(td) / "lib"
+        lib.mkdir()
+        for f in files:
+            os.symlink(f.resolve(), lib / f.name)
+        t = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "tagger", "scan", str(lib), "--no-write", "--database", f"{td}/db",
+                        *extra], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                       env={**os.environ, "PYTHONPATH": str(ROOT)})
+        return time.perf_counter() - t
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--original-python", required=True, help="python of an environment from setup_original.sh")
+    ap.add_argument("files", nargs="*", type=Path)
+    ap.add_argument("--rounds", type=int, default=3)
+    args = ap.parse_args()
+    py = args.original_python
+    out: dict = {"per_window_ms": {}, "per_file_s": {}}
+    for batch in (1, 8):
+        tf_ms, ort_ms = [], []
+        for _ in range(args.rounds):
+            tf_ms.append(original(py, "window", "--batch", str(batch))["ms_per_window"])
+            ort_ms.append(ours_window(batch))
+        a, b = statistics.median(tf_ms), statistics.median(ort_ms)
+        out["per_window_ms"][f"batch {batch}"] = {"original_tensorflow": round(a, 2), "tagger_onnxruntime": round(b, 2),
+                                                  "speedup": round(a / b, 2)}
+        print(f"musicnn-msd per window, batch {batch}: original {a:.1f} ms, ours {b:.1f} ms: {a / b:.2f}x")
+    out["tensorflow"] = original(py, "window", "--runs", "3")["tensorflow"]
+    if args.files:
+        n = len(args.files)
+        orig = original(py, "files", *map(str, args.files))["seconds_per_file"]
+        per_orig = sum(orig.values()) / n
+        default = scan_seconds(args.files, []) / n
+        alike = scan_seconds(args.files, ["--model", "musicnn-msd", "--max-windows", "0"]) / n
+        out["per_file_s"] = {"tracks": n, "original_extractor": round(per_orig, 2),
+                             "tagger_scan_default": round(default, 2), "tagger_scan_musicnn_msd_all_windows": round(alike, 2),
+                             "speedup_default": round(per_orig / default, 2), "speedup_like_for_like": round(per_orig / alike, 2)}
+        print(f"per file ({n} tracks): original {per_orig:.2f} s; tagger scan default {default:.2f} s "
+              f"({per_orig / default:.2f}x); musicnn-msd every window {alike:.2f} s ({per_orig / alike:.2f}x)")
+    print("wrote", save("original", out))
+
+
+if __name__ == "__main__":
+    main()
