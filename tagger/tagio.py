@@ -66,6 +66,7 @@ class TagFile:
     v1_bytes: bytes = b""  # the file's ID3v1 tag, restored unchanged after a save
     touched: set[str] = field(default_factory=set)  # frame keys set through this object
     riff_info: dict[str, list[str]] = field(default_factory=dict)  # WAV LIST/INFO values, by field name
+    mp4_gnre: list[bytes] = field(default_factory=list)  # raw `gnre` (numeric genre) atom data, when that is the genre
 
     @property
     def _fam(self) -> str:
@@ -136,6 +137,12 @@ class TagFile:
                     tags[key] = list(values)
 
     def save(self) -> None:
+        if self.family == "mp4" and self.mp4_gnre and "\xa9gen" not in self.touched:
+            # mutagen reads a numeric `gnre` atom as the text genre `©gen` and cannot write `gnre`: the user's
+            # genre would change atoms on every save. Hand the original atom back to mutagen as one it could not
+            # parse, which it writes back byte for byte (tests/test_readers.py checks this against mutagen).
+            self.audio.tags.pop("\xa9gen", None)
+            self.audio.tags._failed_atoms["gnre"] = list(self.mp4_gnre)
         if self.family != "id3":
             self.audio.save()
             return
@@ -185,7 +192,30 @@ def open_tags(path: Path, *, id3_version: int = 4, v23_sep: str = "; ") -> TagFi
         _id3_layout(tf)
     if fmt == "wav":
         tf.riff_info = read_riff_info(path)
+    if family == "mp4" and audio.tags is not None:
+        tf.mp4_gnre = _raw_gnre(path)
     return tf
+
+
+def _raw_gnre(path: Path) -> list[bytes]:
+    """The data of an ilst `gnre` atom when the file has one and no text `©gen` (else nothing to keep)."""
+    from mutagen.mp4 import AtomError, Atoms
+
+    try:
+        with open(path, "rb") as f:
+            ilst = Atoms(f).path(b"moov", b"udta", b"meta", b"ilst")[-1]
+            names = [a.name for a in ilst.children]
+            if b"gnre" not in names or b"\xa9gen" in names:
+                return []
+            out = []
+            for atom in ilst.children:
+                if atom.name == b"gnre":
+                    ok, data = atom.read(f)
+                    if ok:
+                        out.append(data)
+            return out
+    except (KeyError, OSError, AtomError):  # no ilst, or an atom tree mutagen cannot walk: nothing to keep
+        return []
 
 
 RIFF_INFO_FIELDS = {b"IGNR": "GENRE", b"IART": "ARTIST", b"INAM": "TITLE", b"IPRD": "ALBUM"}

@@ -198,3 +198,32 @@ def test_mpd_reads_our_values_beside_the_users(tmp_path):
         assert (tags["Artist"], tags["Title"], tags["Album"]) == ([USER["ARTIST"]], [USER["TITLE"]], [USER["ALBUM"]])
         if has_mood and not name.endswith((".wav", ".aiff")):
             assert [m.strip() for v in tags.get("Mood", []) for m in v.split(";")] == ["Relaxing"], (name, tags)
+
+
+def _ilst_names(path: Path) -> list[bytes]:
+    from mutagen.mp4 import Atoms
+
+    with open(path, "rb") as f:
+        return [a.name for a in Atoms(f).path(b"moov", b"udta", b"meta", b"ilst")[-1].children]
+
+
+def test_m4a_numeric_genre_atom_is_kept_as_it_is(tmp_path):
+    """A user's `gnre` (ID3v1-style number) stays a `gnre` atom through our writes and undo, not `©gen` text."""
+    from mutagen.mp4 import MP4
+
+    path = _with_user_tags(tmp_path, ".m4a")
+    f = MP4(path)
+    f.tags._failed_atoms["gnre"] = [struct.pack(">I4sII", 18, b"data", 0, 0) + struct.pack(">H", 9)]  # 9: Jazz
+    f.save()
+    assert b"gnre" in _ilst_names(path) and b"\xa9gen" not in _ilst_names(path)
+    assert read_fields(path)["GENRE"] == ["Jazz"]  # read as the user's genre (fill keeps it)
+    ours = [Change("MOOD", [], ["Relaxing"]), Change("TAGGER_WRITTEN", [], ["MOOD=Relaxing"])]
+    write_changes(path, ours, expect=None)
+    names = _ilst_names(path)
+    assert b"gnre" in names and b"\xa9gen" not in names
+    assert _taglib(path)["GENRE"] == ["Jazz"] and _taglib(path)["MOOD"] == ["Relaxing"]
+    write_changes(path, plan_undo(read_fields(path)), expect=None)
+    assert b"gnre" in _ilst_names(path) and _taglib(path)["GENRE"] == ["Jazz"]
+    # When the tool does write the genre (the user had none in text), it is text, as players expect.
+    write_changes(path, [Change("GENRE", ["Jazz"], ["Classical"])], expect=None)
+    assert b"\xa9gen" in _ilst_names(path) and b"gnre" not in _ilst_names(path)
