@@ -544,6 +544,11 @@ def cmd_batch_run(args: argparse.Namespace) -> int:
     from .batch.manifest import collect_items
 
     cfg = _config(args)
+    for name, value, low in (("--actors", args.actors, 1), ("--threads-per-actor", args.threads_per_actor, 1),
+                             ("--rows-per-part", args.rows_per_part, 1), ("--decode-cpus", args.decode_cpus, 0.01),
+                             ("--actor-cpus", args.actor_cpus, 0.01)):
+        if value < low:
+            raise ConfigError(name, f"must be at least {low}, got {value}")
     items = collect_items([Path(p).expanduser() for p in args.sources], cfg.extensions)
     models = _models(cfg)
     opts = BatchOptions(output=Path(args.output), address=args.address, num_cpus=args.num_cpus,
