@@ -18,7 +18,10 @@ from .config import Config
 
 FIELD_NAMES = {"genre": "GENRE", "mood": "MOOD", "descriptors": "TAGGER_DESCRIPTORS"}
 OWN_FIELDS = {"TAGGER_DESCRIPTORS"}  # fields that belong to the tool: always replaced
-PROVENANCE = ("TAGGER_MODEL", "TAGGER_DATE", "TAGGER_SCORES", "TAGGER_WRITTEN")
+# TAGGER_PADDING: the file's metadata padding before the tool first wrote to it (set by the writer, which
+# knows the format), so that undo can give the file back its exact layout.
+PROVENANCE = ("TAGGER_MODEL", "TAGGER_DATE", "TAGGER_SCORES", "TAGGER_WRITTEN", "TAGGER_PADDING")
+PADDING = "TAGGER_PADDING"
 LOCKED = "TAGGER_LOCKED"  # field names (GENRE, MOOD) the user has taken over
 CORRECTABLE = ("genre", "mood")
 SCORES_KEPT = 10

@@ -24,7 +24,7 @@ from .decode import native_digest, packet_digest
 from .errors import DecodeError, TagWriteError
 from .store import fsync_dir
 from .tagio import open_tags
-from .tags import ALL_FIELDS, Change
+from .tags import ALL_FIELDS, PADDING, Change
 
 TEMP_MARK = ".tagger-"
 
@@ -61,6 +61,17 @@ def content_sample(path: Path) -> bytes:
         size = f.tell()
         f.seek(max(size - SAMPLE, 0))
         return head + f.read(SAMPLE)
+
+
+def _with_padding_record(tf, changes: list[Change]) -> list[Change]:
+    """On the tool's first write to a file, note the file's padding in TAGGER_PADDING: undo restores it, so a
+    file the tool wrote to and then undid is byte for byte what it was (mutagen would otherwise leave the
+    padding it chose)."""
+    ours = ("TAGGER_MODEL", "TAGGER_WRITTEN")
+    first = not any(tf.get(name) for name in (*ours, PADDING))
+    if first and any(c.field in ours and c.after for c in changes) and all(c.field != PADDING for c in changes):
+        return [*changes, Change(PADDING, [], [tf.padding])]
+    return changes
 
 
 def _identity(st: os.stat_result) -> tuple[int, ...]:
@@ -134,10 +145,12 @@ def _write_changes(path: Path, changes: list[Change], *, expect: tuple[int, int]
             except PermissionError:
                 raise TagWriteError(path, "cannot keep the file's owner on the rewritten copy; left alone") from None
         tf = open_tags(tmp, id3_version=id3_version, v23_sep=v23_sep)
+        changes = _with_padding_record(tf, changes)
+        restore = next((c.before[0] for c in changes if c.field == PADDING and c.before and not c.after), None)
         for ch in changes:
             tf.set(ch.field, ch.after)
         try:
-            tf.save()
+            tf.save(padding=restore)
         except Exception as exc:
             raise TagWriteError(path, f"mutagen could not save tags ({type(exc).__name__}: {exc}); left alone") from None
         check = open_tags(tmp, id3_version=id3_version, v23_sep=v23_sep)

@@ -72,6 +72,7 @@ def _taglib(path: Path) -> dict[str, list[str]]:
 @pytest.mark.parametrize("case", CASES)
 def test_taglib_and_mediafile_read_our_values_beside_the_users(tmp_path, case):
     path = _with_user_tags(tmp_path, case)
+    original = path.read_bytes()
     before_taglib = _taglib(path)
     before_mf = mediafile.MediaFile(str(path))
     user_before = (before_mf.artist, before_mf.title, before_mf.album, before_mf.rg_track_gain, before_mf.mb_trackid)
@@ -96,8 +97,34 @@ def test_taglib_and_mediafile_read_our_values_beside_the_users(tmp_path, case):
 
     write_changes(path, plan_undo(read_fields(path)), expect=None)
     assert _taglib(path) == before_taglib  # undo: back to exactly the user's tags, as TagLib sees them
+    assert path.read_bytes() == original  # and to the same bytes, padding included
     mf = mediafile.MediaFile(str(path))
     assert (mf.artist, mf.title, mf.album, mf.rg_track_gain, mf.mb_trackid) == user_before and not mf.genres
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_undo_gives_back_the_exact_bytes_of_a_file_the_tool_wrote_to(tmp_path, case):
+    """Files straight from an encoder (no tags, no padding block or free atom), written to twice, then undone:
+    the original bytes, because the first write notes the padding (TAGGER_PADDING) and undo restores it."""
+    from tagger.tagio import open_tags
+
+    ext = case.split("-")[0]
+    path = write_audio(tmp_path / f"bare{ext}", music_like(3.0, 44100, 2), 44100)
+    if case.endswith("v23"):
+        from mutagen.id3 import TIT2
+        from mutagen.mp3 import MP3
+
+        f = MP3(path)
+        f.add_tags()
+        f.tags.add(TIT2(encoding=1, text=["t"]))
+        f.save(v2_version=3)
+    original = path.read_bytes()
+    padding = open_tags(path).padding
+    write_changes(path, OURS, expect=None)
+    assert read_fields(path)["TAGGER_PADDING"] == [padding]
+    write_changes(path, [Change("TAGGER_DATE", [], ["2026-11-22T00:00:00Z" * 60])], expect=None)  # outgrows it
+    write_changes(path, plan_undo(read_fields(path)), expect=None)
+    assert path.read_bytes() == original
 
 
 def test_wav_with_riff_info_tags_is_left_alone(tmp_path):

@@ -231,8 +231,8 @@ def _corrupt_after_save(monkeypatch):
 
     real_save = tagio.TagFile.save
 
-    def save(self):
-        real_save(self)
+    def save(self, padding=None):
+        real_save(self, padding)
         data = bytearray(self.path.read_bytes())
         data[len(data) // 2] ^= 0x01
         self.path.write_bytes(bytes(data))
