@@ -482,6 +482,7 @@ def _emit_tracks(args: argparse.Namespace, rows: list[dict], store, model_id: st
 
 def _similar_by_index(args: argparse.Namespace) -> int:
     """`similar --index`: the batch job's approximate index (re-ranked exactly), for catalogues."""
+    _need_batch_extra("faiss", "pyarrow")
     import numpy as np
 
     from .batch.index import Index
@@ -539,10 +540,21 @@ def cmd_playlist(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _need_batch_extra(*modules: str) -> None:
+    """`tagger batch` and `similar --index` need the `batch` extra; say so instead of a traceback."""
+    import importlib.util
+
+    missing = [m for m in modules if importlib.util.find_spec(m) is None]
+    if missing:
+        raise ConfigError("batch", f"needs {', '.join(missing)}: install the batch extra "
+                                   "(pip install '.[batch]', or `make test` for the development setup)")
+
+
 def cmd_batch_run(args: argparse.Namespace) -> int:
     from .batch.job import BatchOptions, run_batch
     from .batch.manifest import collect_items
 
+    _need_batch_extra("ray", "pyarrow")
     cfg = _config(args)
     for name, value, low in (("--actors", args.actors, 1), ("--threads-per-actor", args.threads_per_actor, 1),
                              ("--rows-per-part", args.rows_per_part, 1), ("--decode-cpus", args.decode_cpus, 0.01),
@@ -575,6 +587,7 @@ def cmd_batch_run(args: argparse.Namespace) -> int:
 
 
 def cmd_batch_index(args: argparse.Namespace) -> int:
+    _need_batch_extra("faiss", "pyarrow")
     from .batch.index import IndexParams, build_index
     from .batch.results import read_cards
 
@@ -589,6 +602,7 @@ def cmd_batch_index(args: argparse.Namespace) -> int:
 
 
 def cmd_batch_import(args: argparse.Namespace) -> int:
+    _need_batch_extra("pyarrow")
     from .batch.importer import import_results
     from .store import Store
 
