@@ -7,30 +7,13 @@ a two-thread session down instead of stalling it; the table shows by how much, a
 """
 from __future__ import annotations
 
-import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench.common import save  # noqa: E402
-from tagger.model import load_model  # noqa: E402
-
-
-def per_window(threads: int, runs: int = 60) -> tuple[float, float]:
-    model = load_model("musicnn-msd", device="cpu", threads=threads)
-    x = (np.random.default_rng(0).standard_normal((1, model.card.window)) * 0.1).astype(np.float32)
-    for _ in range(5):
-        model.run_all(x)
-    times = []
-    for _ in range(runs):
-        t = time.perf_counter()
-        model.run_all(x)
-        times.append((time.perf_counter() - t) * 1000)
-    return statistics.median(times), float(np.percentile(times, 90))
+from bench.common import ms_per_window, save  # noqa: E402
 
 
 def main() -> None:
@@ -40,7 +23,7 @@ def main() -> None:
         try:
             time.sleep(0.5)
             for threads in (1, 2):
-                med, p90 = per_window(threads)
+                med, p90 = ms_per_window("musicnn-msd", threads, runs=60)
                 key = f"{'one core busy' if busy else 'idle'}, {threads} thread(s)"
                 out[key] = {"median_ms": round(med, 1), "p90_ms": round(p90, 1)}
                 print(f"{key:<28} median {med:5.1f} ms   p90 {p90:5.1f} ms")

@@ -23,12 +23,9 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from bench.common import save  # noqa: E402
-from tagger.model import load_model  # noqa: E402
+from bench.common import ms_per_window, save  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 
@@ -36,19 +33,6 @@ HERE = Path(__file__).resolve().parent
 def original(py: str, *args: str) -> dict:
     out = subprocess.run([py, str(HERE / "original_musicnn.py"), *args], capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
-
-
-def ours_window(batch: int, runs: int = 50) -> float:
-    model = load_model("musicnn-msd", device="cpu", threads=os.cpu_count() or 1)
-    x = np.random.default_rng(0).standard_normal((batch, model.card.window)).astype(np.float32) * 0.1
-    for _ in range(5):
-        model.run_all(x)
-    times = []
-    for _ in range(runs):
-        t = time.perf_counter()
-        model.run_all(x)
-        times.append((time.perf_counter() - t) / batch)
-    return 1000 * statistics.median(times)
 
 
 def scan_seconds(files: list[Path], extra: list[str]) -> float:
@@ -76,7 +60,7 @@ def main() -> None:
         tf_ms, ort_ms = [], []
         for _ in range(args.rounds):
             tf_ms.append(original(py, "window", "--batch", str(batch))["ms_per_window"])
-            ort_ms.append(ours_window(batch))
+            ort_ms.append(ms_per_window("musicnn-msd", os.cpu_count() or 1, batch)[0])
         a, b = statistics.median(tf_ms), statistics.median(ort_ms)
         out["per_window_ms"][f"batch {batch}"] = {"original_tensorflow": round(a, 2), "tagger_onnxruntime": round(b, 2),
                                                   "speedup": round(a / b, 2)}

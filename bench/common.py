@@ -43,3 +43,21 @@ def save(name: str, data: dict) -> Path:
     path = RESULTS / f"{name}.json"
     path.write_text(json.dumps({"machine": machine(), **data}, indent=1))
     return path
+
+
+def ms_per_window(model_name: str, threads: int, batch: int = 1, runs: int = 50) -> tuple[float, float]:
+    """(median, p90) milliseconds per window of a bundled model on noise windows, after 5 warm-up runs."""
+    import numpy as np
+
+    from tagger.model import load_model
+
+    model = load_model(model_name, device="cpu", threads=threads)
+    x = (np.random.default_rng(0).standard_normal((batch, model.card.window)) * 0.1).astype(np.float32)
+    for _ in range(5):
+        model.run_all(x)
+    times = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        model.run_all(x)
+        times.append((time.perf_counter() - t) * 1000 / batch)
+    return statistics.median(times), float(np.percentile(times, 90))
