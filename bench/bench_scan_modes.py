@@ -24,13 +24,16 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 MODES = {"lean, all windows": {"memory": "lean", "max_windows": 0},
          "fast (arenas), all windows": {"memory": "fast", "max_windows": 0},
-         "lean, 32 windows": {"memory": "lean", "max_windows": 32}}
+         "lean, 32 windows": {"memory": "lean", "max_windows": 32},
+         # peak_mb is the largest single process: the decoder processes' own memory comes on top
+         "lean, 32 windows, decoder processes": {"memory": "lean", "max_windows": 32, "decode_processes": True}}
 
 
 def one(files: list[Path], settings: dict) -> tuple[float, float, float]:
     with tempfile.TemporaryDirectory() as tmp:
         cfg = Path(tmp) / "config.yaml"
-        cfg.write_text(f"database: {tmp}/db\nmemory: {settings['memory']}\nmax_windows: {settings['max_windows']}\n")
+        cfg.write_text(f"database: {tmp}/db\nmemory: {settings['memory']}\nmax_windows: {settings['max_windows']}\n"
+                       f"decode_processes: {'true' if settings.get('decode_processes') else 'false'}\n")
         env = {**os.environ, "XDG_CONFIG_HOME": f"{tmp}/cfg", "XDG_DATA_HOME": f"{tmp}/data"}
         before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
         t = time.perf_counter()
@@ -49,13 +52,15 @@ def main() -> None:
     ap.add_argument("files", nargs="+", type=Path)
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--mode", choices=list(MODES), action="append")
+    ap.add_argument("--name", default="scan_modes", help="results file name (bench/results/NAME.json)")
     args = ap.parse_args()
     modes = args.mode or list(MODES)
     if len(modes) > 1:  # ru_maxrss of children is a maximum over all of them: one process per mode
         results = {}
         for r in range(args.repeats):
             for m in modes:
-                out = subprocess.run([sys.executable, __file__, *map(str, args.files), "--repeats", "1", "--mode", m],
+                out = subprocess.run([sys.executable, __file__, *map(str, args.files), "--repeats", "1", "--mode", m,
+                                      "--name", args.name],
                                      capture_output=True, text=True, check=True)
                 results.setdefault(m, []).append(json.loads(out.stdout))
         audio = results[modes[0]][0]["audio_seconds"]
@@ -70,7 +75,7 @@ def main() -> None:
                "modes": table}
         print(json.dumps(out, indent=1))
         (ROOT / "bench/results").mkdir(parents=True, exist_ok=True)
-        (ROOT / "bench/results/scan_modes.json").write_text(json.dumps(out, indent=1) + "\n")
+        (ROOT / f"bench/results/{args.name}.json").write_text(json.dumps(out, indent=1) + "\n")
         return
     seconds, peak, audio = one(args.files, MODES[modes[0]])
     print(json.dumps({"seconds": seconds, "peak_mb": peak, "audio_seconds": audio}))

@@ -54,6 +54,7 @@ class Config:
     threads: int
     batch_size: int
     decode_workers: int
+    decode_processes: bool  # decode in worker processes instead of threads (many-core machines)
     extensions: frozenset[str]
     commit_every: int
     commit_seconds: float
@@ -96,6 +97,12 @@ def _int(raw: dict, key: str, lo: int, hi: int | None = None) -> int:
     _need(isinstance(v, int) and not isinstance(v, bool) and v >= lo and (hi is None or v <= hi), key,
           f"must be an integer >= {lo}" + (f" and <= {hi}" if hi is not None else "") + f", got {v!r}")
     return v
+
+
+def _bool(raw: dict, key: str) -> bool:
+    value = raw[key]
+    _need(isinstance(value, bool), key, f"must be true or false, got {value!r}")
+    return value
 
 
 def _choice(raw: dict, key: str, allowed: tuple[str, ...]) -> str:
@@ -214,6 +221,7 @@ def _build(raw: dict, source: str) -> Config:
         library=tuple(expand_path(x) for x in lib), models=tuple(models), models_dir=expand_path(raw["models_dir"]),
         database=expand_path(raw["database"]), device=raw["device"], threads=_int(raw, "threads", 0),
         batch_size=_int(raw, "batch_size", 1, 4096), decode_workers=_int(raw, "decode_workers", 1, 64),
+        decode_processes=_bool(raw, "decode_processes"),
         max_windows=_int(raw, "max_windows", 0, 100_000), memory=_choice(raw, "memory", ("lean", "fast")),
         extensions=frozenset(e.lower() for e in exts), commit_every=_int(raw, "commit_every", 1),
         commit_seconds=float(cs), write_enabled=w["enabled"], id3_version=w["id3_version"],

@@ -156,7 +156,7 @@ class Engine:
     """Owns the model set's sessions and turns paths into song-level results, in completion order."""
 
     def __init__(self, models: Model | Sequence[Model], *, max_batch: int = 16, decode_workers: int = 2,
-                 keep_window_tags: bool = False, max_windows: int = 0) -> None:
+                 keep_window_tags: bool = False, max_windows: int = 0, decode_processes: bool = False) -> None:
         if max_batch < 1:
             raise ValueError("max_batch must be >= 1")
         self.models: list[Model] = [models] if isinstance(models, Model) else list(models)
@@ -169,6 +169,9 @@ class Engine:
         self.decode_workers = max(1, decode_workers)
         self.keep_window_tags = keep_window_tags
         self.max_windows = max_windows  # > 0: at most this many windows per track and model, spread evenly
+        # Decode in worker processes (one per decode worker, started on first use) instead of threads.
+        self.decode_processes = decode_processes
+        self._decoder_pool = None
         self.stats = {"windows": 0, "batches": 0, "infer_seconds": 0.0}
         self.heartbeat = time.monotonic()  # the last moment real work was done (a block decoded, a batch run)
         self.per_model = {m.card.id: {"windows": 0, "batches": 0, "seconds": 0.0} for m in self.models}
@@ -194,16 +197,26 @@ class Engine:
                 stop: threading.Event) -> None:
         def emit(i: int, window: np.ndarray) -> None:
             out.put((key, i, window))
+            self.heartbeat = time.monotonic()
 
         def beat() -> None:
             self.heartbeat = time.monotonic()
 
+        cards = [m.card for m in self.models]
         try:
-            d = decode_windows(path, [m.card for m in self.models], wanted, self.max_windows, emit,
-                               stop=stop.is_set, beat=beat)
+            if self._decoder_pool is not None:
+                d = self._decoder_pool.decode(path, cards, wanted, self.max_windows, emit, stop.is_set)
+            else:
+                d = decode_windows(path, cards, wanted, self.max_windows, emit, stop=stop.is_set, beat=beat)
         except DecodeStopped:
             return
         out.put((key, _END, d.counts, d.duration, d.fingerprint, d.info))
+
+    def close(self) -> None:
+        """Stop the decoder processes, if any (threads need nothing)."""
+        if self._decoder_pool is not None:
+            self._decoder_pool.close()
+            self._decoder_pool = None
 
     # -- the pipeline ----------------------------------------------------------------------------
     def analyse(self, items: Iterable[Path | str | tuple[Path | str, Iterable[str] | None]]
@@ -212,6 +225,10 @@ class Engine:
 
         Items are consumed lazily, so a generator is fine (the daemon keeps feeding one).
         """
+        if self.decode_processes and self._decoder_pool is None:
+            from .decoders import DecoderPool
+
+            self._decoder_pool = DecoderPool(self.decode_workers)
         windows: queue.Queue[tuple] = queue.Queue(maxsize=self.max_batch * 2)
         results: queue.Queue[object] = queue.Queue()
         stop = threading.Event()

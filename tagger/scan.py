@@ -160,7 +160,7 @@ class Scanner:
         self.write = cfg.write_enabled if write is None else write
         self.cards: dict[str, Card] = {m.card.id: m.card for m in self.models}
         self.engine = Engine(self.models, max_batch=cfg.batch_size, decode_workers=cfg.decode_workers,
-                             max_windows=cfg.max_windows)
+                             max_windows=cfg.max_windows, decode_processes=cfg.decode_processes)
         self.heads: list[Head] = load_heads(store.root if store is not None else None,
                                             {mid: c.analyser for mid, c in self.cards.items()})
         # The user's own values of album and folder mates, for heads whose card enables the vote.
@@ -489,6 +489,9 @@ def scan(roots: list[Path], cfg: Config, models: Model | list[Model], store: Sto
     scanner.carry_moves([r for r in roots if Path(r).is_dir()], files, report)
     scanner.prune([r for r in roots if Path(r).is_dir()], files, report, [u for u, _ in unreadable])
     todo = scanner.select(files, force, report)
-    scanner.run(todo, report, progress)
+    try:
+        scanner.run(todo, report, progress)
+    finally:
+        scanner.engine.close()  # decoder processes, when the configuration asks for them
     return report
 

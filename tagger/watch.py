@@ -309,6 +309,7 @@ class Daemon:
         assert self.store is not None
         existing = [r for r in self.roots if r.is_dir()]
         report = ScanReport()
+        self._drop_scanner()
         scanner = self.scanner = self._scanner()
         leftovers: list[Path] = []
         files, _ = discover(existing, self.cfg.extensions, leftovers)
@@ -465,11 +466,18 @@ class Daemon:
             log.exception("worker stopped")
             self.stop_event.set()
         finally:
+            self._drop_scanner()
             self.state = "stopped"
             self.publish(force=True)
             if self.store is not None:
                 self.store.close()
             self.ready.set()
+
+    def _drop_scanner(self) -> None:
+        """Forget the reused scanner, stopping its decoder processes if it has any."""
+        if self.scanner is not None:
+            self.scanner.engine.close()
+            self.scanner = None
 
     def serve_inbox(self) -> None:
         """Apply the corrections waiting in the inbox (this worker holds the writer lock)."""
@@ -494,7 +502,7 @@ class Daemon:
         # Heads trained or removed by `tagger train` take effect at the next reconciliation, which decides
         # the affected files again from their stored vectors (nothing is decoded).
         self.reconcile_soon = True
-        self.scanner = None
+        self._drop_scanner()
         if self.config_path is None and self.cfg.source == "defaults":
             log.info("SIGHUP: no configuration file to reload")
             return
