@@ -189,6 +189,14 @@ def cmd_set(args: argparse.Namespace) -> int:
     ops += [(f, []) for f in args.clear or ()] + [(f, None) for f in args.unlock or ()]
     if not ops:
         raise ConfigError("set", "give --genre/--mood values, --clear FIELD or --unlock FIELD")
+    from .tags import clean_values
+
+    for field, values in ops:
+        if values:
+            try:
+                clean_values(field, values)
+            except ValueError as exc:
+                raise ConfigError(f"--{field}", str(exc)) from None
     paths = [Path(p).expanduser().absolute() for p in args.files]
     results: list[dict] = []
     try:
@@ -562,6 +570,8 @@ def cmd_batch_run(args: argparse.Namespace) -> int:
         if value < low:
             raise ConfigError(name, f"must be at least {low}, got {value}")
     items = collect_items([Path(p).expanduser() for p in args.sources], cfg.extensions)
+    if not items:
+        raise ConfigError("batch run", f"nothing to analyse: no audio files or manifest rows in {', '.join(args.sources)}")
     models = _models(cfg)
     opts = BatchOptions(output=Path(args.output), address=args.address, num_cpus=args.num_cpus,
                         gpus_per_actor=args.gpus_per_actor, actors=args.actors,
@@ -604,6 +614,10 @@ def cmd_batch_index(args: argparse.Namespace) -> int:
 def cmd_batch_import(args: argparse.Namespace) -> int:
     _need_batch_extra("pyarrow")
     from .batch.importer import import_results
+    from .batch.results import parts
+
+    if not parts(Path(args.results)):
+        raise ConfigError(args.results, "no batch results here (part-*.parquet files from `tagger batch run`)")
     from .store import Store
 
     cfg = _config(args)

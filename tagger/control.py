@@ -244,5 +244,7 @@ def correct_files(cfg: Config, store: Store, paths: Sequence[Path], field: str,
                                                                None if values is None else tuple(values))))
         except TagWriteError as exc:
             out.append({"ok": False, "path": os.fsdecode(p), "error": exc.reason})
+        except ValueError as exc:  # a value the plan refuses: this file is left as it is
+            out.append({"ok": False, "path": os.fsdecode(p), "error": str(exc)})
     return out
 

@@ -214,3 +214,14 @@ def test_a_pool_that_would_starve_decoding_is_refused(tmp_path, models, library,
         run_batch(items, models, BatchOptions(output=tmp_path / "r", actors=2, actor_cpus=1.0, decode_cpus=1.0))
     with pytest.raises(ConfigError, match="GPU"):
         run_batch(items, models, BatchOptions(output=tmp_path / "r", gpus_per_actor=2.0))
+
+
+def test_empty_sources_and_results_are_clear_errors(tmp_path, capsys):
+    from tagger.cli import main
+
+    (tmp_path / "m.csv").write_text("path\n")
+    assert main(["batch", "run", str(tmp_path / "m.csv"), "-o", str(tmp_path / "out")]) == 2
+    assert "nothing to analyse" in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()
+    assert main(["batch", "import", str(tmp_path / "empty"), "--database", str(tmp_path / "db")]) == 2
+    assert "no batch results" in capsys.readouterr().err and not (tmp_path / "db").exists()

@@ -222,3 +222,13 @@ def test_the_daemon_applies_corrections_and_reports_its_status(tmp_path, msd_mod
     status = read_status(cfg.database)
     assert status["running"] is False and status["state"] == "stopped"
     assert json.loads((cfg.database / "daemon.json").read_text())["analysed"] == 1
+
+
+def test_tagger_set_refuses_a_bad_value_before_touching_anything(tmp_path, capsys):
+    from tagger.cli import main
+
+    path = _tool_tagged(tmp_path, ".flac")
+    before = path.read_bytes()
+    assert main(["set", str(path), "--genre", "a=b", "--database", str(tmp_path / "db")]) == 2
+    assert "--genre" in capsys.readouterr().err and path.read_bytes() == before
+    assert not (tmp_path / "db").exists()  # refused before the database was even opened

@@ -287,3 +287,26 @@ def test_card_validation_names_the_problem():
         Card(outputs=(Output("t", "sigmoid", ("a",)),), partial_tail="wrap", **base).validate()
     with pytest.raises(CardError, match="schema"):
         Card.from_json('{"schema": 9}')
+
+
+def test_the_batch_stages_keep_every_head_of_a_multi_output_card(tmp_path):
+    """`tagger batch` stores each label output by name (a genre head and a mood head), equal to the engine's."""
+    from audiofiles import music_like, write_audio
+    from tagger.batch.stages import Item, infer, prepare
+    from tagger.card import Card, Output
+    from tagger.engine import Engine
+    from tagger.model import Model
+
+    card = Card(id="two-heads", version="1", sample_rate=8000, window=1600, hop=1600, outputs=(
+        Output("genre", "sigmoid", ("rock", "jazz", "classical")), Output("valence", "softmax", ("sad", "happy")),
+        Output("embedding", "embedding", dim=4)))
+    export_onnx(_TwoHeads(), card, tmp_path / "two.onnx")
+    model = Model(tmp_path / "two.onnx", device="cpu", threads=1)
+    wav = write_audio(tmp_path / "t.wav", music_like(2.0, 8000, 1), 8000)
+    (want,) = list(Engine(model).analyse([wav]))
+    (row,) = infer([model], prepare(Item("t", str(wav)), [model.card], max_windows=0))
+    heads = dict(row["outputs"])
+    assert list(heads) == ["genre", "valence"]
+    np.testing.assert_allclose(heads["genre"], want.models["two-heads"].outputs["genre"], atol=1e-6)
+    np.testing.assert_allclose(heads["valence"], want.models["two-heads"].outputs["valence"], atol=1e-6)
+    assert row["tags"] == heads["genre"]

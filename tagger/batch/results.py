@@ -1,7 +1,8 @@
 """The batch job's output: Parquet parts in one folder, written incrementally and atomically, self-describing.
 
 One row per (track, model): id, path, model, analyser (id@version), status, reason, duration, fingerprint,
-size, mtime_ns, format, windows, tags (the model's song-level label probabilities), embedding. Every part
+size, mtime_ns, format, windows, tags (the song-level probabilities of the card's main label output),
+outputs (every label output by name: each head of a multi-output card), embedding. Every part
 carries the model cards in its Parquet metadata (``tagger.cards``), so the labels behind each ``tags``
 column travel with the numbers, as they do in the ONNX files.
 
@@ -26,7 +27,7 @@ log = logging.getLogger(__name__)
 
 CARDS_KEY = b"tagger.cards"
 COLUMNS = ("id", "path", "model", "analyser", "status", "reason", "duration", "fingerprint", "size", "mtime_ns",
-           "format", "windows", "tags", "embedding")
+           "format", "windows", "tags", "outputs", "embedding")
 
 
 def schema():
@@ -36,6 +37,7 @@ def schema():
                       ("status", pa.string()), ("reason", pa.string()), ("duration", pa.float64()),
                       ("fingerprint", pa.string()), ("size", pa.int64()), ("mtime_ns", pa.int64()),
                       ("format", pa.string()), ("windows", pa.int32()), ("tags", pa.list_(pa.float32())),
+                      ("outputs", pa.map_(pa.string(), pa.list_(pa.float32()))),
                       ("embedding", pa.list_(pa.float32()))])
 
 

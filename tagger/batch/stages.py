@@ -96,14 +96,16 @@ def prepare(item: Item, cards: Sequence[Card], max_windows: int, dtype: str = "f
 
 
 def infer(models: Sequence[Model], row: dict[str, Any], max_batch: int = 4) -> list[dict[str, Any]]:
-    """One result row per model: song-level tags and embedding, or the reason it failed."""
+    """One result row per model: song-level tags (the card's main label output), every label output by name
+    (``outputs``: a multi-output card's genre and mood heads each), and the embedding; or the reason it failed."""
     meta = {k: row[k] for k in ("id", "path", "duration", "fingerprint", "size", "mtime_ns", "format")}
     out = []
     for i, (model, per_call) in enumerate(zip(models, batch_sizes(models, max_batch))):
         card = model.card
         base = {**meta, "model": card.id, "analyser": card.analyser, "windows": 0}
         if row["status"] != "ok":
-            out.append({**base, "status": "failed", "reason": row["reason"], "tags": [], "embedding": []})
+            out.append({**base, "status": "failed", "reason": row["reason"], "tags": [], "embedding": [],
+                        "outputs": []})
             continue
         w = np.asarray(row[f"w{i}"], dtype=np.float32)
         acc = Accumulator()
@@ -117,8 +119,10 @@ def infer(models: Sequence[Model], row: dict[str, Any], max_batch: int = 4) -> l
             res = acc.result(card)
         except Exception as exc:  # inference failure: this track and model fail, the job goes on
             out.append({**base, "status": "failed", "reason": f"inference failed: {type(exc).__name__}: {exc}",
-                        "tags": [], "embedding": []})
+                        "tags": [], "embedding": [], "outputs": []})
             continue
-        out.append({**base, "status": "ok", "reason": "", "windows": res.n_windows,
+        heads = [(o.name, res.outputs[o.name].astype(np.float32).tolist()) for o in card.outputs
+                 if o.kind != "embedding" and o.name in res.outputs]
+        out.append({**base, "status": "ok", "reason": "", "windows": res.n_windows, "outputs": heads,
                     "tags": res.tags.astype(np.float32).tolist(), "embedding": res.embedding.astype(np.float32).tolist()})
     return out
