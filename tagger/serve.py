@@ -206,8 +206,8 @@ class _State:
 
     def snapshot(self) -> Snapshot | None:
         """The web pages' view of the current database (None while nothing is analysed)."""
-        with_lib = self.current()
-        return self.snap if with_lib[1] is not None else None
+        self.current()
+        return self.snap
 
 
 class _Handler(BaseHTTPRequestHandler):

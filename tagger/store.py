@@ -306,6 +306,7 @@ class Store:
             k = (doc["path"], doc["model"])
             self._docs[k] = doc
             self._ids[k] = int(doc_id)
+        self._models: set[str] = {m for _, m in self._docs}  # every model id with a record (lookups by path)
         self._next_id = max(self._ids.values(), default=0) + 1
         self._new: dict[tuple[str, str], dict[str, Any]] = {}
         self._changed: set[tuple[str, str]] = set()
@@ -387,6 +388,14 @@ class Store:
         doc = self._docs.get(_key(path_key(path), model))
         return dict(doc) if doc is not None else None
 
+    def models(self) -> list[str]:
+        """Every model id the database holds records of."""
+        return sorted(self._models)
+
+    def _keys_of(self, path: Path | str) -> list[tuple[str, str]]:
+        key = path_key(path)
+        return [k for m in sorted(self._models) if (k := (key, m)) in self._docs]
+
     def documents(self) -> Iterator[tuple[int, dict[str, Any]]]:
         """(record id, record) for every record, without copies (for read-only indexes: do not modify them)."""
         for k, doc in list(self._docs.items()):
@@ -394,8 +403,7 @@ class Store:
 
     def for_path(self, path: Path | str) -> list[dict[str, Any]]:
         """Every model's record of one file."""
-        key = path_key(path)
-        return [dict(doc) for (p, _), doc in list(self._docs.items()) if p == key]
+        return [dict(self._docs[k]) for k in self._keys_of(path)]
 
     def records(self, model: str | None = None) -> Iterator[dict[str, Any]]:
         for (_, m), doc in list(self._docs.items()):
@@ -538,6 +546,7 @@ class Store:
         else:
             record["slot"] = None
         self._docs[k] = record
+        self._models.add(record["model"])
         if k in self._ids:
             self._changed.add(k)
         else:
@@ -590,7 +599,7 @@ class Store:
         """Move every model's record from ``old`` to ``new`` (a file moved inside the library), vectors kept."""
         self._require_writer()
         moved = 0
-        for k in [k for k in self._docs if k[0] == path_key(old)]:
+        for k in self._keys_of(old):
             doc = dict(self._drop(k))
             doc["path"] = path_key(new)
             target = _key(doc["path"], k[1])

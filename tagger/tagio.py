@@ -66,7 +66,6 @@ class TagFile:
     v1_bytes: bytes = b""  # the file's ID3v1 tag, restored unchanged after a save
     touched: set[str] = field(default_factory=set)  # frame keys set through this object
     riff_info: dict[str, list[str]] = field(default_factory=dict)  # WAV LIST/INFO values, by field name
-    mp4_gnre: list[bytes] = field(default_factory=list)  # raw `gnre` (numeric genre) atom data, when that is the genre
 
     @property
     def _fam(self) -> str:
@@ -162,12 +161,16 @@ class TagFile:
             _drop_empty_mp4_free(self.path)
 
     def _save(self, kw: dict) -> None:
-        if self.family == "mp4" and self.mp4_gnre and "\xa9gen" not in self.touched:
+        tags = self.audio.tags
+        if self.family == "mp4" and tags is not None and "\xa9gen" in tags and "\xa9gen" not in self.touched:
             # mutagen reads a numeric `gnre` atom as the text genre `©gen` and cannot write `gnre`: the user's
             # genre would change atoms on every save. Hand the original atom back to mutagen as one it could not
             # parse, which it writes back byte for byte (tests/test_readers.py checks this against mutagen).
-            self.audio.tags.pop("\xa9gen", None)
-            self.audio.tags._failed_atoms["gnre"] = list(self.mp4_gnre)
+            # Looked up only here, when saving, so reading tags costs no second parse of the file.
+            gnre = _raw_gnre(self.path)
+            if gnre:
+                tags.pop("\xa9gen", None)
+                tags._failed_atoms["gnre"] = gnre
         if self.family != "id3":
             self.audio.save(**kw)
             return
@@ -276,8 +279,6 @@ def open_tags(path: Path, *, id3_version: int = 4, v23_sep: str = "; ") -> TagFi
         _id3_layout(tf)
     if fmt == "wav":
         tf.riff_info = read_riff_info(path)
-    if family == "mp4" and audio.tags is not None:
-        tf.mp4_gnre = _raw_gnre(path)
     return tf
 
 

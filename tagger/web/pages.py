@@ -102,7 +102,7 @@ def library_page(result: Result, q: Query, *, csrf: str, library_size: int) -> s
             f'<tr data-id="{t["id"]}"><td>{_play(t["id"], track_name(t))}</td>'
             f'<td><a href="/track/{t["id"]}">{e(track_name(t))}</a></td><td>{e(t.get("artist") or "")}</td>'
             f'<td>{e(t.get("album") or "")}</td><td>{e(", ".join(t.get("_genre") or []))}'
-            f'{" 🔒" if "genre" in (t.get("locked") or []) or "GENRE" in (t.get("locked") or []) else ""}</td>'
+            f'{" 🔒" if "GENRE" in (t.get("locked") or []) else ""}</td>'
             f'<td class=num>{duration(t.get("duration"))}</td></tr>')
     page = min(q.page, result.pages)
     nav = []

@@ -33,7 +33,7 @@ class Snapshot:
     def __init__(self, cfg: Config, store: Store, lib: Library) -> None:
         self.cfg, self.store, self.lib = cfg, store, lib
         self.cards: dict[str, Card] = {}
-        for mid in sorted({doc["model"] for _, doc in store.documents()}):
+        for mid in store.models():
             text = store.card_json(mid)
             if text:
                 self.cards[mid] = Card.from_json(text)
