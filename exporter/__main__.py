@@ -5,6 +5,7 @@
     python -m exporter fetch            # only download the weights wheel into the cache
     python -m exporter sota --arch fcn --dataset jamendo --output fcn-jamendo.onnx
     python -m exporter train mel-cnn --data MUSIC_BY_GENRE/ --output my-genres.onnx
+    python -m exporter int8 tagger/models/musicnn-msd.onnx --verify ../shared/audio MORE_MUSIC/
 """
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ import argparse
 import logging
 import sys
 from pathlib import Path
+
+import numpy as np
 
 from .checkpoint import CheckpointError
 from .export import ExportError, export_onnx
@@ -67,10 +70,71 @@ def train_main(argv: list[str]) -> int:
     return 0
 
 
+def int8_main(argv: list[str]) -> int:
+    """``python -m exporter int8 MODEL.onnx --verify AUDIO...``: a verified int8 variant beside the model."""
+    from tagger.errors import TaggerError
+
+    from .quantize import QuantizeError, build_int8_variant, loudest_window
+    from .zoo import verification_audio
+
+    parser = argparse.ArgumentParser(prog="python -m exporter int8", description=int8_main.__doc__)
+    parser.add_argument("model", type=Path, help="the float model (an exported ONNX plug-in)")
+    parser.add_argument("--verify", type=Path, nargs="+", required=True,
+                        help="audio files or folders: the variant is written only if, on every one, song-level tags "
+                             "stay within 0.01 of the float model and the top 5 labels are the same")
+    parser.add_argument("--max-windows", type=int, default=32, help="windows per verification song (0: all)")
+    parser.add_argument("--output", type=Path, help="default: int8/<name> beside the model")
+    args = parser.parse_args(argv)
+    try:
+        from tagger.engine import decode_windows
+        from tagger.model import load_model
+
+        card = load_model(str(args.model), device="cpu").card
+        if card.sample_rate != 16000:
+            raise QuantizeError(f"{args.model}: calibration audio is at 16 kHz, the model wants {card.sample_rate} Hz")
+        # Input ranges from the exporter's own clips, a silent window (the front end's exact minimum) and the
+        # loudest plausible one.
+        from tagger.windows import iter_windows
+
+        calib = [np.stack(list(iter_windows([clip], card))) for clip in verification_audio()]
+        calib += [np.zeros((1, card.input_width), np.float32), loudest_window(card.input_width, card.sample_rate)]
+        songs = []
+        for path in _audio_files(args.verify):
+            windows: list[np.ndarray] = []
+            decode_windows(path, [card], [0], args.max_windows, lambda _i, w: windows.append(w))
+            songs.append((path.name, np.stack(windows)))
+        output = args.output or args.model.parent / "int8" / args.model.name
+        v = build_int8_variant(args.model, output, calib, songs)
+    except (QuantizeError, TaggerError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    log.info("wrote %s: %d songs, %d windows; song-level tags within %.4f, embedding cosine >= %.5f, top 5 the same "
+             "on %d (on %s only float near-ties moved)", output, v.files, v.windows, v.max_tag_diff,
+             v.min_embedding_cosine, v.files - len(v.top5_near_ties), ", ".join(v.top5_near_ties) or "none")
+    return 0
+
+
+def _audio_files(paths: list[Path]) -> list[Path]:
+    from tagger.errors import TaggerError
+
+    found: list[Path] = []
+    for p in paths:
+        if p.is_dir():
+            found += sorted(x for x in p.rglob("*") if x.suffix.lower() in {".ogg", ".opus", ".mp3", ".flac", ".wav", ".m4a"})
+        elif p.is_file():
+            found.append(p)
+        else:
+            raise TaggerError(p, "no such file or folder")
+    return found
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["train"]:
         return train_main(argv[1:])
+    if argv[:1] == ["int8"]:
+        logging.basicConfig(level=logging.INFO, format="%(message)s")
+        return int8_main(argv[1:])
     parser = argparse.ArgumentParser(prog="python -m exporter", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("architecture", choices=["musicnn", "vgg", "fetch", "sota"])

@@ -170,6 +170,33 @@ class Musicnn(nn.Module):
         self.out = nn.Linear(units, n_labels)
         self.n_mels = n_mels
         self.spectral: SpectralTimbral | None = None
+        self.pool_first = False
+
+    def use_pool_first(self) -> "Musicnn":
+        """Reduce each front-end branch over frequency before its ReLU and batch norm (call after loading).
+
+        Every branch is conv -> ReLU -> BN -> max over frequency. ReLU is monotone and BN a per-channel affine
+        map, so the max of BN(ReLU(z)) over frequency is BN(ReLU(max z)) for a positive BN scale and
+        BN(ReLU(min z)) for a negative one; min z is -max(-z), so those channels get negated kernels and one
+        max serves all. The same numbers, with ReLU and BN run on 1/59 to 1/96 of the values, which also
+        leaves the convolutions' outputs to a single reduction (and lets a quantised convolution feed it
+        directly).
+        """
+        for conv, bn in zip(list(self.timbral) + list(self.temporal), list(self.timbral_bn) + list(self.temporal_bn)):
+            scale = (bn.weight / torch.sqrt(bn.running_var + bn.eps)).detach()
+            sign = torch.where(scale >= 0, 1.0, -1.0)
+            with torch.no_grad():
+                conv.weight.mul_(sign[:, None, None, None])
+                conv.bias.mul_(sign)
+            conv.register_buffer("pool_sign", sign)
+        self.pool_first = True
+        return self
+
+    def _branch(self, conv: nn.Conv2d, bn: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        if not self.pool_first:
+            return bn(F.relu(conv(x))).amax(dim=3)
+        y = conv(x).amax(dim=3) * conv.pool_sign[:, None]
+        return bn(F.relu(y).unsqueeze(-1)).squeeze(-1)  # the layer's BatchNorm2d, on (B, C, T, 1)
 
     def use_spectral_timbral(self) -> "Musicnn":
         """Switch the timbral branches to the DFT formulation (call after loading weights)."""
@@ -183,10 +210,10 @@ class Musicnn(nn.Module):
         if self.spectral is not None:
             branches = self.spectral(padded)
         else:
-            branches = [bn(F.relu(conv(padded))).amax(dim=3) for conv, bn in zip(self.timbral, self.timbral_bn)]
+            branches = [self._branch(conv, bn, padded) for conv, bn in zip(self.timbral, self.timbral_bn)]
         for k, conv, bn in zip(self.temporal_kernels, self.temporal, self.temporal_bn):
             y = F.pad(x, (0, 0, (k - 1) // 2, k // 2))  # TF 'SAME' for an even kernel
-            branches.append(bn(F.relu(conv(y))).amax(dim=3))
+            branches.append(self._branch(conv, bn, y))
         front = torch.cat(branches, dim=1)  # (B, 561, T)
         features = [front]
         h = front

@@ -158,8 +158,22 @@ class _Vertical(nn.Module):
         super().__init__()
         self.conv = nn.Conv2d(1, 204, (k_freq, 7), padding=(0, 3))
         self.bn = nn.BatchNorm2d(204)
+        self.folded = False
+
+    def fold(self) -> None:
+        """Fold the batch norm into the convolution and reduce before the ReLU (max of ReLU is ReLU of max),
+        with the time padding made explicit: the same numbers, and a ``Conv -> ReduceMax`` pair that
+        ``exporter.quantize`` can run in int8."""
+        scale = (self.bn.weight / torch.sqrt(self.bn.running_var + self.bn.eps)).detach()
+        with torch.no_grad():
+            self.conv.weight.mul_(scale[:, None, None, None])
+            self.conv.bias.copy_((self.conv.bias - self.bn.running_mean) * scale + self.bn.bias)
+        self.conv.padding = (0, 0)
+        self.folded = True
 
     def forward(self, spec: torch.Tensor) -> torch.Tensor:
+        if self.folded:
+            return F.relu(self.conv(F.pad(spec, (3, 3))).amax(dim=2))
         return F.relu(self.bn(self.conv(spec))).amax(dim=2)
 
 
@@ -191,6 +205,13 @@ class MusicnnSota(_FromCheckpoint):
         self.dense1 = nn.Linear(1506, 200)
         self.bn = nn.BatchNorm1d(200)
         self.dense2 = nn.Linear(200, n_labels)
+
+    def fold_front(self) -> "MusicnnSota":
+        """Fold the timbral branches for export (see ``_Vertical.fold``); call after loading weights."""
+        for branch in self.layers:
+            if isinstance(branch, _Vertical):
+                branch.fold()
+        return self
 
     def forward(self, waveform: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         spec = self.front(waveform)

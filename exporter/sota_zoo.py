@@ -82,6 +82,8 @@ def build_sota(arch: str, dataset: str, weights: Path | None = None, *,
     module = sota.build(arch, dataset, path)
     if correct_resampler:
         module.front.correct_for(bin_gains())
+    if isinstance(module, sota.MusicnnSota):
+        module.fold_front()
     labels, groups = sota.labels_for(dataset)
     window = module.window
     tail = "end" if window > 100_000 else "drop"

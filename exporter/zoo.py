@@ -47,8 +47,8 @@ def build_published(model_id: str, archive: WeightsArchive, *, spectral: bool = 
     spec = MODELS[model_id]
     ck = archive.checkpoint(spec.variant, spec.label_set)
     module = spec.build(len(ck.labels)).load_tf(ck.tensors).eval()
-    if isinstance(module, Musicnn) and spectral:
-        module.use_spectral_timbral()
+    if isinstance(module, Musicnn):
+        module.use_spectral_timbral() if spectral else module.use_pool_first()
     kind = "musicnn" if isinstance(module, Musicnn) else "VGG-style"
     emb = ("penultimate dense layer (200 units, after ReLU and batch norm)" if isinstance(module, Musicnn)
            else "flattened pool5 (2 time steps x 128 channels, time-major)")

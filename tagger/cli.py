@@ -58,6 +58,8 @@ def _config(args: argparse.Namespace) -> Config:
     if getattr(args, "model", None):
         overrides["models"] = tuple(args.model)
     lowest = {"threads": 0, "batch_size": 1, "max_windows": 0}  # the same bounds the config file has
+    if getattr(args, "model_precision", None):
+        overrides["precision"] = args.model_precision
     for name in ("device", "threads", "batch_size", "max_windows"):
         value = getattr(args, name, None)
         if value is not None:
@@ -85,7 +87,8 @@ def _lookup_model(cfg: Config, store=None) -> Model:
     """The model whose embeddings answer similarity queries: the first of the set that has an embedding
     and, when a database is given, analysed tracks in it (`--model X` picks another)."""
     for name in cfg.models:
-        model = load_model(name, models_dir=cfg.models_dir, device=cfg.device, threads=cfg.threads)
+        model = load_model(name, models_dir=cfg.models_dir, device=cfg.device, threads=cfg.threads,
+                           precision=cfg.precision)
         if not model.card.embedding_dim:
             continue
         if store is None or len(store.slots(model.card.id)[0]):
@@ -578,7 +581,7 @@ def cmd_batch_run(args: argparse.Namespace) -> int:
                         threads_per_actor=args.threads_per_actor, actor_cpus=args.actor_cpus,
                         decode_cpus=args.decode_cpus,
                         max_batch=cfg.batch_size, max_windows=cfg.max_windows, window_dtype=args.window_dtype,
-                        device=cfg.device, rows_per_part=args.rows_per_part)
+                        device=cfg.device, precision=cfg.precision, rows_per_part=args.rows_per_part)
 
     def progress(done: int, total: int) -> None:
         if not args.json and sys.stderr.isatty():
@@ -678,6 +681,8 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--model", action="append",
                         help="model name or .onnx path; repeat for a set (replaces the configured `models`)")
         sp.add_argument("--device", choices=["auto", "cpu", "cuda"])
+        sp.add_argument("--model-precision", choices=["auto", "float", "int8"], dest="model_precision",
+                        help="auto: verified int8 variants where the CPU has VNNI/AMX (default) | float | int8")
         sp.add_argument("--threads", type=int)
         sp.add_argument("--batch-size", type=int, dest="batch_size")
         sp.add_argument("--max-windows", type=int, dest="max_windows",

@@ -67,6 +67,7 @@ class Config:
     source: str
     max_windows: int  # > 0: analyse at most this many windows per track and model, spread evenly; 0: all
     memory: str  # lean: no onnxruntime arenas (bounded memory) | fast: arenas (more memory)
+    precision: str = "auto"  # auto: a model's verified int8 variant where the CPU has VNNI/AMX | float | int8
     settle_seconds: float = 3.0
     rescan_hours: float = 6.0
     polling: bool = False
@@ -223,6 +224,7 @@ def _build(raw: dict, source: str) -> Config:
         batch_size=_int(raw, "batch_size", 1, 4096), decode_workers=_int(raw, "decode_workers", 1, 64),
         decode_processes=_bool(raw, "decode_processes"),
         max_windows=_int(raw, "max_windows", 0, 100_000), memory=_choice(raw, "memory", ("lean", "fast")),
+        precision=_choice(raw, "precision", ("auto", "float", "int8")),
         extensions=frozenset(e.lower() for e in exts), commit_every=_int(raw, "commit_every", 1),
         commit_seconds=float(cs), write_enabled=w["enabled"], id3_version=w["id3_version"],
         id3v23_separator=w["id3v23_separator"], provenance=w["provenance"], fields=fields,

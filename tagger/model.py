@@ -7,6 +7,8 @@ file that carries one and whose graph has the outputs it declares plugs in.
 from __future__ import annotations
 
 import ctypes
+import hashlib
+import json
 import logging
 import os
 from pathlib import Path
@@ -20,6 +22,57 @@ log = logging.getLogger(__name__)
 _ANNOUNCED: set[tuple] = set()
 
 BUNDLED_DIR = Path(__file__).parent / "models"
+VARIANT_KEY = "tagger.variant"
+INT8_CPU_FLAGS = ("amx_int8", "avx512_vnni", "avx_vnni")  # any one gives 8-bit dot products
+PRECISIONS = ("auto", "float", "int8")
+
+
+def cpu_flags() -> frozenset[str]:
+    """The instruction-set flags the kernel reports for this CPU (Linux); empty where unknown."""
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as fh:
+            for line in fh:
+                if line.startswith("flags"):
+                    return frozenset(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return frozenset()
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def int8_candidate(path: Path, flags: frozenset[str] | None = None) -> tuple[Path | None, str]:
+    """The int8 variant file beside the float model at ``path`` (``int8/<name>``) if this CPU runs it well,
+    else None; and why. Without 8-bit dot products (VNNI or AMX) onnxruntime's int8 kernels are slower than
+    float and can saturate, so the float model runs there."""
+    candidate = path.parent / "int8" / path.name
+    if not candidate.is_file():
+        return None, "no int8 variant"
+    usable = sorted(set(INT8_CPU_FLAGS) & (cpu_flags() if flags is None else flags))
+    if not usable:
+        return None, f"CPU lacks {' / '.join(INT8_CPU_FLAGS)}"
+    return candidate, f"CPU has {', '.join(usable)}"
+
+
+def variant_mismatch(path: Path, meta: dict[str, str]) -> str | None:
+    """Why a loaded int8 file must not stand in for the float model at ``path`` (None: it may). A variant
+    is used only beside the exact float file it was made and verified from: its metadata holds that file's
+    sha256, so a re-exported float model is never paired with a stale variant."""
+    try:
+        variant = json.loads(meta[VARIANT_KEY])
+    except (KeyError, ValueError):
+        return f"no {VARIANT_KEY!r} metadata"
+    if variant.get("precision") != "int8":
+        return f"precision {variant.get('precision')!r}, not int8"
+    if variant.get("reference_sha256") != _sha256(path):
+        return f"made from another version of {path.name}"
+    return None
 
 
 def card_from_metadata(path: Path | str, meta: dict[str, str]) -> Card:
@@ -63,10 +116,13 @@ def _cuda_usable() -> tuple[bool, str]:
 class Model:
     """One onnxruntime session for the whole run; ``run`` maps a window batch to (tags, embeddings)."""
 
-    def __init__(self, path: Path, *, device: str = "auto", threads: int = 0, lean: bool = False) -> None:
+    def __init__(self, path: Path, *, device: str = "auto", threads: int = 0, lean: bool = False,
+                 precision: str = "float") -> None:
         import onnxruntime as ort
 
-        self.path = path
+        if precision not in PRECISIONS:
+            raise ModelError("precision", f"must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+        self.path = path  # the float model: the model's identity, whichever file runs
         opts = ort.SessionOptions()
         if lean:
             # onnxruntime keeps every intermediate tensor's peak size in a per-session arena and pre-plans
@@ -82,10 +138,24 @@ class Model:
         opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.threads = opts.intra_op_num_threads
         providers, reason = self._choose_providers(ort, device)
-        try:
-            self.session = ort.InferenceSession(str(path), opts, providers=providers)
-        except Exception as exc:  # onnxruntime raises its own exception types
-            raise ModelError(path, f"onnxruntime cannot load it: {exc}") from None
+        self.file, self.precision, self.precision_reason = path, "float", "float model"
+        self.session = None
+        if precision != "float":
+            variant, why = (None, "a GPU runs the float model") if providers[0] != "CPUExecutionProvider" \
+                else int8_candidate(path)
+            if variant is not None:
+                session = self._open(ort, variant, opts, providers)
+                wrong = variant_mismatch(path, session.get_modelmeta().custom_metadata_map)
+                if wrong is None:
+                    self.session, self.file, self.precision = session, variant, "int8"
+                else:
+                    why = f"int8 variant {variant} not used: {wrong}"
+                    log.warning("%s", why)
+            if self.session is None and precision == "int8":
+                raise ModelError(path, f"int8 requested but {why}")
+            self.precision_reason = why
+        if self.session is None:
+            self.session = self._open(ort, path, opts, providers)
         active = self.session.get_providers()[0]
         if providers[0] == "CUDAExecutionProvider" and active != "CUDAExecutionProvider":
             reason = "CUDA provider failed to initialise; using CPU"
@@ -96,6 +166,10 @@ class Model:
         _ANNOUNCED.add(line)
         meta = self.session.get_modelmeta().custom_metadata_map
         self.card = card_from_metadata(path, meta)
+        if precision != "float" and (self.card.id, self.precision) not in _ANNOUNCED:
+            _ANNOUNCED.add((self.card.id, self.precision))
+            log.info("%s: %s (%s)", self.card.id, "int8 variant" if self.precision == "int8" else "float",
+                     self.precision_reason)
         inputs = {i.name for i in self.session.get_inputs()}
         outputs = {o.name for o in self.session.get_outputs()}
         declared = [o.name for o in self.card.outputs]
@@ -106,6 +180,13 @@ class Model:
         self._tags_name = self.card.tags.name
         emb = self.card.embedding
         self._emb_name = emb.name if emb is not None else None
+
+    @staticmethod
+    def _open(ort, file: Path, opts, providers: list[str]):
+        try:
+            return ort.InferenceSession(str(file), opts, providers=providers)
+        except Exception as exc:  # onnxruntime raises its own exception types
+            raise ModelError(file, f"onnxruntime cannot load it: {exc}") from None
 
     @property
     def spec(self) -> Card:
@@ -141,5 +222,6 @@ class Model:
 
 
 def load_model(name_or_path: str, *, models_dir: Path | None = None, device: str = "auto", threads: int = 0,
-               lean: bool = False) -> Model:
-    return Model(resolve_model_path(name_or_path, models_dir), device=device, threads=threads, lean=lean)
+               lean: bool = False, precision: str = "float") -> Model:
+    return Model(resolve_model_path(name_or_path, models_dir), device=device, threads=threads, lean=lean,
+                 precision=precision)

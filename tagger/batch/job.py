@@ -48,6 +48,7 @@ class BatchOptions:
     window_dtype: str = "float32"
     rows_per_part: int = 512
     device: str = "auto"
+    precision: str = "auto"  # decided on each actor's own CPU (a cluster's nodes may differ)
 
 
 @dataclass
@@ -77,8 +78,8 @@ def _prepare_batch(batch: dict[str, Any], cards_json: list[str], max_windows: in
 class InferenceActor:
     """Holds the model set's sessions for the life of the actor; one track's windows per call."""
 
-    def __init__(self, paths: list[str], device: str, threads: int, max_batch: int) -> None:
-        self.models = [Model(Path(p), device=device, threads=threads, lean=True) for p in paths]
+    def __init__(self, paths: list[str], device: str, threads: int, max_batch: int, precision: str = "auto") -> None:
+        self.models = [Model(Path(p), device=device, threads=threads, lean=True, precision=precision) for p in paths]
         self.max_batch = max_batch
 
     def __call__(self, batch: dict[str, Any]):
@@ -141,6 +142,7 @@ def run_batch(items: Sequence[Item], models: Sequence[Model], opts: BatchOptions
                             compute=ray.data.ActorPoolStrategy(size=opts.actors),
                             num_cpus=actor_cpus, num_gpus=gpus,
                             fn_constructor_kwargs={"paths": [str(m.path) for m in models], "device": opts.device,
+                                                   "precision": opts.precision,
                                                    "threads": opts.threads_per_actor, "max_batch": opts.max_batch})
         per_track: dict[str, list[dict[str, Any]]] = {}
         for table in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
