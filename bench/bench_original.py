@@ -5,11 +5,12 @@
 
 1. Per window, musicnn-msd (MSD_musicnn): TensorFlow's graph restored once, ``sess.run`` on log-mel windows
    (the mel spectrogram excluded: it is computed by librosa outside the graph), against onnxruntime on the
-   exported model (its log-mel front end inside the graph, so included), batch 1 and 8, alternating rounds,
-   medians.
+   exported model (its log-mel front end inside the graph, so included), float and the int8 variant, batch
+   1 and 8, alternating rounds, medians.
 2. Per file, on the given real tracks: the original extractor as its CLI runs it (load, log-mel, graph build
    and restore, every window) against `tagger scan --no-write` in a fresh process and database: the default
-   (model set of four, 32 windows per model) and musicnn-msd alone with every window (the like-for-like).
+   (model set of four, 32 windows per model, int8 variants where the CPU has VNNI/AMX), the same in float,
+   and musicnn-msd alone with every window (the like-for-like).
 """
 from __future__ import annotations
 
@@ -54,29 +55,46 @@ def main() -> None:
     ap.add_argument("files", nargs="*", type=Path)
     ap.add_argument("--rounds", type=int, default=3)
     args = ap.parse_args()
+    args.audio_seconds = 0.0
+    if args.files:
+        import av
+
+        for f in args.files:
+            with av.open(str(f)) as c:
+                args.audio_seconds += float(c.duration or 0) / 1e6
     py = args.original_python
     out: dict = {"per_window_ms": {}, "per_file_s": {}}
+    threads = os.cpu_count() or 1
     for batch in (1, 8):
-        tf_ms, ort_ms = [], []
+        tf_ms, fp_ms, q_ms = [], [], []
         for _ in range(args.rounds):
             tf_ms.append(original(py, "window", "--batch", str(batch))["ms_per_window"])
-            ort_ms.append(ms_per_window("musicnn-msd", os.cpu_count() or 1, batch)[0])
-        a, b = statistics.median(tf_ms), statistics.median(ort_ms)
-        out["per_window_ms"][f"batch {batch}"] = {"original_tensorflow": round(a, 2), "tagger_onnxruntime": round(b, 2),
-                                                  "speedup": round(a / b, 2)}
-        print(f"musicnn-msd per window, batch {batch}: original {a:.1f} ms, ours {b:.1f} ms: {a / b:.2f}x")
+            fp_ms.append(ms_per_window("musicnn-msd", threads, batch)[0])
+            q_ms.append(ms_per_window("musicnn-msd", threads, batch, precision="int8")[0])
+        a, b, c = statistics.median(tf_ms), statistics.median(fp_ms), statistics.median(q_ms)
+        out["per_window_ms"][f"batch {batch}"] = {"original_tensorflow": round(a, 2), "tagger_float": round(b, 2),
+                                                  "tagger_int8": round(c, 2), "speedup_float": round(a / b, 2),
+                                                  "speedup_int8": round(a / c, 2)}
+        print(f"musicnn-msd per window, batch {batch}: original {a:.1f} ms, ours float {b:.1f} ms ({a / b:.2f}x), "
+              f"int8 {c:.1f} ms ({a / c:.2f}x)")
     out["tensorflow"] = original(py, "window", "--runs", "3")["tensorflow"]
     if args.files:
         n = len(args.files)
         orig = original(py, "files", *map(str, args.files))["seconds_per_file"]
         per_orig = sum(orig.values()) / n
         default = scan_seconds(args.files, []) / n
+        default_float = scan_seconds(args.files, ["--model-precision", "float"]) / n
         alike = scan_seconds(args.files, ["--model", "musicnn-msd", "--max-windows", "0"]) / n
-        out["per_file_s"] = {"tracks": n, "original_extractor": round(per_orig, 2),
-                             "tagger_scan_default": round(default, 2), "tagger_scan_musicnn_msd_all_windows": round(alike, 2),
-                             "speedup_default": round(per_orig / default, 2), "speedup_like_for_like": round(per_orig / alike, 2)}
+        out["per_file_s"] = {"tracks": n, "seconds_of_audio": round(args.audio_seconds, 1) if args.audio_seconds else None,
+                             "original_extractor": round(per_orig, 2),
+                             "tagger_scan_default": round(default, 2), "tagger_scan_default_float": round(default_float, 2),
+                             "tagger_scan_musicnn_msd_all_windows": round(alike, 2),
+                             "speedup_default": round(per_orig / default, 2),
+                             "speedup_default_float": round(per_orig / default_float, 2),
+                             "speedup_like_for_like": round(per_orig / alike, 2)}
         print(f"per file ({n} tracks): original {per_orig:.2f} s; tagger scan default {default:.2f} s "
-              f"({per_orig / default:.2f}x); musicnn-msd every window {alike:.2f} s ({per_orig / alike:.2f}x)")
+              f"({per_orig / default:.2f}x), in float {default_float:.2f} s ({per_orig / default_float:.2f}x); "
+              f"musicnn-msd every window {alike:.2f} s ({per_orig / alike:.2f}x)")
     print("wrote", save("original", out))
 
 

@@ -23,7 +23,10 @@ def machine() -> dict:
         pass
     import onnxruntime
 
-    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(),
+    from tagger.model import cpu_flags
+
+    isa = sorted(cpu_flags() & {"avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8", "amx_bf16"})
+    return {"cpu": cpu, "cores": os.cpu_count(), "isa": isa, "python": platform.python_version(),
             "onnxruntime": onnxruntime.__version__, "date": datetime.now(timezone.utc).strftime("%Y-%m-%d")}
 
 
@@ -45,13 +48,14 @@ def save(name: str, data: dict) -> Path:
     return path
 
 
-def ms_per_window(model_name: str, threads: int, batch: int = 1, runs: int = 50) -> tuple[float, float]:
+def ms_per_window(model_name: str, threads: int, batch: int = 1, runs: int = 50,
+                  precision: str = "float") -> tuple[float, float]:
     """(median, p90) milliseconds per window of a bundled model on noise windows, after 5 warm-up runs."""
     import numpy as np
 
     from tagger.model import load_model
 
-    model = load_model(model_name, device="cpu", threads=threads)
+    model = load_model(model_name, device="cpu", threads=threads, precision=precision)
     x = (np.random.default_rng(0).standard_normal((batch, model.card.window)) * 0.1).astype(np.float32)
     for _ in range(5):
         model.run_all(x)

@@ -66,7 +66,7 @@ class Config:
     vocabulary: dict[str, dict[str, tuple[str, ...]]]
     source: str
     max_windows: int  # > 0: analyse at most this many windows per track and model, spread evenly; 0: all
-    memory: str  # lean: no onnxruntime arenas (bounded memory) | fast: arenas (more memory)
+    memory: str  # shared: one onnxruntime arena for all models | lean: no arenas | fast: one arena per model
     precision: str = "auto"  # auto: a model's verified int8 variant where the CPU has VNNI/AMX | float | int8
     settle_seconds: float = 3.0
     rescan_hours: float = 6.0
@@ -223,7 +223,7 @@ def _build(raw: dict, source: str) -> Config:
         database=expand_path(raw["database"]), device=raw["device"], threads=_int(raw, "threads", 0),
         batch_size=_int(raw, "batch_size", 1, 4096), decode_workers=_int(raw, "decode_workers", 1, 64),
         decode_processes=_bool(raw, "decode_processes"),
-        max_windows=_int(raw, "max_windows", 0, 100_000), memory=_choice(raw, "memory", ("lean", "fast")),
+        max_windows=_int(raw, "max_windows", 0, 100_000), memory=_choice(raw, "memory", ("shared", "lean", "fast")),
         precision=_choice(raw, "precision", ("auto", "float", "int8")),
         extensions=frozenset(e.lower() for e in exts), commit_every=_int(raw, "commit_every", 1),
         commit_seconds=float(cs), write_enabled=w["enabled"], id3_version=w["id3_version"],

@@ -139,7 +139,7 @@ def load_models(cfg: Config) -> list[Model]:
     from .model import load_model
 
     models = [load_model(name, models_dir=cfg.models_dir, device=cfg.device, threads=cfg.threads,
-                         lean=cfg.memory == "lean", precision=cfg.precision)
+                         memory=cfg.memory, precision=cfg.precision)
               for name in cfg.models]
     ids = [m.card.id for m in models]
     dup = sorted({i for i in ids if ids.count(i) > 1})

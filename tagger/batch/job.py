@@ -79,7 +79,8 @@ class InferenceActor:
     """Holds the model set's sessions for the life of the actor; one track's windows per call."""
 
     def __init__(self, paths: list[str], device: str, threads: int, max_batch: int, precision: str = "auto") -> None:
-        self.models = [Model(Path(p), device=device, threads=threads, lean=True, precision=precision) for p in paths]
+        self.models = [Model(Path(p), device=device, threads=threads, memory="shared",
+                             precision=precision) for p in paths]
         self.max_batch = max_batch
 
     def __call__(self, batch: dict[str, Any]):
