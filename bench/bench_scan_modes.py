@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import statistics
 import subprocess
@@ -22,18 +21,24 @@ from datetime import date
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-MODES = {"lean, all windows": {"memory": "lean", "max_windows": 0},
-         "fast (arenas), all windows": {"memory": "fast", "max_windows": 0},
-         "lean, 32 windows": {"memory": "lean", "max_windows": 32},
+sys.path.insert(0, str(ROOT))
+from bench.common import machine  # noqa: E402
+MODES = {"default: shared arena, int8 variants, 32 windows": {"memory": "shared", "max_windows": 32},
+         "shared arena, float, 32 windows": {"memory": "shared", "max_windows": 32, "precision": "float"},
+         "lean (no arenas), int8 variants, 32 windows": {"memory": "lean", "max_windows": 32},
+         "shared arena, int8 variants, all windows": {"memory": "shared", "max_windows": 0},
+         "fast (arena per model), int8 variants, all windows": {"memory": "fast", "max_windows": 0},
+         "lean (no arenas), int8 variants, all windows": {"memory": "lean", "max_windows": 0},
          # peak_mb is the largest single process: the decoder processes' own memory comes on top
-         "lean, 32 windows, decoder processes": {"memory": "lean", "max_windows": 32, "decode_processes": True}}
+         "default with decoder processes": {"memory": "shared", "max_windows": 32, "decode_processes": True}}
 
 
 def one(files: list[Path], settings: dict) -> tuple[float, float, float]:
     with tempfile.TemporaryDirectory() as tmp:
         cfg = Path(tmp) / "config.yaml"
         cfg.write_text(f"database: {tmp}/db\nmemory: {settings['memory']}\nmax_windows: {settings['max_windows']}\n"
-                       f"decode_processes: {'true' if settings.get('decode_processes') else 'false'}\n")
+                       f"decode_processes: {'true' if settings.get('decode_processes') else 'false'}\n"
+                       f"precision: {settings.get('precision', 'auto')}\n")
         env = {**os.environ, "XDG_CONFIG_HOME": f"{tmp}/cfg", "XDG_DATA_HOME": f"{tmp}/data"}
         before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
         t = time.perf_counter()
@@ -70,7 +75,7 @@ def main() -> None:
             table[m] = {"seconds": round(secs, 1), "tracks_per_min": round(len(args.files) / secs * 60, 1),
                         "x_realtime": round(audio / secs, 1),
                         "peak_mb": round(statistics.median(x["peak_mb"] for x in runs))}
-        out = {"date": str(date.today()), "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+        out = {"date": str(date.today()), "machine": machine(),
                "tracks": len(args.files), "audio_minutes": round(audio / 60, 1), "repeats": args.repeats,
                "modes": table}
         print(json.dumps(out, indent=1))

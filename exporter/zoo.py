@@ -41,7 +41,7 @@ def build_published(model_id: str, archive: WeightsArchive, *, spectral: bool = 
 
     musicnn's timbral convolutions are exported as plain convolutions. ``spectral=True`` gives their DFT form
     (``SpectralTimbral``: the same outputs within 1e-6 with 2.5x fewer multiplications), which was 15 % faster
-    on an AVX2-only CPU but is 1.45x slower on an AVX-512 (Zen 5) one, where onnxruntime's blocked convolutions
+    on an AVX2-only CPU but is 1.45x slower on the AVX-512 machine of bench/, where onnxruntime's blocked convolutions
     beat the DFT's memory-bound matrix products: 13.4 ms against 19.4 ms per window (bench/bench_original.py).
     """
     spec = MODELS[model_id]

@@ -42,7 +42,8 @@ MODELS = ("musicnn-msd", "fcn-jamendo")  # two kinds of card: 3-s and 29-s windo
 
 @pytest.fixture(scope="module")
 def models():
-    return [load_model(m, device="cpu", threads=2) for m in MODELS]
+    # precision as the batch actors choose it (auto, on this same CPU), so scan and batch run the same files
+    return [load_model(m, device="cpu", threads=2, precision="auto") for m in MODELS]
 
 
 @pytest.fixture(scope="module")

@@ -199,3 +199,16 @@ def test_exporter_writes_nothing_when_the_variant_misses_the_bar(tmp_path, monke
     assert Model(BUNDLED_DIR / "musicnn-msd.onnx", device="cpu").precision == "float"
     meta = json.loads({p.key: p.value for p in onnx.load(str(out)).metadata_props}[VARIANT_KEY])
     assert meta["reference_sha256"] == tagger_model._sha256(BUNDLED_DIR / "musicnn-msd.onnx")
+
+
+def test_memory_modes_give_the_same_numbers():
+    """shared (one arena for every session), lean (none) and fast (one per session) change where
+    intermediate tensors live, never the results."""
+    x = (np.random.default_rng(3).standard_normal((3, 48128)) * 0.1).astype(np.float32)
+    outs = {mode: load_model("musicnn-jamendo", device="cpu", memory=mode).run_all(x[:, :48000]) for mode in
+            ("shared", "lean", "fast")}
+    for mode in ("lean", "fast"):
+        for name, value in outs["shared"].items():
+            np.testing.assert_allclose(value, outs[mode][name], rtol=1e-6, atol=1e-6)
+    with pytest.raises(ModelError, match="memory"):
+        load_model("musicnn-jamendo", device="cpu", memory="tiny")
