@@ -102,6 +102,15 @@ class _FromCheckpoint(nn.Module):
             raise ValueError(f"checkpoint does not fit: missing {missing}, unexpected {unexpected}")
         return self.eval()
 
+    window: int
+
+    def spectrogram(self, waveform: torch.Tensor) -> torch.Tensor:
+        """The front end's (B, 1, 96, frames) with the shape stated as constants: onnxruntime lays out
+        convolutions and max-pools in its blocked (NCHWc) format only where it knows every dimension but the
+        batch, and through the front end's padding it cannot infer them. With them stated, all five FCN pools
+        stay blocked instead of converting layouts around each one: 1.4x faster, the same numbers."""
+        return self.front(waveform).reshape(-1, 1, N_MELS, 1 + self.window // HOP)
+
 
 class FCN(_FromCheckpoint):
     """Five 3x3 conv blocks down to (64, 1, 1): that 64-vector is the embedding."""
@@ -119,7 +128,7 @@ class FCN(_FromCheckpoint):
         self.dense = nn.Linear(64, n_labels)
 
     def forward(self, waveform: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        x = self.front(waveform)
+        x = self.spectrogram(waveform)
         for layer in (self.layer1, self.layer2, self.layer3, self.layer4, self.layer5):
             x = layer(x)
         emb = x.flatten(1)
@@ -142,7 +151,7 @@ class CRNN(_FromCheckpoint):
         self.dense = nn.Linear(32, n_labels)
 
     def forward(self, waveform: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        x = self.front(waveform)
+        x = self.spectrogram(waveform)
         for layer in (self.layer1, self.layer2, self.layer3, self.layer4):
             x = layer(x)
         seq = x.squeeze(2).transpose(1, 2)  # (B, T, 128)
@@ -214,7 +223,7 @@ class MusicnnSota(_FromCheckpoint):
         return self
 
     def forward(self, waveform: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        spec = self.front(waveform)
+        spec = self.spectrogram(waveform)
         front = torch.cat([branch(spec) for branch in self.layers], dim=1)  # (B, 561, T)
         r1 = self.layer1(front)
         r2 = self.layer2(r1) + r1
