@@ -88,18 +88,20 @@ def int8_main(argv: list[str]) -> int:
     try:
         from tagger.engine import decode_windows
         from tagger.model import load_model
+        from tagger.windows import iter_windows
 
+        files = _audio_files(args.verify)  # before anything slow: a wrong path fails at once
+        if not files:
+            raise QuantizeError(f"no audio files in {', '.join(map(str, args.verify))} to verify the variant on")
         card = load_model(str(args.model), device="cpu").card
         if card.sample_rate != 16000:
             raise QuantizeError(f"{args.model}: calibration audio is at 16 kHz, the model wants {card.sample_rate} Hz")
         # Input ranges from the exporter's own clips, a silent window (the front end's exact minimum) and the
         # loudest plausible one.
-        from tagger.windows import iter_windows
-
         calib = [np.stack(list(iter_windows([clip], card))) for clip in verification_audio()]
         calib += [np.zeros((1, card.input_width), np.float32), loudest_window(card.input_width, card.sample_rate)]
         songs = []
-        for path in _audio_files(args.verify):
+        for path in files:
             windows: list[np.ndarray] = []
             decode_windows(path, [card], [0], args.max_windows, lambda _i, w: windows.append(w))
             songs.append((path.name, np.stack(windows)))
@@ -115,16 +117,14 @@ def int8_main(argv: list[str]) -> int:
 
 
 def _audio_files(paths: list[Path]) -> list[Path]:
+    """The audio files under ``paths``, found as a scan finds them; a missing path is an error."""
+    from tagger.config import load_config
     from tagger.errors import TaggerError
+    from tagger.scan import discover
 
-    found: list[Path] = []
-    for p in paths:
-        if p.is_dir():
-            found += sorted(x for x in p.rglob("*") if x.suffix.lower() in {".ogg", ".opus", ".mp3", ".flac", ".wav", ".m4a"})
-        elif p.is_file():
-            found.append(p)
-        else:
-            raise TaggerError(p, "no such file or folder")
+    found, missing = discover(paths, load_config(None).extensions)
+    if missing:
+        raise TaggerError(missing[0], "no such file or folder")
     return found
 
 

@@ -21,6 +21,9 @@ Everything else in the graph stays float32.
 """
 from __future__ import annotations
 
+import json
+import os
+import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -234,7 +237,7 @@ def rewrite(model: onnx.ModelProto, sites: Sequence[Site], ranges: dict[str, Inp
 
 
 
-from tagger.model import INT8_CPU_FLAGS, VARIANT_KEY  # noqa: E402  (the runtime's contract with the file)
+from tagger.model import INT8_CPU_FLAGS, VARIANT_KEY, sha256_file  # noqa: E402  (the runtime's contract)
 
 TAG_TOLERANCE = 0.01
 
@@ -293,11 +296,6 @@ def build_int8_variant(source: Path, output: Path, calibration: Sequence[np.ndar
     ``tagger.variant`` entry: precision, the float file's sha256 (the runtime uses a variant only beside the
     exact file it was made from), the CPU features it needs and these verification figures.
     """
-    import hashlib
-    import json
-    import os
-    import tempfile
-
     import onnxruntime as ort
 
     def session(blob: bytes | str) -> "ort.InferenceSession":
@@ -329,7 +327,7 @@ def build_int8_variant(source: Path, output: Path, calibration: Sequence[np.ndar
                             f"{json.dumps(v.as_dict())}")
     entry = variant.metadata_props.add()
     entry.key = VARIANT_KEY
-    entry.value = json.dumps({"precision": "int8", "reference_sha256": hashlib.sha256(source.read_bytes()).hexdigest(),
+    entry.value = json.dumps({"precision": "int8", "reference_sha256": sha256_file(source),
                               "cpu_flags_any": list(INT8_CPU_FLAGS), "quantised": [s.conv.name for s in sites],
                               "input_ranges": {k: [r.low, r.high] for k, r in ranges.items()},
                               "verification": v.as_dict()}, sort_keys=True)

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from .checkpoint import CheckpointError, parse_bundle
+from tagger.model import sha256_file  # noqa: F401  (re-exported: the one file digest, shared with the runtime)
 
 WHEEL_NAME = "musicnn"
 WHEEL_VERSION = "0.1.0"
@@ -33,14 +34,6 @@ class WeightsUnavailable(Exception):
 def default_cache_dir() -> Path:
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base) / "tagger" / "wheels"
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def fetch_wheel(cache_dir: Path | None = None) -> Path:

@@ -53,7 +53,8 @@ def cpu_flags() -> frozenset[str]:
     return frozenset()
 
 
-def _sha256(path: Path) -> str:
+def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file, read in 1 MB blocks (model files, weights)."""
     h = hashlib.sha256()
     with open(path, "rb") as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
@@ -61,14 +62,14 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def int8_candidate(path: Path, flags: frozenset[str] | None = None) -> tuple[Path | None, str]:
+def int8_candidate(path: Path) -> tuple[Path | None, str]:
     """The int8 variant file beside the float model at ``path`` (``int8/<name>``) if this CPU runs it well,
     else None; and why. Without 8-bit dot products (VNNI or AMX) onnxruntime's int8 kernels are slower than
     float and can saturate, so the float model runs there."""
     candidate = path.parent / "int8" / path.name
     if not candidate.is_file():
         return None, "no int8 variant"
-    usable = sorted(set(INT8_CPU_FLAGS) & (cpu_flags() if flags is None else flags))
+    usable = sorted(set(INT8_CPU_FLAGS) & cpu_flags())
     if not usable:
         return None, f"CPU lacks {' / '.join(INT8_CPU_FLAGS)}"
     return candidate, f"CPU has {', '.join(usable)}"
@@ -84,7 +85,7 @@ def variant_mismatch(path: Path, meta: dict[str, str]) -> str | None:
         return f"no {VARIANT_KEY!r} metadata"
     if variant.get("precision") != "int8":
         return f"precision {variant.get('precision')!r}, not int8"
-    if variant.get("reference_sha256") != _sha256(path):
+    if variant.get("reference_sha256") != sha256_file(path):
         return f"made from another version of {path.name}"
     return None
 

@@ -198,7 +198,7 @@ def test_exporter_writes_nothing_when_the_variant_misses_the_bar(tmp_path, monke
     assert v.passed() and out.exists() and oct(out.stat().st_mode & 0o777) == "0o644"
     assert Model(BUNDLED_DIR / "musicnn-msd.onnx", device="cpu").precision == "float"
     meta = json.loads({p.key: p.value for p in onnx.load(str(out)).metadata_props}[VARIANT_KEY])
-    assert meta["reference_sha256"] == tagger_model._sha256(BUNDLED_DIR / "musicnn-msd.onnx")
+    assert meta["reference_sha256"] == tagger_model.sha256_file(BUNDLED_DIR / "musicnn-msd.onnx")
 
 
 def test_memory_modes_give_the_same_numbers():
