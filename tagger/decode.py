@@ -73,11 +73,6 @@ class StreamInfo:
     channels: int = 0
     source_frames: int = 0
     declared_frames: int = 0  # the length the header announces (0: unknown), known before the first block
-    native_hash: "NativeHash | None" = None  # set one to get the native-audio digest on the way
-
-    def native_digest(self) -> str:
-        assert self.native_hash is not None
-        return self.native_hash.hexdigest(self.source_rate, self.channels)
 
 
 class NativeHash:
@@ -99,10 +94,6 @@ class NativeHash:
         for h in self._per_channel:
             top.update(h.digest())
         return top.hexdigest()
-
-
-def new_native_hash() -> NativeHash:
-    return NativeHash()
 
 
 def _utf8_name(path: Path) -> str | None:
@@ -236,8 +227,6 @@ def stream_native_mono(path: str | Path, info: StreamInfo | None = None) -> Iter
                 chunk = chunk.reshape(1, -1)
             if not np.isfinite(chunk).all():
                 raise DecodeError(path, "decoded samples contain NaN or infinity")
-            if info.native_hash is not None:
-                info.native_hash.update(chunk)
             mono = chunk.mean(axis=0, dtype=np.float32) if chunk.shape[0] > 1 else chunk[0].astype(np.float32)
             info.source_frames += len(mono)
             if len(mono):
@@ -343,23 +332,25 @@ class Fingerprint:
 def native_digest(path: str | Path) -> str:
     """Hash of every decoded sample at the file's own rate and channel count.
 
-    Used to prove a tag write left the audio payload alone: the copy must decode to exactly the
-    same samples as the original. The analysis pass computes the same digest on the way (StreamInfo).
+    The tag write's audio proof for files whose packets cannot be compared (see packet_digest): the copy
+    must decode to exactly the same samples as the original. Not taken during analysis: hashing every
+    native sample cost ~0.1 s per 5-minute track, for a fallback almost no file needs.
     """
     path = Path(path)
     fmt = sniff(path)
-    info = StreamInfo(format=fmt, native_hash=NativeHash())
+    info = StreamInfo(format=fmt)
+    digest = NativeHash()
     placeholder_size = check_complete(path, fmt)
     blocks = (_pedalboard_blocks(path, fmt, info) if fmt in PEDALBOARD_FORMATS and not placeholder_size
               else _pyav_blocks(path, info))
     try:
         for block in blocks:
-            info.native_hash.update(block)
+            digest.update(block)
     except DecodeError:
         raise
     except Exception as exc:
         raise DecodeError(path, f"cannot decode {fmt}: {str(exc).strip() or type(exc).__name__}") from None
-    return info.native_digest()
+    return digest.hexdigest(info.source_rate, info.channels)
 
 
 def _xiph_packets(extradata: bytes) -> list[bytes]:

@@ -23,16 +23,6 @@ from .card import Card
 from .errors import DecodeError, TaggerError
 
 
-class FinishedHash:
-    """A native-audio digest already computed in a decoder process (hash objects do not cross processes)."""
-
-    def __init__(self, digest: str) -> None:
-        self.digest = digest
-
-    def hexdigest(self, rate: int, channels: int) -> str:
-        return self.digest
-
-
 def _serve(conn) -> None:
     """The child's loop: one job at a time, windows sent as they are cut, then the summary or the reason."""
     from .engine import decode_windows
@@ -49,8 +39,6 @@ def _serve(conn) -> None:
         try:
             d = decode_windows(Path(os.fsdecode(path)), cards, wanted, max_windows,
                                lambda i, w: conn.send(("w", i, w)))
-            if d.info.native_hash is not None:
-                d.info.native_hash = FinishedHash(d.info.native_digest())
             conn.send(("end", d))
         except TaggerError as exc:
             conn.send(("err", exc.reason))

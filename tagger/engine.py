@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from .card import Card
-from .decode import Fingerprint, RateConverter, StreamInfo, new_native_hash, stream_native_mono
+from .decode import Fingerprint, RateConverter, StreamInfo, stream_native_mono
 from .errors import DecodeError, ModelError, TaggerError
 from .model import Model
 from .windows import Windower, spread
@@ -428,7 +428,7 @@ def decode_windows(path: Path, cards: Sequence[Card], wanted: Sequence[int], max
     evenly over the length the header declares.
     """
     check_regular_file(path)
-    info = StreamInfo(native_hash=new_native_hash())
+    info = StreamInfo()
     fp = Fingerprint()
     cutters: dict[int, Windower] = {}
     rates = sorted({cards[i].sample_rate for i in wanted} | {FINGERPRINT_RATE})

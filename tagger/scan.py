@@ -392,7 +392,7 @@ class Scanner:
         report.analysed += 1
         report.audio_seconds += res.duration
         outcome, track, stale = self._decide_and_write(res.path, st, self.track_vectors(res.path, res), report,
-                                                       now=now, audio_digest=res.info.native_digest())
+                                                       now=now)
         if self.store is not None and not self.pretend and not stale:
             # Kept small on purpose: every field of every record is parsed when the database opens.
             track.update(fingerprint=res.fingerprint, duration=round(res.duration, 2), format=res.info.format)
@@ -409,16 +409,14 @@ class Scanner:
     def redecide(self, path: Path, st: os.stat_result, report: ScanReport) -> FileOutcome:
         """Decide and write again from the stored vectors, without decoding (the write still verifies the audio)."""
         report.redecided += 1
-        outcome, track, stale = self._decide_and_write(path, st, self.track_vectors(path), report, now=now_iso(),
-                                                       audio_digest=None)
+        outcome, track, stale = self._decide_and_write(path, st, self.track_vectors(path), report, now=now_iso())
         if self.store is not None and not self.pretend and not stale:
             for mid in self.cards:
                 self.store.update(path, mid, track)
         return outcome
 
     def _decide_and_write(self, path: Path, st: os.stat_result, vectors: dict[str, tuple[str, np.ndarray, np.ndarray]],
-                          report: ScanReport, *, now: str, audio_digest: str | None
-                          ) -> tuple[FileOutcome, dict, bool]:
+                          report: ScanReport, *, now: str) -> tuple[FileOutcome, dict, bool]:
         """Decide every field, read what the file holds, write the change; returns (outcome, the record
         fields that describe the file now, whether the file changed under us)."""
         track: dict = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "heads": self.head_analysers}
@@ -448,8 +446,7 @@ class Scanner:
                 outcome.changes = changes
                 if changes and not self.pretend:
                     new_st = write_changes(path, changes, expect=(st.st_size, st.st_mtime_ns),
-                                           id3_version=self.cfg.id3_version, v23_sep=self.cfg.id3v23_separator,
-                                           audio_digest=audio_digest)
+                                           id3_version=self.cfg.id3_version, v23_sep=self.cfg.id3v23_separator)
                     track.update(size=new_st.st_size, mtime_ns=new_st.st_mtime_ns)
                     report.written += 1
                 written = {c.field: c.after for c in changes if c.field not in PROVENANCE}

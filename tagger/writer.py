@@ -79,21 +79,19 @@ def _identity(st: os.stat_result) -> tuple[int, ...]:
 
 
 def write_changes(path: Path, changes: list[Change], *, expect: tuple[int, int] | None,
-                  id3_version: int = 4, v23_sep: str = "; ", audio_digest: str | None = None) -> os.stat_result:
+                  id3_version: int = 4, v23_sep: str = "; ") -> os.stat_result:
     """Apply ``changes`` safely; returns the new stat (see the module docstring for every check)."""
     try:
-        return _write_changes(Path(path), changes, expect=expect, id3_version=id3_version, v23_sep=v23_sep,
-                              audio_digest=audio_digest)
+        return _write_changes(Path(path), changes, expect=expect, id3_version=id3_version, v23_sep=v23_sep)
     except OSError as exc:  # ENOSPC, ENAMETOOLONG, EIO...: this file fails, the caller goes on
         raise TagWriteError(path, f"cannot write: {exc.strerror or exc}; left alone") from exc
 
 
 def _write_changes(path: Path, changes: list[Change], *, expect: tuple[int, int] | None,
-                  id3_version: int = 4, v23_sep: str = "; ", audio_digest: str | None = None) -> os.stat_result:
+                  id3_version: int = 4, v23_sep: str = "; ") -> os.stat_result:
     """Apply ``changes`` safely; returns the new stat.
 
-    ``expect`` = (size, mtime_ns) seen at analysis; ``audio_digest`` = the native-audio digest taken
-    during that analysis (saves decoding the original again; only valid together with ``expect``).
+    ``expect`` = (size, mtime_ns) seen at analysis.
     """
     shown = path
     if path.is_symlink():
@@ -127,7 +125,7 @@ def _write_changes(path: Path, changes: list[Change], *, expect: tuple[int, int]
     except DecodeError:
         proof = by_samples
         try:
-            before_audio = audio_digest if (audio_digest and expect is not None) else native_digest(path)
+            before_audio = native_digest(path)
         except DecodeError as exc:
             raise TagWriteError(path, f"cannot verify audio before writing: {exc.reason}") from None
     sample = content_sample(path)

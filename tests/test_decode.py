@@ -125,15 +125,3 @@ def test_end_aligned_tail_hears_the_last_seconds(block):
 
 def test_empty_stream_gives_no_window():
     assert list(iter_windows([], _spec())) == []
-
-
-@pytest.mark.parametrize("fmt", ALL_FORMATS)
-def test_analysis_pass_yields_the_same_native_digest(library, fmt):
-    """The writer trusts the digest taken while analysing instead of decoding the original again."""
-    from tagger.decode import NativeHash, StreamInfo, stream_mono
-
-    files, _ = library
-    info = StreamInfo(native_hash=NativeHash())
-    for _ in stream_mono(files[fmt], 16000, info):
-        pass
-    assert info.native_digest() == native_digest(files[fmt])

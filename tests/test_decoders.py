@@ -45,7 +45,6 @@ def test_processes_give_the_thread_results(files, msd_model):
         np.testing.assert_allclose(got.tags, want.tags, atol=1e-6)
         np.testing.assert_allclose(got.embedding, want.embedding, atol=1e-6)
         assert (got.fingerprint, got.n_windows) == (want.fingerprint, want.n_windows)
-        assert got.info.native_digest() == want.info.native_digest()  # the write's audio proof still works
     np.testing.assert_allclose(again[good[0]].tags, by_thread[good[0]].tags, atol=1e-6)
 
 
