@@ -80,6 +80,58 @@ def test_rewrite_is_exact_integer_arithmetic(freq_axis):
     assert np.abs(got - ref).max() < 0.05 * np.abs(ref).max()
 
 
+def _block_model(weights: np.ndarray, bias: np.ndarray, pool: tuple[int, int]) -> onnx.ModelProto:
+    """x (B, C, H, W) -> Conv (3 x 3, 'same') -> Relu -> MaxPool (stride = kernel): an FCN block."""
+    g = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w", "b"], ["y"], name="/block/Conv", pads=[1, 1, 1, 1]),
+         helper.make_node("Relu", ["y"], ["r"], name="/block/Relu"),
+         helper.make_node("MaxPool", ["r"], ["out"], name="/block/MaxPool", kernel_shape=list(pool),
+                          strides=list(pool))],
+        "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["B", weights.shape[1], None, None])],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, ["B", weights.shape[0], None, None])],
+        [numpy_helper.from_array(weights, "w"), numpy_helper.from_array(bias, "b")])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    return m
+
+
+def test_block_rewrite_is_exact_integer_arithmetic():
+    """A conv block becomes relu(max over each pool cell of sum((xq - zp) * wq) * scale + bias), with the
+    padding exactly zero, and the positions no pool cell covers never computed."""
+    rng = np.random.default_rng(2)
+    c, o, pool = 8, 5, (2, 3)
+    w = rng.standard_normal((o, c, 3, 3)).astype(np.float32)
+    b = rng.standard_normal(o).astype(np.float32)
+    model = _block_model(w, b, pool)
+    x = rng.uniform(-0.5, 2.0, (2, c, 7, 11)).astype(np.float32)  # 7 x 11: a row and two columns left over
+    sites = quantize.find_sites(model)
+    assert [type(s) for s in sites] == [quantize.BlockSite]
+    ranges = quantize.input_ranges(model, sites, [x], lambda blob, batch, names: _run(blob, batch, names))
+    assert quantize.usable(sites, ranges) == []  # 77 positions: too few to gain, so a real export skips it
+    (r,) = ranges.values()
+    assert r.shape == (c, 7, 11)
+    rewritten = quantize.rewrite(model, sites, ranges)
+    assert not {"Conv", "MaxPool"} & {n.op_type for n in rewritten.graph.node}
+    got = _run(rewritten.SerializeToString(), x)[0]
+
+    scale, zp = quantize._u8_params(r.low, r.high)
+    xq = np.clip(np.round(x / scale) + zp, 0, 255).astype(np.int64) - zp
+    xq = np.pad(xq, ((0, 0), (0, 0), (1, 1), (1, 1)))  # the zero point stands for 0.0
+    w_scale = np.abs(w).reshape(o, -1).max(1) / 127.0
+    wq = np.clip(np.round(w / w_scale[:, None, None, None]), -127, 127).astype(np.int64)
+    acc = np.zeros((2, o, 7, 11), np.int64)
+    for dy in range(3):
+        for dx in range(3):
+            acc += np.einsum("oc,bchw->bohw", wq[:, :, dy, dx], xq[:, :, dy:dy + 7, dx:dx + 11])
+    cells = acc[:, :, :6, :9].reshape(2, o, 3, 2, 3, 3).max(axis=(3, 5))
+    want = np.maximum(cells * (np.float32(scale) * w_scale.astype(np.float32))[None, :, None, None]
+                      + b[None, :, None, None], 0)
+    assert got.shape == (2, o, 3, 3)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    ref = _run(model.SerializeToString(), x)[0]
+    assert np.abs(got - ref).max() < 0.05 * np.abs(ref).max()
+
+
 def test_sites_skip_one_bin_filters_and_padded_convolutions():
     rng = np.random.default_rng(2)
     temporal = _conv_max_model(rng.standard_normal((4, 1, 9, 1)).astype(np.float32), np.zeros(4, np.float32), 3)
