@@ -205,6 +205,18 @@ def _pyav_blocks(path: Path, info: StreamInfo) -> Iterator[np.ndarray]:
                 yield out.to_ndarray().astype(np.float32, copy=False)
 
 
+def _downmix(chunk: np.ndarray) -> np.ndarray:
+    """(channels, n) -> the float32 average of the channels. Stereo, by far the commonest, as (L + R) * 0.5:
+    the same bits as numpy's mean (halving is exact), in one pass without temporaries."""
+    if chunk.shape[0] == 1:
+        return chunk[0].astype(np.float32, copy=False)
+    if chunk.shape[0] == 2 and chunk.dtype == np.float32:
+        out = np.add(chunk[0], chunk[1])
+        out *= np.float32(0.5)
+        return out
+    return chunk.mean(axis=0, dtype=np.float32)
+
+
 def stream_native_mono(path: str | Path, info: StreamInfo | None = None) -> Iterator[np.ndarray]:
     """Yield consecutive blocks of mono float32 audio at the file's own rate (``info.source_rate``).
 
@@ -225,9 +237,11 @@ def stream_native_mono(path: str | Path, info: StreamInfo | None = None) -> Iter
         for chunk in blocks:
             if chunk.ndim != 2:
                 chunk = chunk.reshape(1, -1)
-            if not np.isfinite(chunk).all():
+            mono = _downmix(chunk)
+            # NaN or infinity in any channel survives the average (inf - inf is NaN), so checking the mono
+            # block checks them all at a fraction of the cost.
+            if not np.isfinite(mono).all():
                 raise DecodeError(path, "decoded samples contain NaN or infinity")
-            mono = chunk.mean(axis=0, dtype=np.float32) if chunk.shape[0] > 1 else chunk[0].astype(np.float32)
             info.source_frames += len(mono)
             if len(mono):
                 yield mono
