@@ -61,7 +61,7 @@ class QuantizeError(Exception):
 
 
 @dataclass(frozen=True)
-class Site:
+class FreqMaxSite:
     """One ``Conv -> ReduceMax`` pair the pass rewrites."""
 
     conv: onnx.NodeProto
@@ -98,7 +98,7 @@ def loudest_window(width: int, rate: int) -> np.ndarray:
     return np.sign(np.sin(2 * np.pi * 110.0 * t)).astype(np.float32)[None]
 
 
-def find_sites(model: onnx.ModelProto, names: Sequence[str] | None = None) -> list[Site | BlockSite]:
+def find_sites(model: onnx.ModelProto, names: Sequence[str] | None = None) -> list[FreqMaxSite | BlockSite]:
     """Every site the pass rewrites: the frequency-max convolutions, then the convolution blocks."""
     return [*find_freq_max_sites(model, names), *find_block_sites(model, names)]
 
@@ -111,7 +111,7 @@ def _consumers(graph: onnx.GraphProto) -> dict[str, list[onnx.NodeProto]]:
     return out
 
 
-def find_freq_max_sites(model: onnx.ModelProto, names: Sequence[str] | None = None) -> list[Site]:
+def find_freq_max_sites(model: onnx.ModelProto, names: Sequence[str] | None = None) -> list[FreqMaxSite]:
     """Convolutions with one input channel, unit stride, no padding or dilation, spanning several frequency
     bins, whose only consumer is a ReduceMax over frequency (without keepdims): musicnn's timbral branches,
     in either layout (time x frequency for musicnn 0.1.0, frequency x time for the comparison's Musicnn)."""
@@ -139,7 +139,7 @@ def find_freq_max_sites(model: onnx.ModelProto, names: Sequence[str] | None = No
         # filters (51 of them) are narrow for int8 kernels, and measured slower and less accurate in int8.
         if w.dims[freq_axis] < 2:
             continue
-        sites.append(Site(n, users[0], freq_axis))
+        sites.append(FreqMaxSite(n, users[0], freq_axis))
     return sites
 
 
@@ -178,7 +178,7 @@ def find_block_sites(model: onnx.ModelProto, names: Sequence[str] | None = None)
     return sites
 
 
-def input_ranges(model: onnx.ModelProto, sites: Sequence[Site | BlockSite], batches: Sequence[np.ndarray],
+def input_ranges(model: onnx.ModelProto, sites: Sequence[FreqMaxSite | BlockSite], batches: Sequence[np.ndarray],
                  run: Callable[[bytes, np.ndarray, list[str]], list[np.ndarray]]) -> dict[str, InputRange]:
     """Each site's input over the calibration windows, from the float model itself: min, max, and its shape
     per window, which shape inference cannot always tell through the padding."""
@@ -209,7 +209,7 @@ class InputRange:
     # frequency-max site; (channels, height, width) for a block
 
 
-def usable(sites: Sequence[Site | BlockSite], ranges: dict[str, InputRange]) -> list[Site | BlockSite]:
+def usable(sites: Sequence[FreqMaxSite | BlockSite], ranges: dict[str, InputRange]) -> list[FreqMaxSite | BlockSite]:
     """The sites worth rewriting once their input sizes are known: blocks need MIN_BLOCK_POSITIONS."""
     return [s for s in sites if not isinstance(s, BlockSite)
             or ranges[s.input].shape[1] * ranges[s.input].shape[2] >= MIN_BLOCK_POSITIONS]
@@ -243,8 +243,8 @@ def _rewrite_block(s: BlockSite, inits: dict[str, onnx.TensorProto], r: InputRan
     p = _safe(s.conv.name) + "_int8"
     w = numpy_helper.to_array(inits[s.conv.input[1]]).astype(np.float64)
     o, c, kh, kw = w.shape
-    bias = (numpy_helper.to_array(inits[s.conv.input[2]]).astype(np.float64) if len(s.conv.input) > 2 and s.conv.input[2]
-            else np.zeros(o))
+    has_bias = len(s.conv.input) > 2 and s.conv.input[2]
+    bias = numpy_helper.to_array(inits[s.conv.input[2]]).astype(np.float64) if has_bias else np.zeros(o)
     _, h, wd = r.shape
     ph, pw = _attrs(s.pool)["kernel_shape"]
     hp, wp = h // ph, wd // pw  # pooled size (floor: positions no pool cell covers are never computed)
@@ -290,7 +290,8 @@ def _rewrite_block(s: BlockSite, inits: dict[str, onnx.TensorProto], r: InputRan
     ]
 
 
-def rewrite(model: onnx.ModelProto, sites: Sequence[Site | BlockSite], ranges: dict[str, InputRange]) -> onnx.ModelProto:
+def rewrite(model: onnx.ModelProto, sites: Sequence[FreqMaxSite | BlockSite],
+            ranges: dict[str, InputRange]) -> onnx.ModelProto:
     """A copy of ``model`` with every site computed in int8 as the module docstring describes."""
     out = onnx.ModelProto()
     out.CopyFrom(model)
