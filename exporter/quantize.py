@@ -42,7 +42,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -111,21 +111,29 @@ def _consumers(graph: onnx.GraphProto) -> dict[str, list[onnx.NodeProto]]:
     return out
 
 
+def _plain_convs(model: onnx.ModelProto, names: Sequence[str] | None
+                 ) -> Iterator[tuple[onnx.NodeProto, list[int], dict, dict[str, list[onnx.NodeProto]]]]:
+    """(node, weight dims, attributes, consumers) of every 2-D convolution both site kinds start from: constant
+    4-D weights, no groups, unit strides and dilations (``names``, when given, restricts the nodes)."""
+    inits = {i.name: i for i in model.graph.initializer}
+    consumers = _consumers(model.graph)
+    for n in model.graph.node:
+        if n.op_type != "Conv" or (names is not None and n.name not in names) or n.input[1] not in inits:
+            continue
+        dims = list(inits[n.input[1]].dims)
+        a = _attrs(n)
+        if (len(dims) == 4 and a.get("group", 1) == 1 and all(s == 1 for s in a.get("strides", [1]))
+                and all(d == 1 for d in a.get("dilations", [1]))):
+            yield n, dims, a, consumers
+
+
 def find_freq_max_sites(model: onnx.ModelProto, names: Sequence[str] | None = None) -> list[FreqMaxSite]:
     """Convolutions with one input channel, unit stride, no padding or dilation, spanning several frequency
     bins, whose only consumer is a ReduceMax over frequency (without keepdims): musicnn's timbral branches,
     in either layout (time x frequency for musicnn 0.1.0, frequency x time for the comparison's Musicnn)."""
-    g = model.graph
-    inits = {i.name: i for i in g.initializer}
-    consumers = _consumers(g)
     sites = []
-    for n in g.node:
-        if n.op_type != "Conv" or (names is not None and n.name not in names) or n.input[1] not in inits:
-            continue
-        w = inits[n.input[1]]
-        a = _attrs(n)
-        if (len(w.dims) != 4 or w.dims[1] != 1 or a.get("group", 1) != 1 or any(a.get("pads", [0]) )
-                or any(s != 1 for s in a.get("strides", [1])) or any(d != 1 for d in a.get("dilations", [1]))):
+    for n, dims, a, consumers in _plain_convs(model, names):
+        if dims[1] != 1 or any(a.get("pads", [0])):
             continue
         users = consumers.get(n.output[0], [])
         if len(users) != 1 or users[0].op_type != "ReduceMax":
@@ -137,7 +145,7 @@ def find_freq_max_sites(model: onnx.ModelProto, names: Sequence[str] | None = No
         freq_axis = 2 if axes == [2] else 3
         # Only filters spanning several frequency bins (musicnn's timbral branches): the one-bin temporal
         # filters (51 of them) are narrow for int8 kernels, and measured slower and less accurate in int8.
-        if w.dims[freq_axis] < 2:
+        if dims[freq_axis] < 2:
             continue
         sites.append(FreqMaxSite(n, users[0], freq_axis))
     return sites
@@ -147,20 +155,11 @@ def find_block_sites(model: onnx.ModelProto, names: Sequence[str] | None = None)
     """``Conv -> Relu -> MaxPool`` blocks (odd kernel with 'same' padding, unit stride, a pool whose stride equals
     its kernel, nothing else reading the conv or the ReLU) with at least MIN_BLOCK_CHANNELS input channels;
     whether they have enough positions is known only from the calibration's shapes (see usable)."""
-    g = model.graph
-    inits = {i.name: i for i in g.initializer}
-    consumers = _consumers(g)
     sites = []
-    for n in g.node:
-        if n.op_type != "Conv" or (names is not None and n.name not in names) or n.input[1] not in inits:
-            continue
-        w = inits[n.input[1]]
-        a = _attrs(n)
-        if len(w.dims) != 4 or w.dims[1] < MIN_BLOCK_CHANNELS or a.get("group", 1) != 1:
-            continue
-        kh, kw = w.dims[2], w.dims[3]
-        if (kh % 2 == 0 or kw % 2 == 0 or list(a.get("pads", [0, 0, 0, 0])) != [kh // 2, kw // 2, kh // 2, kw // 2]
-                or any(s != 1 for s in a.get("strides", [1])) or any(d != 1 for d in a.get("dilations", [1]))
+    for n, dims, a, consumers in _plain_convs(model, names):
+        kh, kw = dims[2], dims[3]
+        if (dims[1] < MIN_BLOCK_CHANNELS or kh % 2 == 0 or kw % 2 == 0
+                or list(a.get("pads", [0, 0, 0, 0])) != [kh // 2, kw // 2, kh // 2, kw // 2]
                 or a.get("auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET")):
             continue
         relu = consumers.get(n.output[0], [])
