@@ -22,7 +22,7 @@ import soxr
 from .errors import DecodeError
 from .mp3gapless import read_gapless, xing_stream_bytes
 
-BLOCK_SECONDS = 10.0
+BLOCK_SECONDS = 2.0  # small enough to stay in cache through downmix, resampling and windowing
 # FLAC goes through FFmpeg: pedalboard fills a truncated FLAC with silence up to the declared length,
 # FFmpeg stops where the data stops, so the shortfall against STREAMINFO's sample count is visible.
 PEDALBOARD_FORMATS = frozenset({"wav", "aiff", "vorbis", "mp3"})

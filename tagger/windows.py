@@ -25,28 +25,58 @@ from .card import Card
 
 
 class Windower:
-    """Feed blocks with :meth:`push`, then call :meth:`finish`; both return the windows now complete."""
+    """Feed blocks with :meth:`push`, then call :meth:`finish`; both return the windows now complete.
+
+    Pending audio lives in one reusable array (``_data[_lo:_hi]``), so each sample is copied in once and,
+    when its window is kept, out once: appending to a growing array instead copied a 29-s model's whole
+    pending window again with every block.
+    """
 
     def __init__(self, card: Card, keep: frozenset[int] | None = None) -> None:
         self.card = card
         self.keep = keep
-        self.buf = np.zeros(card.pad_start, np.float32)
+        self._data = np.zeros(max(card.window + card.hop, card.pad_start, 1), np.float32)
+        self._lo, self._hi = 0, card.pad_start
+        self._drop = 0  # samples still to discard when a hop is longer than what was pending
         self.emitted = 0
         self.total = 0
         self.head: list[np.ndarray] | None = []  # the raw audio, kept only while it is shorter than one window
-        # The most recent `window` samples of real audio, only needed for an end-aligned last window.
-        self.recent = np.zeros(0, np.float32) if card.partial_tail == "end" else None
+        # The newest blocks holding at least the last `window` samples of real audio, only needed for an
+        # end-aligned last window (kept as references: nothing is copied until the end).
+        self.recent: list[np.ndarray] | None = [] if card.partial_tail == "end" else None
+        self._recent_len = 0
         self.covered = 0  # real samples up to the end of the last emitted window
+
+    def _append(self, block: np.ndarray) -> None:
+        if self._drop:
+            cut = min(self._drop, len(block))
+            block, self._drop = block[cut:], self._drop - cut
+        n = len(block)
+        if not n:
+            return
+        if self._hi + n > len(self._data):
+            pending = self._hi - self._lo
+            if pending + n > len(self._data):
+                grown = np.empty(max(pending + n, 2 * len(self._data)), np.float32)
+                grown[:pending] = self._data[self._lo:self._hi]
+                self._data = grown
+            else:
+                self._data[:pending] = self._data[self._lo:self._hi]
+            self._lo, self._hi = 0, pending
+        self._data[self._hi:self._hi + n] = block
+        self._hi += n
 
     def _drain(self) -> list[np.ndarray]:
         out = []
         w, h = self.card.window, self.card.hop
-        while len(self.buf) >= w:
+        while self._hi - self._lo >= w:
             if self.keep is None or self.emitted in self.keep:
-                out.append(self.buf[:w].copy())
+                out.append(self._data[self._lo:self._lo + w].copy())
             self.emitted += 1
             self.covered = (self.emitted - 1) * h + w - self.card.pad_start
-            self.buf = self.buf[h:]
+            self._lo += h
+            if self._lo > self._hi:
+                self._drop, self._lo = self._lo - self._hi, self._hi
         return out
 
     def push(self, block: np.ndarray) -> list[np.ndarray]:
@@ -60,13 +90,16 @@ class Windower:
             else:
                 self.head = None
         if self.recent is not None:
-            self.recent = np.concatenate([self.recent, block])[-self.card.window:]
-        self.buf = np.concatenate([self.buf, block]) if len(self.buf) else block
+            self.recent.append(block)
+            self._recent_len += len(block)
+            while self._recent_len - len(self.recent[0]) >= self.card.window:
+                self._recent_len -= len(self.recent.pop(0))
+        self._append(block)
         return self._drain()
 
     def finish(self) -> list[np.ndarray]:
         card = self.card
-        self.buf = np.concatenate([self.buf, np.zeros(card.pad_end, np.float32)])
+        self._append(np.zeros(card.pad_end, np.float32))
         out = self._drain()
         if self.emitted == 0:
             audio = np.concatenate(self.head) if self.head else np.zeros(0, np.float32)
@@ -82,13 +115,14 @@ class Windower:
             self.emitted += 1
             return out
         left = self.total - self.covered  # real audio no window has seen
-        if card.partial_tail == "pad" and len(self.buf) - card.pad_end > card.window - card.hop:
+        pending = self._data[self._lo:self._hi]
+        if card.partial_tail == "pad" and len(pending) - card.pad_end > card.window - card.hop:
             padded = np.zeros(card.window, np.float32)
-            padded[: len(self.buf)] = self.buf
+            padded[: len(pending)] = pending
             out.append(padded)
         elif card.partial_tail == "end" and self.recent is not None and left > card.hop // 4 \
-                and len(self.recent) == card.window:
-            out.append(self.recent.copy())  # the last full window of audio, overlapping the one before
+                and self._recent_len >= card.window:
+            out.append(np.concatenate(self.recent)[-card.window:])  # the last full window of audio
         return out
 
 

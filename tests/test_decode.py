@@ -98,6 +98,15 @@ def test_windows_follow_the_contract_whatever_the_block_size(block):
         np.testing.assert_array_equal(w, padded[8 * i: 8 * i + 10])
 
 
+@pytest.mark.parametrize("block", [1, 4, 100])
+def test_a_hop_longer_than_the_window_skips_the_gap(block):
+    x = np.arange(1, 50, dtype=np.float32)
+    wins = list(iter_windows(_blocks(x, block), _spec(window=5, hop=12, pad_start=0, pad_end=0)))
+    assert [w[0] for w in wins] == [1, 13, 25, 37]
+    for w in wins:
+        np.testing.assert_array_equal(w, np.arange(w[0], w[0] + 5, dtype=np.float32))
+
+
 def test_short_track_is_repeat_padded():
     x = np.array([1, 2, 3], np.float32)
     (w,) = list(iter_windows(_blocks(x, 2), _spec()))
