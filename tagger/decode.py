@@ -27,6 +27,8 @@ BLOCK_SECONDS = 2.0  # small enough to stay in cache through downmix, resampling
 # FFmpeg stops where the data stops, so the shortfall against STREAMINFO's sample count is visible.
 PEDALBOARD_FORMATS = frozenset({"wav", "aiff", "vorbis", "mp3"})
 PYAV_FORMATS = frozenset({"flac", "mp4", "opus", "asf", "ogg-other"})
+# Formats whose decoder seeks to the exact sample, so a stretch can be decoded alone (RegionReader).
+REGION_FORMATS = frozenset({"wav", "aiff", "vorbis", "mp3"})
 
 
 def sniff(path: str | Path) -> str:
@@ -217,6 +219,28 @@ def _downmix(chunk: np.ndarray) -> np.ndarray:
     return chunk.mean(axis=0, dtype=np.float32)
 
 
+def _checked_mono(path: Path, fmt: str, blocks: Iterator[np.ndarray], info: StreamInfo) -> Iterator[np.ndarray]:
+    """Downmix each decoded block, refuse NaN/infinity, count the frames, and turn every third-party
+    decoder error into a DecodeError naming the file: the one place both full and region decoding pass."""
+    try:
+        for chunk in blocks:
+            if chunk.ndim != 2:
+                chunk = chunk.reshape(1, -1)
+            mono = _downmix(chunk)
+            # NaN or infinity in any channel survives the average (inf - inf is NaN), so checking the mono
+            # block checks them all at a fraction of the cost.
+            if not np.isfinite(mono).all():
+                raise DecodeError(path, "decoded samples contain NaN or infinity")
+            info.source_frames += len(mono)
+            if len(mono):
+                yield mono
+    except DecodeError:
+        raise
+    except Exception as exc:  # third-party decoders raise many types; name the file and the reason
+        reason = str(exc).strip() or type(exc).__name__
+        raise DecodeError(path, f"cannot decode {fmt}: {reason}") from exc
+
+
 def stream_native_mono(path: str | Path, info: StreamInfo | None = None) -> Iterator[np.ndarray]:
     """Yield consecutive blocks of mono float32 audio at the file's own rate (``info.source_rate``).
 
@@ -233,28 +257,92 @@ def stream_native_mono(path: str | Path, info: StreamInfo | None = None) -> Iter
     else:
         info.decoder, blocks = "pyav", _pyav_blocks(path, info)
     declared = _flac_declared_frames(path) if fmt == "flac" else 0
-    try:
-        for chunk in blocks:
-            if chunk.ndim != 2:
-                chunk = chunk.reshape(1, -1)
-            mono = _downmix(chunk)
-            # NaN or infinity in any channel survives the average (inf - inf is NaN), so checking the mono
-            # block checks them all at a fraction of the cost.
-            if not np.isfinite(mono).all():
-                raise DecodeError(path, "decoded samples contain NaN or infinity")
-            info.source_frames += len(mono)
-            if len(mono):
-                yield mono
-        if declared and info.source_frames < declared:
-            raise DecodeError(path, f"file is truncated or damaged: decoded {info.source_frames} of the "
-                                    f"{declared} samples its header declares")
-    except DecodeError:
-        raise
-    except Exception as exc:  # third-party decoders raise many types; name the file and the reason
-        reason = str(exc).strip() or type(exc).__name__
-        raise DecodeError(path, f"cannot decode {fmt}: {reason}") from exc
+    yield from _checked_mono(path, fmt, blocks, info)
+    if declared and info.source_frames < declared:
+        raise DecodeError(path, f"file is truncated or damaged: decoded {info.source_frames} of the "
+                                f"{declared} samples its header declares")
     if info.source_frames == 0:
         raise DecodeError(path, f"no audio samples in this {fmt} file")
+
+
+class RegionReader:
+    """Sample-exact reads of chosen stretches of a file, for analysing a few windows of a long track
+    without decoding all of it.
+
+    Only formats whose decoder seeks to the exact sample are offered (``REGION_FORMATS``: pedalboard's
+    WAV, AIFF, Ogg Vorbis and MP3, checked by ``tests/test_regions.py`` against a full decode), and only
+    when the header's length can be trusted (:func:`check_complete`); :meth:`open` returns None for
+    anything else, and the caller decodes the whole file. Positions are frames at the file's own rate,
+    after the MP3 encoder delay, as :func:`stream_native_mono` counts them.
+    """
+
+    def __init__(self, path: Path, info: StreamInfo) -> None:
+        self.path, self.info = path, info
+        self._file = None
+        self._handle = None
+        self._offset = 0
+        self.frames = 0
+
+    @classmethod
+    def open(cls, path: Path, info: StreamInfo) -> "RegionReader | None":
+        fmt = sniff(path)
+        info.format = fmt
+        if fmt not in REGION_FORMATS or check_complete(path, fmt):
+            return None
+        reader = cls(path, info)
+        try:
+            reader._open(fmt)
+        except DecodeError:
+            reader.close()
+            raise
+        except Exception as exc:
+            reader.close()
+            raise DecodeError(path, f"cannot decode {fmt}: {str(exc).strip() or type(exc).__name__}") from exc
+        return reader
+
+    def _open(self, fmt: str) -> None:
+        from pedalboard.io import AudioFile
+
+        gap = read_gapless(str(self.path)) if fmt == "mp3" else None
+        name = _utf8_name(self.path)
+        if name is None:
+            self._handle = open(self.path, "rb")
+        self._file = AudioFile(name or self._handle)
+        f, info = self._file, self.info
+        info.decoder = "pedalboard"
+        info.source_rate, info.channels = int(f.samplerate), int(f.num_channels)
+        total = int(f.frames)
+        self._offset = min(gap.skip_start, total) if gap is not None else 0
+        end = max(total - gap.skip_end, self._offset) if gap is not None else total
+        self.frames = info.declared_frames = end - self._offset
+
+    def read(self, start: int, stop: int) -> Iterator[np.ndarray]:
+        """Mono float32 blocks of frames ``start`` (inclusive) to ``stop`` (exclusive, clipped to the end)."""
+        stop = min(stop, self.frames)
+        if start >= stop:
+            return iter(())
+
+        def blocks() -> Iterator[np.ndarray]:
+            f = self._file
+            f.seek(self._offset + start)
+            left = stop - start
+            block = max(1, int(BLOCK_SECONDS * self.info.source_rate))
+            while left > 0:
+                chunk = f.read(min(block, left))
+                if chunk.shape[1] == 0:
+                    break
+                left -= chunk.shape[1]
+                yield chunk
+
+        return _checked_mono(self.path, self.info.format, blocks(), self.info)
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+        if self._handle is not None:
+            self._handle.close()
+            self._handle = None
 
 
 class RateConverter:

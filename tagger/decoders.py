@@ -33,12 +33,12 @@ def _serve(conn) -> None:
             job = conn.recv()
         except (EOFError, KeyboardInterrupt):
             return
-        path, cards_json, wanted, max_windows = job
+        path, cards_json, wanted, max_windows, regions = job
         if cards_json is not None:
             cards = [Card.from_json(c) for c in cards_json]
         try:
             d = decode_windows(Path(os.fsdecode(path)), cards, wanted, max_windows,
-                               lambda i, w: conn.send(("w", i, w)))
+                               lambda i, w: conn.send(("w", i, w)), regions=regions)
             conn.send(("end", d))
         except TaggerError as exc:
             conn.send(("err", exc.reason))
@@ -60,13 +60,14 @@ class DecoderProcess:
         self.cards_sent: tuple[str, ...] | None = None
 
     def decode(self, path: Path, cards: Sequence[Card], wanted: Sequence[int], max_windows: int,
-               emit: Callable[[int, np.ndarray], None], stop: Callable[[], bool]):
+               emit: Callable[[int, np.ndarray], None], stop: Callable[[], bool], regions: bool = True):
         """Like ``decode_windows`` in this process; raises DecodeStopped when ``stop()`` turns true (the process
         is then mid-track: close it) and DecodeError when the file fails or the process dies."""
         from .engine import DecodeStopped
 
         key = tuple(c.to_json() for c in cards)
-        self.conn.send((os.fsencode(path), list(key) if key != self.cards_sent else None, list(wanted), max_windows))
+        self.conn.send((os.fsencode(path), list(key) if key != self.cards_sent else None, list(wanted), max_windows,
+                        regions))
         self.cards_sent = key
         while True:
             if stop():
@@ -111,13 +112,13 @@ class DecoderPool:
             self.idle.put(p)
 
     def decode(self, path: Path, cards: Sequence[Card], wanted: Sequence[int], max_windows: int,
-               emit: Callable[[int, np.ndarray], None], stop: Callable[[], bool]):
+               emit: Callable[[int, np.ndarray], None], stop: Callable[[], bool], regions: bool = True):
         from .engine import DecodeStopped
 
         proc = self.idle.get()
         healthy = True
         try:
-            return proc.decode(path, cards, wanted, max_windows, emit, stop)
+            return proc.decode(path, cards, wanted, max_windows, emit, stop, regions)
         except DecodeStopped:
             healthy = False
             raise

@@ -27,9 +27,10 @@ from pathlib import Path
 import numpy as np
 
 from .card import Card
-from .decode import Fingerprint, RateConverter, StreamInfo, stream_native_mono
+from .decode import Fingerprint, RateConverter, RegionReader, StreamInfo, packet_digest, stream_native_mono
 from .errors import DecodeError, ModelError, TaggerError
 from .model import Model
+from .regions import RegionPlan, plan_regions
 from .windows import Windower, spread
 
 log = logging.getLogger(__name__)
@@ -156,7 +157,8 @@ class Engine:
     """Owns the model set's sessions and turns paths into song-level results, in completion order."""
 
     def __init__(self, models: Model | Sequence[Model], *, max_batch: int = 16, decode_workers: int = 2,
-                 keep_window_tags: bool = False, max_windows: int = 0, decode_processes: bool = False) -> None:
+                 keep_window_tags: bool = False, max_windows: int = 0, decode_processes: bool = False,
+                 regions: bool = True) -> None:
         if max_batch < 1:
             raise ValueError("max_batch must be >= 1")
         self.models: list[Model] = [models] if isinstance(models, Model) else list(models)
@@ -169,6 +171,7 @@ class Engine:
         self.decode_workers = max(1, decode_workers)
         self.keep_window_tags = keep_window_tags
         self.max_windows = max_windows  # > 0: at most this many windows per track and model, spread evenly
+        self.regions = regions  # decode only the stretches bounded windows need (False: always the whole file)
         # Decode in worker processes (one per decode worker, started on first use) instead of threads.
         self.decode_processes = decode_processes
         self._decoder_pool = None
@@ -205,9 +208,10 @@ class Engine:
         cards = [m.card for m in self.models]
         try:
             if self._decoder_pool is not None:
-                d = self._decoder_pool.decode(path, cards, wanted, self.max_windows, emit, stop.is_set)
+                d = self._decoder_pool.decode(path, cards, wanted, self.max_windows, emit, stop.is_set, self.regions)
             else:
-                d = decode_windows(path, cards, wanted, self.max_windows, emit, stop=stop.is_set, beat=beat)
+                d = decode_windows(path, cards, wanted, self.max_windows, emit, stop=stop.is_set, beat=beat,
+                                   regions=self.regions)
         except DecodeStopped:
             return
         out.put((key, _END, d.counts, d.duration, d.fingerprint, d.info))
@@ -418,16 +422,28 @@ class Decoded:
 
 def decode_windows(path: Path, cards: Sequence[Card], wanted: Sequence[int], max_windows: int,
                    emit: Callable[[int, np.ndarray], None], *, stop: Callable[[], bool] | None = None,
-                   beat: Callable[[], None] | None = None) -> Decoded:
+                   beat: Callable[[], None] | None = None, regions: bool = True) -> Decoded:
     """Decode ``path`` once and cut each wanted model's windows at its own sample rate, in order.
 
     The one decode-and-window stage: the engine feeds its inference queue from it, and the batch job's CPU
     tasks fill their fixed-shape window arrays from it, so both see exactly the same windows. ``emit(i,
     window)`` receives model ``i``'s windows; ``stop()`` true ends early with DecodeStopped; ``beat()`` is
     called per decoded block (a liveness signal). At most ``max_windows`` windows per model (0: all), spread
-    evenly over the length the header declares.
+    evenly over the length the header declares; when those windows cover only a small part of a track
+    whose format seeks exactly, only the stretches holding them are decoded (:mod:`tagger.regions`; off
+    with ``regions=False``) and the fingerprint is taken from the stored audio packets instead.
     """
     check_regular_file(path)
+    if max_windows > 0 and regions:
+        info = StreamInfo()
+        reader = RegionReader.open(path, info)
+        if reader is not None:
+            try:
+                plan = plan_regions(cards, wanted, max_windows, info.source_rate, reader.frames)
+                if plan is not None:
+                    return _decode_regions(path, reader, plan, cards, wanted, emit, stop, beat)
+            finally:
+                reader.close()
     info = StreamInfo()
     fp = Fingerprint()
     cutters: dict[int, Windower] = {}
@@ -473,3 +489,53 @@ def decode_windows(path: Path, cards: Sequence[Card], wanted: Sequence[int], max
         raise DecodeError(path, "no audio after decoding")
     duration = info.source_frames / info.source_rate if info.source_rate else 0.0
     return Decoded(counts, duration, fp.hexdigest(), info)
+
+
+def _decode_regions(path: Path, reader: RegionReader, plan: RegionPlan, cards: Sequence[Card],
+                    wanted: Sequence[int], emit: Callable[[int, np.ndarray], None],
+                    stop: Callable[[], bool] | None, beat: Callable[[], None] | None) -> Decoded:
+    """Decode only ``plan``'s stretches and cut the kept windows from them (see :func:`decode_windows`).
+
+    Each stretch gets fresh resamplers; every model's windower is told how much audio was skipped, so window
+    indices, the tail window and the counts come out as in a full decode. The identity fingerprint cannot
+    cover samples that were never decoded: it is the digest of the stored audio packets (``pkt:`` prefix),
+    which a tag write leaves alone and a re-encode changes, as the decoded one.
+    """
+    info = reader.info
+    rates = sorted({cards[i].sample_rate for i in wanted})
+    cutters = {i: Windower(cards[i], plan.keep[i]) for i in wanted}
+    counts = dict.fromkeys(wanted, 0)
+
+    def feed(rate: int, block: np.ndarray) -> None:
+        for i, cutter in cutters.items():
+            if cards[i].sample_rate == rate:
+                for window in cutter.push(block):
+                    if stop is not None and stop():
+                        raise DecodeStopped
+                    emit(i, window)
+                    counts[i] += 1
+
+    end = 0
+    for first, last in plan.spans:
+        converters = {r: RateConverter(info.source_rate, r) for r in rates}
+        for i, cutter in cutters.items():
+            cutter.skip(first * cards[i].sample_rate // info.source_rate - cutter.total)
+        end = first
+        for mono in reader.read(first, last):
+            if beat is not None:
+                beat()
+            end += len(mono)
+            for rate, conv in converters.items():
+                feed(rate, conv.push(mono))
+            if stop is not None and stop():
+                raise DecodeStopped
+        for rate, conv in converters.items():
+            feed(rate, conv.finish())
+    for i, cutter in cutters.items():
+        for window in cutter.finish():
+            emit(i, window)
+            counts[i] += 1
+    if not any(counts.values()):
+        raise DecodeError(path, "no audio after decoding")
+    info.source_frames = end  # the last stretch runs to the end of the file: its true length
+    return Decoded(counts, end / info.source_rate, "pkt:" + packet_digest(path)[:32], info)

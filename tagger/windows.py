@@ -46,6 +46,39 @@ class Windower:
         self.recent: list[np.ndarray] | None = [] if card.partial_tail == "end" else None
         self._recent_len = 0
         self.covered = 0  # real samples up to the end of the last emitted window
+        self._gap_end = 0  # padded position where the last skipped stretch of audio ends
+
+    def skip(self, n: int) -> None:
+        """Advance the stream by ``n`` samples that were never decoded (region decoding).
+
+        Windows that overlap the gap are counted as emitted but must not be kept: the caller decodes every
+        kept window whole. The pending buffer is refilled with zeros only as far as an unfinished window
+        reaches back into the gap, so a skip costs at most one window of memory whatever ``n`` is.
+        """
+        if n <= 0:
+            return
+        w, h, ps = self.card.window, self.card.hop, self.card.pad_start
+        self.head = None
+        if self.recent is not None:
+            self.recent, self._recent_len = [], 0
+        self.total += n
+        reached = ps + self.total  # padded position of the first sample after the gap
+        done = 0 if reached < w else (reached - w) // h + 1  # windows complete once the gap is passed
+        if done > self.emitted:
+            if self.keep is None or any(self.emitted <= k < done for k in self.keep):
+                raise ValueError(f"a kept window of {self.card.id} would span audio that was skipped")
+            self.emitted = done
+            self.covered = (done - 1) * h + w - ps
+        start = self.emitted * h  # the next window's first padded position
+        self._lo = self._hi = 0
+        self._drop = max(0, start - reached)
+        self._gap_end = reached
+        if start < reached:  # an unfinished window reaches back into the gap: zeros stand in (it is not kept)
+            pending = reached - start
+            if len(self._data) < pending:
+                self._data = np.zeros(max(pending, 2 * len(self._data)), np.float32)
+            self._data[:pending] = 0.0
+            self._hi = pending
 
     def _append(self, block: np.ndarray) -> None:
         if self._drop:
@@ -71,6 +104,8 @@ class Windower:
         w, h = self.card.window, self.card.hop
         while self._hi - self._lo >= w:
             if self.keep is None or self.emitted in self.keep:
+                if self.emitted * h < self._gap_end:
+                    raise ValueError(f"window {self.emitted} of {self.card.id} would span audio that was skipped")
                 out.append(self._data[self._lo:self._lo + w].copy())
             self.emitted += 1
             self.covered = (self.emitted - 1) * h + w - self.card.pad_start
