@@ -54,14 +54,14 @@ def test_a_dead_decoder_fails_its_file_only(files, msd_model, monkeypatch, tmp_p
     real = DecoderProcess.decode
     killed: list[int] = []
 
-    def dies_once(self, path, cards, wanted, max_windows, emit, stop):
+    def dies_once(self, path, cards, wanted, max_windows, emit, stop, *rest):
         def emit_then_die(i, w):
             emit(i, w)
             if not killed and path == long:
                 killed.append(self.proc.pid)
                 os.kill(self.proc.pid, signal.SIGKILL)  # what a segfault in a native decoder looks like
 
-        return real(self, path, cards, wanted, max_windows, emit_then_die, stop)
+        return real(self, path, cards, wanted, max_windows, emit_then_die, stop, *rest)
 
     monkeypatch.setattr(DecoderProcess, "decode", dies_once)
     engine = Engine(msd_model, max_batch=4, decode_workers=1, decode_processes=True)
