@@ -446,49 +446,69 @@ def decode_windows(path: Path, cards: Sequence[Card], wanted: Sequence[int], max
                 reader.close()
     info = StreamInfo()
     fp = Fingerprint()
-    cutters: dict[int, Windower] = {}
     rates = sorted({cards[i].sample_rate for i in wanted} | {FINGERPRINT_RATE})
     converters: dict[int, RateConverter] = {}
-    counts = dict.fromkeys(wanted, 0)
-
-    def feed(rate: int, block: np.ndarray) -> None:
-        if rate == FINGERPRINT_RATE:
-            fp.update(block)
-        for i, cutter in cutters.items():
-            if cards[i].sample_rate == rate:
-                for window in cutter.push(block):
-                    if stop is not None and stop():
-                        raise DecodeStopped
-                    emit(i, window)
-                    counts[i] += 1
-
+    cut: _Cutters | None = None
     for mono in stream_native_mono(path, info):
         if beat is not None:
             beat()
-        if not converters:
+        if cut is None:  # the header's length is known now: choose the windows to analyse
             converters = {r: RateConverter(info.source_rate, r) for r in rates}
-            for i in wanted:  # the header's length is known now: choose the windows to analyse
-                card = cards[i]
-                expected = info.declared_frames * card.sample_rate // max(info.source_rate, 1)
-                cutters[i] = Windower(card, spread(card, expected, max_windows))
+            keep = {i: spread(cards[i], info.declared_frames * cards[i].sample_rate // max(info.source_rate, 1),
+                              max_windows) for i in wanted}
+            cut = _Cutters(cards, keep, emit, stop)
         for rate, conv in converters.items():
             block = conv.push(mono)
-            if len(block):
-                feed(rate, block)
+            if rate == FINGERPRINT_RATE:
+                fp.update(block)
+            cut.feed(rate, block)
         if stop is not None and stop():
             raise DecodeStopped
     for rate, conv in converters.items():
         tail = conv.finish()
-        if len(tail):
-            feed(rate, tail)
-    for i, cutter in cutters.items():
-        for window in cutter.finish():
-            emit(i, window)
-            counts[i] += 1
+        if rate == FINGERPRINT_RATE:
+            fp.update(tail)
+        cut.feed(rate, tail)
+    counts = cut.finish() if cut is not None else {}
     if not any(counts.values()):
         raise DecodeError(path, "no audio after decoding")
     duration = info.source_frames / info.source_rate if info.source_rate else 0.0
     return Decoded(counts, duration, fp.hexdigest(), info)
+
+
+class _Cutters:
+    """Every wanted model's windower, fed per sample rate; the windows they complete go to ``emit``, in order.
+    The one windowing step of both decoding paths (whole file, regions)."""
+
+    def __init__(self, cards: Sequence[Card], keep: dict[int, frozenset[int] | None],
+                 emit: Callable[[int, np.ndarray], None], stop: Callable[[], bool] | None) -> None:
+        self.cutters = {i: Windower(cards[i], k) for i, k in keep.items()}
+        self.rate_of = {i: cards[i].sample_rate for i in keep}
+        self.counts = dict.fromkeys(keep, 0)
+        self.emit, self.stop = emit, stop
+
+    def skip_to(self, frame: int, source_rate: int) -> None:
+        """Jump every windower to source frame ``frame`` (which lands on a whole sample at each model rate)."""
+        for i, cutter in self.cutters.items():
+            cutter.skip(frame * self.rate_of[i] // source_rate - cutter.total)
+
+    def feed(self, rate: int, block: np.ndarray) -> None:
+        if not len(block):
+            return
+        for i, cutter in self.cutters.items():
+            if self.rate_of[i] == rate:
+                for window in cutter.push(block):
+                    if self.stop is not None and self.stop():
+                        raise DecodeStopped
+                    self.emit(i, window)
+                    self.counts[i] += 1
+
+    def finish(self) -> dict[int, int]:
+        for i, cutter in self.cutters.items():
+            for window in cutter.finish():
+                self.emit(i, window)
+                self.counts[i] += 1
+        return self.counts
 
 
 def _decode_regions(path: Path, reader: RegionReader, plan: RegionPlan, cards: Sequence[Card],
@@ -503,38 +523,23 @@ def _decode_regions(path: Path, reader: RegionReader, plan: RegionPlan, cards: S
     """
     info = reader.info
     rates = sorted({cards[i].sample_rate for i in wanted})
-    cutters = {i: Windower(cards[i], plan.keep[i]) for i in wanted}
-    counts = dict.fromkeys(wanted, 0)
-
-    def feed(rate: int, block: np.ndarray) -> None:
-        for i, cutter in cutters.items():
-            if cards[i].sample_rate == rate:
-                for window in cutter.push(block):
-                    if stop is not None and stop():
-                        raise DecodeStopped
-                    emit(i, window)
-                    counts[i] += 1
-
+    cut = _Cutters(cards, {i: plan.keep[i] for i in wanted}, emit, stop)
     end = 0
     for first, last in plan.spans:
         converters = {r: RateConverter(info.source_rate, r) for r in rates}
-        for i, cutter in cutters.items():
-            cutter.skip(first * cards[i].sample_rate // info.source_rate - cutter.total)
+        cut.skip_to(first, info.source_rate)
         end = first
         for mono in reader.read(first, last):
             if beat is not None:
                 beat()
             end += len(mono)
             for rate, conv in converters.items():
-                feed(rate, conv.push(mono))
+                cut.feed(rate, conv.push(mono))
             if stop is not None and stop():
                 raise DecodeStopped
         for rate, conv in converters.items():
-            feed(rate, conv.finish())
-    for i, cutter in cutters.items():
-        for window in cutter.finish():
-            emit(i, window)
-            counts[i] += 1
+            cut.feed(rate, conv.finish())
+    counts = cut.finish()
     if not any(counts.values()):
         raise DecodeError(path, "no audio after decoding")
     info.source_frames = end  # the last stretch runs to the end of the file: its true length
