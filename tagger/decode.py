@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import math
 import os
+from fractions import Fraction
 from contextlib import nullcontext
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -28,7 +29,7 @@ BLOCK_SECONDS = 2.0  # small enough to stay in cache through downmix, resampling
 PEDALBOARD_FORMATS = frozenset({"wav", "aiff", "vorbis", "mp3"})
 PYAV_FORMATS = frozenset({"flac", "mp4", "opus", "asf", "ogg-other"})
 # Formats whose decoder seeks to the exact sample, so a stretch can be decoded alone (RegionReader).
-REGION_FORMATS = frozenset({"wav", "aiff", "vorbis", "mp3"})
+REGION_FORMATS = frozenset({"wav", "aiff", "vorbis", "mp3", "flac"})
 
 
 def sniff(path: str | Path) -> str:
@@ -258,11 +259,16 @@ def stream_native_mono(path: str | Path, info: StreamInfo | None = None) -> Iter
         info.decoder, blocks = "pyav", _pyav_blocks(path, info)
     declared = _flac_declared_frames(path) if fmt == "flac" else 0
     yield from _checked_mono(path, fmt, blocks, info)
-    if declared and info.source_frames < declared:
-        raise DecodeError(path, f"file is truncated or damaged: decoded {info.source_frames} of the "
-                                f"{declared} samples its header declares")
+    check_declared_length(path, info.source_frames, declared)
     if info.source_frames == 0:
         raise DecodeError(path, f"no audio samples in this {fmt} file")
+
+
+def check_declared_length(path: Path, decoded: int, declared: int) -> None:
+    """Refuse a file that decodes to fewer samples than its header declares (FLAC's STREAMINFO)."""
+    if declared and decoded < declared:
+        raise DecodeError(path, f"file is truncated or damaged: decoded {decoded} of the "
+                                f"{declared} samples its header declares")
 
 
 class RegionReader:
@@ -270,15 +276,17 @@ class RegionReader:
     without decoding all of it.
 
     Only formats whose decoder seeks to the exact sample are offered (``REGION_FORMATS``: pedalboard's
-    WAV, AIFF, Ogg Vorbis and MP3, checked by ``tests/test_regions.py`` against a full decode), and only
-    when the header's length can be trusted (:func:`check_complete`); :meth:`open` returns None for
-    anything else, and the caller decodes the whole file. Positions are frames at the file's own rate,
-    after the MP3 encoder delay, as :func:`stream_native_mono` counts them.
+    WAV, AIFF, Ogg Vorbis and MP3, and FLAC through FFmpeg, whose frames carry their first sample's number;
+    ``tests/test_regions.py`` checks each against a full decode), and only when the header's length can be
+    trusted (:func:`check_complete`); :meth:`open` returns None for anything else, and the caller decodes the
+    whole file. Positions are frames at the file's own rate, after the MP3 encoder delay, as
+    :func:`stream_native_mono` counts them. Call :meth:`check_end` after reading the last stretch: a FLAC
+    that ends before its declared length is refused, as a full decode refuses it.
     """
 
     def __init__(self, path: Path, info: StreamInfo) -> None:
         self.path, self.info = path, info
-        self._file = None
+        self._file = None  # pedalboard's AudioFile, or PyAV's container for FLAC
         self._handle = None
         self._offset = 0
         self.frames = 0
@@ -291,7 +299,10 @@ class RegionReader:
             return None
         reader = cls(path, info)
         try:
-            reader._open(fmt)
+            reader._open_flac() if fmt == "flac" else reader._open_pedalboard(fmt)
+        except _NoRegions:
+            reader.close()
+            return None
         except DecodeError:
             reader.close()
             raise
@@ -300,7 +311,7 @@ class RegionReader:
             raise DecodeError(path, f"cannot decode {fmt}: {str(exc).strip() or type(exc).__name__}") from exc
         return reader
 
-    def _open(self, fmt: str) -> None:
+    def _open_pedalboard(self, fmt: str) -> None:
         from pedalboard.io import AudioFile
 
         gap = read_gapless(str(self.path)) if fmt == "mp3" else None
@@ -316,25 +327,71 @@ class RegionReader:
         end = max(total - gap.skip_end, self._offset) if gap is not None else total
         self.frames = info.declared_frames = end - self._offset
 
+    def _open_flac(self) -> None:
+        import av
+
+        name = _utf8_name(self.path)
+        if name is None:
+            self._handle = open(self.path, "rb")
+        self._file = av.open(name or self._handle)
+        if not self._file.streams.audio:
+            raise DecodeError(self.path, "container has no audio stream")
+        stream = self._file.streams.audio[0]
+        info = self.info
+        info.decoder = "pyav"
+        info.source_rate, info.channels = int(stream.rate), int(stream.channels)
+        self.frames = info.declared_frames = _flac_declared_frames(self.path)
+        if self.frames <= 0 or stream.time_base != Fraction(1, stream.rate):
+            raise _NoRegions  # no declared length, or timestamps not counted in samples: decode it whole
+
     def read(self, start: int, stop: int) -> Iterator[np.ndarray]:
         """Mono float32 blocks of frames ``start`` (inclusive) to ``stop`` (exclusive, clipped to the end)."""
         stop = min(stop, self.frames)
         if start >= stop:
             return iter(())
+        blocks = self._flac_blocks(start, stop) if self.info.format == "flac" else self._pedalboard_blocks(start, stop)
+        return _checked_mono(self.path, self.info.format, blocks, self.info)
 
-        def blocks() -> Iterator[np.ndarray]:
-            f = self._file
-            f.seek(self._offset + start)
-            left = stop - start
-            block = max(1, int(BLOCK_SECONDS * self.info.source_rate))
-            while left > 0:
-                chunk = f.read(min(block, left))
-                if chunk.shape[1] == 0:
-                    break
-                left -= chunk.shape[1]
-                yield chunk
+    def _pedalboard_blocks(self, start: int, stop: int) -> Iterator[np.ndarray]:
+        f = self._file
+        f.seek(self._offset + start)
+        left = stop - start
+        block = max(1, int(BLOCK_SECONDS * self.info.source_rate))
+        while left > 0:
+            chunk = f.read(min(block, left))
+            if chunk.shape[1] == 0:
+                break
+            left -= chunk.shape[1]
+            yield chunk
 
-        return _checked_mono(self.path, self.info.format, blocks(), self.info)
+    def _flac_blocks(self, start: int, stop: int) -> Iterator[np.ndarray]:
+        import av
+
+        box = self._file
+        stream = box.streams.audio[0]
+        box.seek(start, stream=stream, backward=True, any_frame=False)  # lands on the frame holding `start` or before
+        converter = None
+        for frame in box.decode(stream):
+            if frame.pts is None:
+                raise DecodeError(self.path, "FLAC frame without a timestamp")
+            if converter is None:
+                if frame.pts > start:
+                    raise DecodeError(self.path, f"seeking to sample {start} landed after it, at {frame.pts}")
+                converter = av.AudioResampler(format="fltp", layout=frame.layout, rate=frame.sample_rate)
+            first = frame.pts
+            for out in converter.resample(frame):  # same rate and layout: a format change only, sample for sample
+                data = out.to_ndarray().astype(np.float32, copy=False)
+                lo, hi = max(start - first, 0), min(stop - first, data.shape[1])
+                if hi > lo:
+                    yield data[:, lo:hi]
+                first += data.shape[1]
+            if frame.pts + frame.samples >= stop:
+                return
+
+    def check_end(self, end: int) -> None:
+        """Called with the frame the last stretch reached: refuse a FLAC shorter than STREAMINFO says."""
+        if self.info.format == "flac":
+            check_declared_length(self.path, end, self.frames)
 
     def close(self) -> None:
         if self._file is not None:
@@ -343,6 +400,10 @@ class RegionReader:
         if self._handle is not None:
             self._handle.close()
             self._handle = None
+
+
+class _NoRegions(Exception):
+    """This file cannot be read by regions after all; decode it whole."""
 
 
 class RateConverter:

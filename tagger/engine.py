@@ -539,6 +539,7 @@ def _decode_regions(path: Path, reader: RegionReader, plan: RegionPlan, cards: S
                 raise DecodeStopped
         for rate, conv in converters.items():
             cut.feed(rate, conv.finish())
+    reader.check_end(end)
     counts = cut.finish()
     if not any(counts.values()):
         raise DecodeError(path, "no audio after decoding")

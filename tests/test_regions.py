@@ -11,6 +11,7 @@ from audiofiles import write_audio
 from tagger.card import Card, Output
 from tagger.decode import REGION_FORMATS, RegionReader, StreamInfo, sniff
 from tagger.engine import decode_windows
+from tagger.errors import DecodeError
 from tagger.regions import MAX_FRACTION, plan_regions
 from tagger.windows import Windower
 
@@ -40,7 +41,8 @@ def _track(seconds: float, seed: int = 3) -> np.ndarray:
 def long_files(tmp_path_factory):
     folder = tmp_path_factory.mktemp("regions")
     audio = _track(153.0)
-    return {ext: write_audio(folder / f"long{ext}", audio, RATE) for ext in (".wav", ".aiff", ".ogg", ".mp3", ".flac")}
+    return {ext: write_audio(folder / f"long{ext}", audio, RATE) for ext in (".wav", ".aiff", ".ogg", ".mp3", ".flac",
+                                                                                ".m4a")}
 
 
 def _windows(path, max_windows, regions, wanted=(0, 1)):
@@ -49,7 +51,7 @@ def _windows(path, max_windows, regions, wanted=(0, 1)):
     return got, d
 
 
-@pytest.mark.parametrize("ext", [".wav", ".aiff", ".ogg", ".mp3"])
+@pytest.mark.parametrize("ext", [".wav", ".aiff", ".ogg", ".mp3", ".flac"])
 def test_region_windows_match_a_full_decode(long_files, ext):
     path = long_files[ext]
     assert sniff(path) in REGION_FORMATS
@@ -91,8 +93,17 @@ def test_no_regions_when_windows_cover_most_of_the_track():
 
 
 def test_formats_that_cannot_seek_exactly_are_decoded_whole(long_files):
-    _, d = _windows(long_files[".flac"], 4, regions=True)
+    _, d = _windows(long_files[".m4a"], 4, regions=True)  # AAC: priming samples, no exact seek
     assert not d.fingerprint.startswith("pkt:")
+
+
+def test_a_truncated_flac_is_refused_by_regions_as_by_a_full_decode(long_files, tmp_path):
+    data = long_files[".flac"].read_bytes()
+    cut = tmp_path / "cut.flac"
+    cut.write_bytes(data[: len(data) * 2 // 3])  # STREAMINFO still declares the whole track
+    for regions in (False, True):
+        with pytest.raises(DecodeError, match="truncated or damaged|cannot decode flac"):
+            _windows(cut, 4, regions=regions)
 
 
 def test_packet_fingerprint_ignores_tags_but_not_audio(long_files, tmp_path):
