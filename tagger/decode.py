@@ -195,17 +195,29 @@ def _pyav_blocks(path: Path, info: StreamInfo) -> Iterator[np.ndarray]:
         elif container.duration and stream.rate:
             info.declared_frames = int(container.duration / 1_000_000 * stream.rate)
         converter: av.AudioResampler | None = None
+        # Codec frames are short (20 ms for Opus, 23 ms for AAC): gathered into blocks of BLOCK_SECONDS, so
+        # the per-block work downstream (downmix, resampling, every model's windower) runs a hundred times
+        # less often.
+        pending: list[np.ndarray] = []
+        held = 0
         for frame in container.decode(stream):
             if converter is None:
                 info.source_rate, info.channels = int(frame.sample_rate), len(frame.layout.channels)
                 converter = av.AudioResampler(format="fltp", layout=frame.layout, rate=frame.sample_rate)
+                block = max(1, int(BLOCK_SECONDS * info.source_rate))
             elif frame.sample_rate != info.source_rate:
                 raise DecodeError(path, "sample rate changes mid-stream")
             for out in converter.resample(frame):
-                yield out.to_ndarray().astype(np.float32, copy=False)
+                pending.append(out.to_ndarray().astype(np.float32, copy=False))
+                held += pending[-1].shape[-1]
+            if held >= block:
+                yield pending[0] if len(pending) == 1 else np.concatenate(pending, axis=-1)
+                pending, held = [], 0
         if converter is not None:
             for out in converter.resample(None):
-                yield out.to_ndarray().astype(np.float32, copy=False)
+                pending.append(out.to_ndarray().astype(np.float32, copy=False))
+        if pending:
+            yield pending[0] if len(pending) == 1 else np.concatenate(pending, axis=-1)
 
 
 def _downmix(chunk: np.ndarray) -> np.ndarray:
