@@ -441,6 +441,8 @@ def decode_windows(path: Path, cards: Sequence[Card], wanted: Sequence[int], max
             try:
                 plan = plan_regions(cards, wanted, max_windows, info.source_rate, reader.frames)
                 if plan is not None:
+                    log.debug("%s: decoding %d stretches, %.0f %% of the track", path, len(plan.spans),
+                              100 * plan.frames / max(reader.frames, 1))
                     return _decode_regions(path, reader, plan, cards, wanted, emit, stop, beat)
             finally:
                 reader.close()
