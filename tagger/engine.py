@@ -29,6 +29,7 @@ import numpy as np
 from .card import Card
 from .decode import Fingerprint, RateConverter, RegionReader, StreamInfo, packet_digest, stream_native_mono
 from .errors import DecodeError, ModelError, TaggerError
+from .frontend import find_shared_fronts
 from .model import Model
 from .regions import RegionPlan, plan_regions
 from .windows import Windower, spread
@@ -172,6 +173,8 @@ class Engine:
         self.keep_window_tags = keep_window_tags
         self.max_windows = max_windows  # > 0: at most this many windows per track and model, spread evenly
         self.regions = regions  # decode only the stretches bounded windows need (False: always the whole file)
+        # Models that take the same windows and begin with the same computation run it once per batch.
+        self.fronts = find_shared_fronts(self.models) if len(self.models) > 1 else {}
         # Decode in worker processes (one per decode worker, started on first use) instead of threads.
         self.decode_processes = decode_processes
         self._decoder_pool = None
@@ -295,7 +298,10 @@ class Engine:
             model = self.models[i]
             t0 = time.perf_counter()
             try:
-                outs = model.run_all(np.stack([w for _, w in batch]))
+                stacked = np.stack([w for _, w in batch])
+                front = self.fronts.get(i)
+                outs = (model.run_all(stacked) if front is None else
+                        dict(zip(model.output_names, front.run(model, stacked, model.output_names))))
             except Exception as exc:  # onnxruntime failure (memory, a bad graph): these files fail, the run goes on
                 for key in {k for k, _ in batch}:
                     st = pending.get(key)

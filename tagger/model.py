@@ -159,6 +159,7 @@ class Model:
         opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.threads = opts.intra_op_num_threads
         providers, reason = self._choose_providers(ort, device)
+        self._opts, self._providers = opts, providers
         self.file, self.precision, self.precision_reason = path, "float", "float model"
         self.session = None
         if precision != "float":
@@ -208,6 +209,14 @@ class Model:
             return ort.InferenceSession(str(file), opts, providers=providers)
         except Exception as exc:  # onnxruntime raises its own exception types
             raise ModelError(file, f"onnxruntime cannot load it: {exc}") from None
+
+    def open_part(self, file: Path):
+        """A session for part of this model's graph (a shared front end, or what follows it), with the same
+        threads, memory mode and provider as the model's own session."""
+        import onnxruntime as ort
+
+        return ort.InferenceSession(str(file), self._opts,
+                                    providers=[p for p in self._providers if p in self.session.get_providers()])
 
     @property
     def spec(self) -> Card:
