@@ -210,6 +210,7 @@ def find_shared_fronts(models: Sequence) -> dict[int, SharedFront]:
 
 
 CACHE_VERSION = "1"  # bump when the split changes, so old cached parts are not reused
+CACHE_ROOT: Path | None = None  # None: $XDG_CACHE_HOME/tagger/fronts (the tests point it at a fresh folder)
 
 
 def _cache_dir(mi, mj) -> Path:
@@ -221,7 +222,7 @@ def _cache_dir(mi, mj) -> Path:
         st = os.stat(m.file)
         parts += [os.path.realpath(m.file), str(st.st_size), str(st.st_mtime_ns)]
     key = hashlib.sha1("|".join(parts).encode()).hexdigest()[:24]
-    return xdg("cache") / "tagger" / "fronts" / key
+    return (CACHE_ROOT or xdg("cache") / "tagger" / "fronts") / key
 
 
 def _pair(mi, mj) -> SharedFront | None:

@@ -38,6 +38,9 @@ def pytest_configure(config):
     home = Path(tempfile.mkdtemp(prefix="tagger-tests-"))
     for kind in ("CONFIG", "DATA", "STATE"):
         os.environ[f"XDG_{kind}_HOME"] = str(home / kind.lower())
+    import tagger.frontend  # the shared front-end splits are cached apart from the developer's own, too
+
+    tagger.frontend.CACHE_ROOT = home / "fronts"
 
 
 needs_shared = pytest.mark.skipif(not REFERENCE.is_dir(), reason=f"reference material not found at {SHARED}")

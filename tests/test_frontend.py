@@ -105,7 +105,7 @@ def test_subgraph_reads_from_outside_are_part_of_the_digest():
 
 
 def test_the_split_is_cached_on_disk_and_a_damaged_cache_is_rebuilt(monkeypatch, tmp_path):
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.setattr("tagger.frontend.CACHE_ROOT", tmp_path / "tagger" / "fronts")
     names = ["fcn-jamendo", "fcn-mtat"]
     models = [load_model(n, device="cpu", memory="shared", precision="auto") for n in names]
     x = (np.random.default_rng(2).standard_normal((1, models[0].card.window)) * 0.2).astype(np.float32)
