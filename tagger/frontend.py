@@ -18,6 +18,7 @@ import json
 import logging
 import os
 import shutil
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -282,8 +283,21 @@ def _write_split(folder: Path, mi, mj) -> dict:
         else:
             shutil.rmtree(folder, ignore_errors=True)
             os.replace(tmp, folder)
+    _prune(folder.parent, keep=folder)
     _release_heap()
     return cuts
+
+
+def _prune(root: Path, keep: Path, max_age_days: float = 30.0) -> None:
+    """Drop splits not written for a month (models replaced or moved leave theirs behind); one still in use is
+    simply written again, once."""
+    cutoff = time.time() - max_age_days * 86400
+    for entry in root.iterdir():
+        try:
+            if entry != keep and entry.stat().st_mtime < cutoff:
+                shutil.rmtree(entry, ignore_errors=True)
+        except OSError:
+            pass
 
 
 def _release_heap() -> None:

@@ -3,6 +3,8 @@ same results as running each model whole."""
 from __future__ import annotations
 
 import json
+import os
+import time
 import types
 
 import numpy as np
@@ -126,6 +128,10 @@ def test_a_pair_that_shares_nothing_is_remembered(tmp_path):
     for k, w in enumerate((2.0, 4.0)):  # different first weights: nothing in common
         onnx.save(_tiny(w, 3.0), str(tmp_path / f"m{k}.onnx"))
         files.append(types.SimpleNamespace(file=tmp_path / f"m{k}.onnx"))
+    old = tmp_path / "cache" / "left-behind"
+    old.mkdir(parents=True)
+    os.utime(old, (time.time() - 40 * 86400,) * 2)
     folder = tmp_path / "cache" / "pair"
     assert _write_split(folder, *files) == {}
     assert _read_split(folder) == {}  # the next process does not compare the graphs again
+    assert not old.exists()  # a split not written for a month is dropped
