@@ -18,6 +18,7 @@ import json
 import logging
 import os
 import shutil
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -170,16 +171,23 @@ class SharedFront:
     _last_in: np.ndarray | None = None
     _last_out: np.ndarray | None = None
     hits: int = 0
+    # The models (and so this object) may serve two engines of one process at once: the check and the reuse
+    # of the last output must not interleave.
+    _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def run(self, model, batch: np.ndarray, output_names: Sequence[str]) -> list[np.ndarray]:
         """``model``'s outputs for ``batch``: the front end runs unless this batch equals the last one."""
-        if self._last_in is None or self._last_in.shape != batch.shape or not np.array_equal(self._last_in, batch):
-            (self._last_out,) = self.session.run(None, {self.input_name: batch})
-            self._last_in = batch
-        else:
-            self.hits += 1
+        batch = np.ascontiguousarray(batch, dtype=np.float32)
+        with self._lock:
+            last = self._last_in
+            if last is None or last.shape != batch.shape or not np.array_equal(last, batch):
+                (self._last_out,) = self.session.run(None, {self.input_name: batch})
+                self._last_in = batch
+            else:
+                self.hits += 1
+            spectrogram = self._last_out
         body, cut = self.members[id(model)]
-        return body.run(list(output_names), {cut: self._last_out})
+        return body.run(list(output_names), {cut: spectrogram})
 
 
 def find_shared_fronts(models: Sequence) -> dict[int, SharedFront]:
