@@ -99,6 +99,13 @@ class Card:
         return bool(self.reads)
 
     @property
+    def windowing(self) -> tuple:
+        """Everything that decides which windows a model is given: two cards with equal ``windowing`` are fed
+        identical windows of every track."""
+        return (self.sample_rate, self.window, self.hop, self.pad_start, self.pad_end, self.partial_tail,
+                self.short_input)
+
+    @property
     def input_width(self) -> int:
         """Samples per window for an audio model; features per track for a head."""
         return sum(s.dim for s in self.reads) if self.reads else self.window

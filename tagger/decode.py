@@ -161,25 +161,36 @@ def _flac_declared_frames(path: Path) -> int:
         return 0
 
 
+def _pedalboard_bounds(f, path: Path, fmt: str, info: StreamInfo) -> tuple[int, int]:
+    """Fill ``info`` from an open pedalboard file; (first, end) frame of the audio as the file counts it, the MP3
+    encoder delay and padding left out (gapless)."""
+    gap = read_gapless(str(path)) if fmt == "mp3" else None
+    info.source_rate, info.channels = int(f.samplerate), int(f.num_channels)
+    total = int(f.frames)
+    first = min(gap.skip_start, total) if gap is not None else 0
+    end = max(total - gap.skip_end, first) if gap is not None else total
+    info.declared_frames = end - first
+    return first, end
+
+
+def _pedalboard_read(f, start: int, end: int, rate: int) -> Iterator[np.ndarray]:
+    """(channels, n) blocks of an open pedalboard file from frame ``start`` to ``end``."""
+    f.seek(start)
+    block = max(1, int(BLOCK_SECONDS * rate))
+    while f.tell() < end:
+        chunk = f.read(min(block, end - f.tell()))
+        if chunk.shape[1] == 0:
+            break
+        yield chunk
+
+
 def _pedalboard_blocks(path: Path, fmt: str, info: StreamInfo) -> Iterator[np.ndarray]:
     from pedalboard.io import AudioFile
 
-    gap = read_gapless(str(path)) if fmt == "mp3" else None
     name = _utf8_name(path)
     with (open(path, "rb") if name is None else nullcontext()) as handle, AudioFile(name or handle) as f:
-        info.source_rate, info.channels = int(f.samplerate), int(f.num_channels)
-        total = int(f.frames)
-        end = total
-        if gap is not None:
-            f.seek(min(gap.skip_start, total))
-            end = max(total - gap.skip_end, f.tell())
-        info.declared_frames = max(end - f.tell(), 0)
-        block = max(1, int(BLOCK_SECONDS * info.source_rate))
-        while f.tell() < end:
-            chunk = f.read(min(block, end - f.tell()))  # (channels, n)
-            if chunk.shape[1] == 0:
-                break
-            yield chunk
+        first, end = _pedalboard_bounds(f, path, fmt, info)
+        yield from _pedalboard_read(f, first, end, info.source_rate)
 
 
 def _pyav_blocks(path: Path, info: StreamInfo) -> Iterator[np.ndarray]:
@@ -326,18 +337,13 @@ class RegionReader:
     def _open_pedalboard(self, fmt: str) -> None:
         from pedalboard.io import AudioFile
 
-        gap = read_gapless(str(self.path)) if fmt == "mp3" else None
         name = _utf8_name(self.path)
         if name is None:
             self._handle = open(self.path, "rb")
         self._file = AudioFile(name or self._handle)
-        f, info = self._file, self.info
-        info.decoder = "pedalboard"
-        info.source_rate, info.channels = int(f.samplerate), int(f.num_channels)
-        total = int(f.frames)
-        self._offset = min(gap.skip_start, total) if gap is not None else 0
-        end = max(total - gap.skip_end, self._offset) if gap is not None else total
-        self.frames = info.declared_frames = end - self._offset
+        self.info.decoder = "pedalboard"
+        self._offset, end = _pedalboard_bounds(self._file, self.path, fmt, self.info)
+        self.frames = end - self._offset
 
     def _open_flac(self) -> None:
         import av
@@ -365,16 +371,7 @@ class RegionReader:
         return _checked_mono(self.path, self.info.format, blocks, self.info)
 
     def _pedalboard_blocks(self, start: int, stop: int) -> Iterator[np.ndarray]:
-        f = self._file
-        f.seek(self._offset + start)
-        left = stop - start
-        block = max(1, int(BLOCK_SECONDS * self.info.source_rate))
-        while left > 0:
-            chunk = f.read(min(block, left))
-            if chunk.shape[1] == 0:
-                break
-            left -= chunk.shape[1]
-            yield chunk
+        return _pedalboard_read(self._file, self._offset + start, self._offset + stop, self.info.source_rate)
 
     def _flac_blocks(self, start: int, stop: int) -> Iterator[np.ndarray]:
         import av

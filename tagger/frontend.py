@@ -2,7 +2,7 @@
 
 Models exported from the same code often begin with the same computation: the bundled FCNs compute the same
 log-mel spectrogram of the same 29-s window, node for node and weight for weight, before their own layers.
-When two models of a set take the same windows (same card input contract) and their graphs begin with the
+When two models of a set take the same windows (the same ``Card.windowing``) and their graphs begin with the
 same computation up to a single tensor, that prefix runs once per batch and each model runs only the rest.
 
 Sameness is decided from the graphs themselves, never from names: every tensor gets a digest of how it is
@@ -20,6 +20,7 @@ import os
 import shutil
 import threading
 import time
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,13 +30,18 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 
+def _subgraphs(attr) -> list:
+    """The graphs an attribute holds (an If's branches, a Loop's body), if any."""
+    return [attr.g] if attr.type == attr.GRAPH else list(attr.graphs) if attr.type == attr.GRAPHS else []
+
+
 def _outer_refs(graph) -> set[str]:
     """Names a subgraph reads from the graphs around it (not its own inputs, weights or node outputs)."""
     own = {i.name for i in graph.input} | {i.name for i in graph.initializer}
     refs: set[str] = set()
     for node in graph.node:
         for attr in node.attribute:
-            for sub in ([attr.g] if attr.type == attr.GRAPH else list(attr.graphs) if attr.type == attr.GRAPHS else []):
+            for sub in _subgraphs(attr):
                 refs |= _outer_refs(sub)
         refs |= {name for name in node.input if name}
         own |= set(node.output)
@@ -58,14 +64,14 @@ def _digests(graph) -> tuple[dict[str, str], set[str]]:
         h = hashlib.sha1(f"{node.domain}:{node.op_type}".encode())
         for attr in sorted(node.attribute, key=lambda a: a.name):
             h.update(attr.SerializeToString())
-            for sub in ([attr.g] if attr.type == attr.GRAPH else list(attr.graphs) if attr.type == attr.GRAPHS else []):
+            for sub in _subgraphs(attr):
                 for name in sorted(_outer_refs(sub)):  # what the subgraph reads from this graph, by digest
                     h.update(b"^" + digest.get(name, "missing:" + name).encode())
         for name in node.input:
             h.update(b"|" + digest.get(name, "missing:" + name).encode())
         base = h.hexdigest()
         is_dynamic = any(name in dynamic for name in node.input) or any(
-            a.type in (a.GRAPH, a.GRAPHS) for a in node.attribute)  # subgraphs may read outer tensors
+            _subgraphs(a) for a in node.attribute)  # subgraphs may read outer tensors
         for k, out in enumerate(node.output):
             digest[out] = f"{base}:{k}"
             if is_dynamic:
@@ -127,7 +133,7 @@ def _subgraph(model, inferred, nodes, inputs, outputs: list[str]):
         vi = _value_info(inferred, name)
         vis.append(vi if vi is not None else helper.make_empty_tensor_value_info(name))
     used = {name for n in nodes for name in n.input} | {r for n in nodes for a in n.attribute
-                                                         for r in (_outer_refs(a.g) if a.type == a.GRAPH else ())}
+                                                         for sub in _subgraphs(a) for r in _outer_refs(sub)}
     weights = [w for w in model.graph.initializer if w.name in used]
     graph = helper.make_graph(nodes, model.graph.name + "-part", inputs, vis, initializer=weights)
     out = helper.make_model(graph, opset_imports=list(model.opset_import), producer_name="tagger-frontend")
@@ -190,27 +196,27 @@ class SharedFront:
         return body.run(list(output_names), {cut: spectrogram})
 
 
+# Each pair's split, kept as long as both models live (a daemon builds a new engine for every batch of files).
+_PAIRS: "weakref.WeakKeyDictionary[object, weakref.WeakKeyDictionary[object, SharedFront | None]]" = \
+    weakref.WeakKeyDictionary()
+
+
 def find_shared_fronts(models: Sequence) -> dict[int, SharedFront]:
     """Model index -> the SharedFront it runs through, for models of the set that share a front end with another
-    (see the module docstring); models that share nothing are absent and run whole. A pair's sessions are kept
-    on the models, so a daemon building a new engine for every batch of files analyses each pair once."""
-
-    def contract(m):
-        c = m.card
-        return (c.sample_rate, c.window, c.hop, c.pad_start, c.pad_end, c.partial_tail, c.short_input)
-
+    (see the module docstring); models that share nothing are absent and run whole. Each pair of live models is
+    analysed once per process."""
     out: dict[int, SharedFront] = {}
     for i, mi in enumerate(models):
         if i in out:
             continue
         for j in range(i + 1, len(models)):
             mj = models[j]
-            if j in out or contract(mi) != contract(mj):
+            if j in out or mi.card.windowing != mj.card.windowing:
                 continue
-            known = mi.__dict__.setdefault("_shared_fronts", {})
-            if id(mj) not in known:
-                known[id(mj)] = _pair(mi, mj)
-            shared = known[id(mj)]
+            known = _PAIRS.setdefault(mi, weakref.WeakKeyDictionary())
+            if mj not in known:
+                known[mj] = _pair(mi, mj)
+            shared = known[mj]
             if shared is None:
                 continue
             out[i] = out[j] = shared

@@ -36,17 +36,16 @@ class RegionPlan:
 
 
 def plan_regions(cards: Sequence[Card], wanted: Sequence[int], max_windows: int, source_rate: int,
-                 frames: int, rates: Sequence[int] = ()) -> RegionPlan | None:
+                 frames: int) -> RegionPlan | None:
     """The stretches to decode, or None when the whole file should be decoded.
 
     None when windows are not bounded, when any model would analyse every window of this track, or when
-    the stretches would hold more than ``MAX_FRACTION`` of it (seeking then saves too little). ``rates``
-    are further rates the stretches must line up with (besides each card's).
+    the stretches would hold more than ``MAX_FRACTION`` of it (seeking then saves too little).
     """
     if max_windows <= 0 or frames <= 0 or source_rate <= 0 or not wanted:
         return None
     step = 1
-    for rate in {cards[i].sample_rate for i in wanted} | set(rates):
+    for rate in {cards[i].sample_rate for i in wanted}:
         step = math.lcm(step, source_rate // math.gcd(source_rate, rate))
     margin = int(MARGIN_SECONDS * source_rate)
     keep: dict[int, frozenset[int]] = {}
