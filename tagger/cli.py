@@ -57,7 +57,7 @@ def _config(args: argparse.Namespace) -> Config:
     overrides: dict[str, Any] = {}
     if getattr(args, "model", None):
         overrides["models"] = tuple(args.model)
-    lowest = {"threads": 0, "batch_size": 1, "max_windows": 0}  # the same bounds the config file has
+    lowest = {"threads": 0, "batch_size": 0, "max_windows": 0}  # the same bounds the config file has
     if getattr(args, "model_precision", None):
         overrides["precision"] = args.model_precision
     for name in ("device", "threads", "batch_size", "max_windows"):
@@ -242,11 +242,16 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     models = _models(cfg)
     cards = {m.card.id: m.card for m in models}
     heads = load_heads(cfg.database, {mid: c.analyser for mid, c in cards.items()})
-    engine = Engine(models, max_batch=cfg.batch_size, decode_workers=cfg.decode_workers, max_windows=cfg.max_windows)
+    engine = Engine(models, max_batch=cfg.batch_size, decode_workers=cfg.decode_workers, max_windows=cfg.max_windows,
+                    decode_processes=cfg.decode_processes)
     paths = [Path(p) for p in args.files]
     failed = 0
     out = []
-    for res in engine.analyse(paths):
+    try:
+        results = list(engine.analyse(paths))
+    finally:
+        engine.close()  # decoder processes, when auto chose them (a GPU)
+    for res in results:
         if isinstance(res, TrackFailure):
             failed += 1
             if args.json:

@@ -54,7 +54,7 @@ class Config:
     threads: int
     batch_size: int
     decode_workers: int
-    decode_processes: bool  # decode in worker processes instead of threads (many-core machines)
+    decode_processes: bool | None  # worker processes instead of threads; None: auto (processes with a GPU)
     extensions: frozenset[str]
     commit_every: int
     commit_seconds: float
@@ -104,6 +104,13 @@ def _bool(raw: dict, key: str) -> bool:
     value = raw[key]
     _need(isinstance(value, bool), key, f"must be true or false, got {value!r}")
     return value
+
+
+def _bool_or_auto(raw: dict, key: str) -> bool | None:
+    """true, false, or auto (None: the runtime decides from the machine)."""
+    value = raw[key]
+    _need(isinstance(value, bool) or value == "auto", key, f"must be true, false or auto, got {value!r}")
+    return None if value == "auto" else value
 
 
 def _choice(raw: dict, key: str, allowed: tuple[str, ...]) -> str:
@@ -221,8 +228,8 @@ def _build(raw: dict, source: str) -> Config:
     return Config(
         library=tuple(expand_path(x) for x in lib), models=tuple(models), models_dir=expand_path(raw["models_dir"]),
         database=expand_path(raw["database"]), device=raw["device"], threads=_int(raw, "threads", 0),
-        batch_size=_int(raw, "batch_size", 1, 4096), decode_workers=_int(raw, "decode_workers", 1, 64),
-        decode_processes=_bool(raw, "decode_processes"),
+        batch_size=_int(raw, "batch_size", 0, 4096), decode_workers=_int(raw, "decode_workers", 0, 64),
+        decode_processes=_bool_or_auto(raw, "decode_processes"),
         max_windows=_int(raw, "max_windows", 0, 100_000), memory=_choice(raw, "memory", ("shared", "lean", "fast")),
         precision=_choice(raw, "precision", ("auto", "float", "int8")),
         extensions=frozenset(e.lower() for e in exts), commit_every=_int(raw, "commit_every", 1),

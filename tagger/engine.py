@@ -40,6 +40,35 @@ FINGERPRINT_RATE = 16000  # the duplicate fingerprint is taken at one fixed rate
 REFERENCE_WINDOW = 48128  # batch sizes are counted in windows of this many samples (3 s at 16 kHz)
 
 
+@dataclass(frozen=True)
+class PipelineSettings:
+    """How many windows per inference call and how files are decoded, once "auto" is resolved."""
+
+    batch: int
+    decode_workers: int
+    decode_processes: bool
+    gpu: bool
+
+
+def pipeline_settings(models: Sequence[Model], batch: int = 0, decode_workers: int = 0,
+                      decode_processes: bool | None = None) -> PipelineSettings:
+    """Resolve the settings a config leaves to auto (0, or None for ``decode_processes``) for this model set.
+
+    On the CPU, inference is the bottleneck and takes both cores' worth of work: 4 windows per call and 2
+    decoder threads (measured on 2 cores; more threads only compete with inference). On a GPU, decoding is
+    the bottleneck: on an H100 with 16 cores (bench/bench_gpu.py, default set, 48 real tracks), 2 decoder
+    threads fed it 42 tracks/min with the GPU 4 % busy, 8 threads were slower still (35/min: they share one
+    interpreter lock), and worker processes scaled: 8 gave 79/min, 14 gave 180/min, and 16 windows per call
+    216/min. So with a GPU: one decoder process per core but two (inference and the parent's own work keep
+    those), and batches of 16.
+    """
+    gpu = any(m.provider.startswith("CUDA") for m in models)
+    cores = os.cpu_count() or 1
+    workers = decode_workers if decode_workers > 0 else (max(2, cores - 2) if gpu else 2)
+    processes = decode_processes if decode_processes is not None else (gpu and workers > 2)
+    return PipelineSettings(batch if batch > 0 else (16 if gpu else 4), workers, processes, gpu)
+
+
 @dataclass
 class ModelResult:
     """One model's song-level view of one track."""
@@ -158,13 +187,21 @@ class Engine:
     """Owns the model set's sessions and turns paths into song-level results, in completion order."""
 
     def __init__(self, models: Model | Sequence[Model], *, max_batch: int = 16, decode_workers: int = 2,
-                 keep_window_tags: bool = False, max_windows: int = 0, decode_processes: bool = False,
+                 keep_window_tags: bool = False, max_windows: int = 0, decode_processes: bool | None = False,
                  regions: bool = True) -> None:
-        if max_batch < 1:
-            raise ValueError("max_batch must be >= 1")
+        """``max_batch`` and ``decode_workers`` of 0 and ``decode_processes`` of None mean auto
+        (:func:`pipeline_settings`): what suits the model set's device and this machine's cores."""
+        if max_batch < 0:
+            raise ValueError("max_batch must be >= 1, or 0 for auto")
         self.models: list[Model] = [models] if isinstance(models, Model) else list(models)
         if not self.models:
             raise ValueError("an engine needs at least one model")
+        settings = pipeline_settings(self.models, max_batch, decode_workers, decode_processes)
+        if settings.gpu and (max_batch == 0 or decode_workers == 0 or decode_processes is None):
+            log.info("GPU inference: %d windows per call, %d decoder %s", settings.batch, settings.decode_workers,
+                     "processes" if settings.decode_processes else "threads")
+        max_batch, decode_workers, decode_processes = (settings.batch, settings.decode_workers,
+                                                       settings.decode_processes)
         self.index = {m.card.id: i for i, m in enumerate(self.models)}
         self.max_batch = max_batch
         # Batches are counted in 3-s windows: a 29-s model gets proportionally fewer per call.

@@ -27,6 +27,11 @@ VARIANT_KEY = "tagger.variant"
 INT8_CPU_FLAGS = ("amx_int8", "avx512_vnni", "avx_vnni")  # any one gives 8-bit dot products
 PRECISIONS = ("auto", "float", "int8")
 MEMORY_MODES = ("shared", "lean", "fast")
+# TF32 (onnxruntime's default on Ampere and later GPUs) rounds convolution and matrix inputs to 10 bits of
+# mantissa. On an H100 it moved the Jamendo and MagnaTagATune models' tags by up to 0.07 against the CPU
+# (their log-scaled spectrograms amplify the error in quiet bins; bench/bench_gpu.py), so a user's tags would
+# depend on the machine that analysed them. Full float32 keeps GPU and CPU results together.
+CUDA_OPTIONS = {"use_tf32": "0"}
 _SHARED_ARENA: list[bool] = []
 _SHARED_LOCK = threading.Lock()
 
@@ -114,6 +119,11 @@ def resolve_model_path(name_or_path: str, models_dir: Path | None = None) -> Pat
     raise ModelError(name_or_path, f"no such model; available: {', '.join(known) or 'none'}")
 
 
+def _with_options(providers: list[str]) -> list:
+    """onnxruntime's provider list, with this project's options for the providers that take some."""
+    return [(p, dict(CUDA_OPTIONS)) if p == "CUDAExecutionProvider" else p for p in providers]
+
+
 def _cuda_usable() -> tuple[bool, str]:
     """Whether a CUDA driver with at least one device is really present (checked without onnxruntime)."""
     try:
@@ -160,10 +170,11 @@ class Model:
         self.threads = opts.intra_op_num_threads
         providers, reason = self._choose_providers(ort, device)
         self._opts, self._providers = opts, providers
+        gpu = providers[0] != "CPUExecutionProvider"
         self.file, self.precision, self.precision_reason = path, "float", "float model"
         self.session = None
         if precision != "float":
-            variant, why = (None, "a GPU runs the float model") if providers[0] != "CPUExecutionProvider" \
+            variant, why = (None, "a GPU runs the float model") if gpu \
                 else int8_candidate(path)
             if variant is not None:
                 session = self._open(ort, variant, opts, providers)
@@ -179,8 +190,12 @@ class Model:
         if self.session is None:
             self.session = self._open(ort, path, opts, providers)
         active = self.session.get_providers()[0]
-        if providers[0] == "CUDAExecutionProvider" and active != "CUDAExecutionProvider":
+        if gpu and active != "CUDAExecutionProvider":
             reason = "CUDA provider failed to initialise; using CPU"
+            if "cuda-failed" not in _ANNOUNCED:  # a GPU the user has but cannot use: say so, once
+                _ANNOUNCED.add("cuda-failed")
+                log.warning("%s: the CUDA provider did not start (a driver, CUDA or cuDNN library missing or "
+                            "mismatched?); inference runs on the CPU", path)
         self.provider = active
         line = ("GPU" if active.startswith("CUDA") else "CPU", reason, self.threads)
         # Once per process: a model set loads several sessions, all on the same provider for the same reason.
@@ -206,7 +221,7 @@ class Model:
     @staticmethod
     def _open(ort, file: Path, opts, providers: list[str]):
         try:
-            return ort.InferenceSession(str(file), opts, providers=providers)
+            return ort.InferenceSession(str(file), opts, providers=_with_options(providers))
         except Exception as exc:  # onnxruntime raises its own exception types
             raise ModelError(file, f"onnxruntime cannot load it: {exc}") from None
 
@@ -216,7 +231,8 @@ class Model:
         import onnxruntime as ort
 
         return ort.InferenceSession(str(file), self._opts,
-                                    providers=[p for p in self._providers if p in self.session.get_providers()])
+                                    providers=_with_options([p for p in self._providers
+                                                             if p in self.session.get_providers()]))
 
     @property
     def spec(self) -> Card:

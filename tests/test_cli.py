@@ -84,7 +84,9 @@ def test_locked_database_exit_code(tmp_path, capsys):
 
 @pytest.mark.parametrize("text,key", [
     ("batchsize: 3\n", "batchsize"),
-    ("batch_size: 0\n", "batch_size"),
+    ("batch_size: -1\n", "batch_size"),
+    ("decode_processes: sometimes\n", "decode_processes"),
+    ("decode_workers: -2\n", "decode_workers"),
     ("device: tpu\n", "device"),
     ("write:\n  fields:\n    genre: {policy: overwrite, max_values: 1, min_score: 0.1, relative: 0.5}\n",
      "write.fields.genre.policy"),
@@ -125,4 +127,4 @@ def test_config_defaults_and_xdg(tmp_path, monkeypatch):
 def test_command_line_numbers_are_checked_like_the_config_file(tmp_path, capsys):
     assert main(["scan", str(tmp_path), "--max-windows", "-1"]) == 2
     assert "--max-windows" in capsys.readouterr().err
-    assert main(["scan", str(tmp_path), "--batch-size", "0"]) == 2
+    assert main(["scan", str(tmp_path), "--batch-size", "-1"]) == 2

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from ..card import Card
+from ..engine import pipeline_settings
 from ..errors import ConfigError
 from ..model import Model
 from .results import ResultWriter, finished, schema
@@ -81,7 +82,8 @@ class InferenceActor:
     def __init__(self, paths: list[str], device: str, threads: int, max_batch: int, precision: str = "auto") -> None:
         self.models = [Model(Path(p), device=device, threads=threads, memory="shared",
                              precision=precision) for p in paths]
-        self.max_batch = max_batch
+        # 0 (the config's auto): the batch that suits this actor's device (4 on a CPU, 16 on a GPU)
+        self.max_batch = pipeline_settings(self.models, batch=max_batch).batch
 
     def __call__(self, batch: dict[str, Any]):
         import pyarrow as pa
