@@ -7,8 +7,9 @@
    (the mel spectrogram excluded: it is computed by librosa outside the graph), against onnxruntime on the
    exported model (its log-mel front end inside the graph, so included), float and the int8 variant, batch
    1 and 8, alternating rounds, medians.
-2. Per file, on the given real tracks: the original extractor as its CLI runs it (load, log-mel, graph build
-   and restore, every window) against `tagger scan --no-write` in a fresh process and database: the default
+2. Per file, on the given real tracks, ``--rounds`` alternating rounds, medians: the original extractor as its
+   CLI runs it (load, log-mel, graph build and restore, every window) against `tagger scan --no-write` in a
+   fresh process and database: the default
    (model set of four, 32 windows per model, int8 variants where the CPU has VNNI/AMX), the same in float,
    musicnn-msd alone with every window (the like-for-like), and musicnn-msd alone with the default window bound.
 """
@@ -80,13 +81,20 @@ def main() -> None:
     out["tensorflow"] = original(py, "window", "--runs", "3")["tensorflow"]
     if args.files:
         n = len(args.files)
-        orig = original(py, "files", *map(str, args.files))["seconds_per_file"]
-        per_orig = sum(orig.values()) / n
-        default = scan_seconds(args.files, []) / n
-        default_float = scan_seconds(args.files, ["--model-precision", "float"]) / n
-        alike = scan_seconds(args.files, ["--model", "musicnn-msd", "--max-windows", "0"]) / n
-        alone = scan_seconds(args.files, ["--model", "musicnn-msd"]) / n
+        # One round = the original extractor once over every file, then each scan once; rounds alternate, so a
+        # drift of the machine (up to 10 % here) falls on both sides, and the figures are medians of the rounds.
+        configs = {"default": [], "default_float": ["--model-precision", "float"],
+                   "alike": ["--model", "musicnn-msd", "--max-windows", "0"], "alone": ["--model", "musicnn-msd"]}
+        runs: dict[str, list[float]] = {"original": [], **{k: [] for k in configs}}
+        for _ in range(args.rounds):
+            orig = original(py, "files", *map(str, args.files))["seconds_per_file"]
+            runs["original"].append(sum(orig.values()) / n)
+            for key, extra in configs.items():
+                runs[key].append(scan_seconds(args.files, extra) / n)
+        med = {k: statistics.median(v) for k, v in runs.items()}
+        per_orig, default, default_float, alike, alone = (med[k] for k in ("original", *configs))
         out["per_file_s"] = {"tracks": n, "seconds_of_audio": round(args.audio_seconds, 1) if args.audio_seconds else None,
+                             "rounds": args.rounds, "runs": {k: [round(x, 3) for x in v] for k, v in runs.items()},
                              "original_extractor": round(per_orig, 2),
                              "tagger_scan_default": round(default, 2), "tagger_scan_default_float": round(default_float, 2),
                              "tagger_scan_musicnn_msd_all_windows": round(alike, 2),
@@ -94,9 +102,12 @@ def main() -> None:
                              "speedup_default": round(per_orig / default, 2),
                              "speedup_default_float": round(per_orig / default_float, 2),
                              "speedup_like_for_like": round(per_orig / alike, 2),
-                             "speedup_musicnn_msd_default_windows": round(per_orig / alone, 2)}
-        print(f"per file ({n} tracks): original {per_orig:.2f} s; tagger scan default {default:.2f} s "
-              f"({per_orig / default:.2f}x), in float {default_float:.2f} s ({per_orig / default_float:.2f}x); "
+                             "speedup_musicnn_msd_default_windows": round(per_orig / alone, 2),
+                             "speedup_default_per_round": [round(o / d, 2) for o, d in zip(runs["original"],
+                                                                                           runs["default"])]}
+        print(f"per file ({n} tracks, medians of {args.rounds} rounds): original {per_orig:.2f} s; tagger scan default "
+              f"{default:.2f} s ({per_orig / default:.2f}x; rounds {out['per_file_s']['speedup_default_per_round']}), "
+              f"in float {default_float:.2f} s ({per_orig / default_float:.2f}x); "
               f"musicnn-msd every window {alike:.2f} s ({per_orig / alike:.2f}x), with the default 32 windows "
               f"{alone:.2f} s ({per_orig / alone:.2f}x)")
     print("wrote", save("original", out))
