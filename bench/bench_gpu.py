@@ -32,7 +32,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.common import machine  # noqa: E402
+from bench.common import machine, median_time  # noqa: E402
 from tagger.engine import Engine, TrackResult, decode_windows  # noqa: E402
 from tagger.errors import ModelError  # noqa: E402
 from tagger.model import load_model  # noqa: E402
@@ -103,24 +103,12 @@ def per_window(names: list[str], windows: dict[str, np.ndarray]) -> dict:
         row = {}
         for batch in (1, 4, 16, 64):
             x = np.resize(windows[name], (batch, windows[name].shape[1])).astype(np.float32)
-            for _ in range(5):
-                gpu.run_all(x)
-            times = []
-            for _ in range(20):
-                t = time.perf_counter()
-                gpu.run_all(x)
-                times.append((time.perf_counter() - t) * 1000 / batch)
-            row[f"cuda_batch_{batch}"] = round(statistics.median(times), 3)
+            seconds = median_time(lambda: gpu.run_all(x), runs=20, warmup=5)
+            row[f"cuda_batch_{batch}"] = round(seconds * 1000 / batch, 3)
         cpu = load_model(name, device="cpu", precision="auto")
         x = np.resize(windows[name], (4, windows[name].shape[1])).astype(np.float32)
-        for _ in range(3):
-            cpu.run_all(x)
-        times = []
-        for _ in range(10):
-            t = time.perf_counter()
-            cpu.run_all(x)
-            times.append((time.perf_counter() - t) * 1000 / 4)
-        row[f"cpu_batch_4_{cpu.precision}"] = round(statistics.median(times), 3)
+        seconds = median_time(lambda: cpu.run_all(x), runs=10, warmup=3)
+        row[f"cpu_batch_4_{cpu.precision}"] = round(seconds * 1000 / 4, 3)
         out[name] = row
         print(f"{name}: ms per window {row}", flush=True)
     return out

@@ -248,37 +248,36 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     failed = 0
     out = []
     try:
-        results = list(engine.analyse(paths))
+        for res in engine.analyse(paths):
+            if isinstance(res, TrackFailure):
+                failed += 1
+                if args.json:
+                    out.append({"path": os.fsdecode(res.path), "error": res.reason})
+                else:
+                    print(f"{os.fsdecode(res.path)}: error: {res.reason}", file=sys.stderr)
+                continue
+            vectors = {mid: (m.card.analyser, m.tags, m.embedding) for mid, m in res.models.items()}
+            decision = decide_track(vectors, cards, heads, cfg.fields, cfg.vocabulary)
+            if args.json:
+                out.append({"path": os.fsdecode(res.path), "duration": round(res.duration, 3),
+                            "models": {mid: {"analyser": m.card.analyser, "windows": m.n_windows,
+                                             "tags": {k: round(float(v), 6) for k, v in
+                                                      sorted(zip(m.card.labels, m.tags), key=lambda kv: -kv[1])}}
+                                       for mid, m in res.models.items()},
+                            "decision": {name: {"values": fd.written, "reason": fd.reason,
+                                                "candidates": {c.value: round(c.score, 4) for c in fd.candidates[:8]}}
+                                         for name, fd in decision.fields.items()}})
+                continue
+            print(f"{os.fsdecode(res.path)}  ({res.duration:.1f} s)")
+            for mid, m in res.models.items():
+                scores = sorted(zip(m.card.labels, map(float, m.tags)), key=lambda kv: -kv[1])
+                print(f" {mid} ({m.n_windows} windows of {m.card.window / m.card.sample_rate:.0f} s)")
+                print(_bars(scores[: args.top]))
+            print(" decision")
+            for name, fd in decision.fields.items():
+                print(f"  {name}: {', '.join(fd.written) or '(nothing)'}  <- {fd.reason}")
     finally:
         engine.close()  # decoder processes, when auto chose them (a GPU)
-    for res in results:
-        if isinstance(res, TrackFailure):
-            failed += 1
-            if args.json:
-                out.append({"path": os.fsdecode(res.path), "error": res.reason})
-            else:
-                print(f"{os.fsdecode(res.path)}: error: {res.reason}", file=sys.stderr)
-            continue
-        vectors = {mid: (m.card.analyser, m.tags, m.embedding) for mid, m in res.models.items()}
-        decision = decide_track(vectors, cards, heads, cfg.fields, cfg.vocabulary)
-        if args.json:
-            out.append({"path": os.fsdecode(res.path), "duration": round(res.duration, 3),
-                        "models": {mid: {"analyser": m.card.analyser, "windows": m.n_windows,
-                                         "tags": {k: round(float(v), 6) for k, v in
-                                                  sorted(zip(m.card.labels, m.tags), key=lambda kv: -kv[1])}}
-                                   for mid, m in res.models.items()},
-                        "decision": {name: {"values": fd.written, "reason": fd.reason,
-                                            "candidates": {c.value: round(c.score, 4) for c in fd.candidates[:8]}}
-                                     for name, fd in decision.fields.items()}})
-            continue
-        print(f"{os.fsdecode(res.path)}  ({res.duration:.1f} s)")
-        for mid, m in res.models.items():
-            scores = sorted(zip(m.card.labels, map(float, m.tags)), key=lambda kv: -kv[1])
-            print(f" {mid} ({m.n_windows} windows of {m.card.window / m.card.sample_rate:.0f} s)")
-            print(_bars(scores[: args.top]))
-        print(" decision")
-        for name, fd in decision.fields.items():
-            print(f"  {name}: {', '.join(fd.written) or '(nothing)'}  <- {fd.reason}")
     if args.json:
         print(json.dumps(out, ensure_ascii=True, indent=1))
     return EXIT_FILES_FAILED if failed else EXIT_OK
