@@ -30,4 +30,4 @@ demo: setup
 	$(VENV)/bin/tagger analyze "$(DEMO)/library/$(DEMO_CLIP)" --top 3
 
 test: setup-dev
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q $(ARGS)

@@ -1,7 +1,8 @@
 """Command line: the only place that configures logging and turns errors into exit codes.
 
 Exit codes: 0 success; 1 some files failed (decode or tag write; see the summary); 2 bad configuration or
-usage; 3 model problem; 4 database problem; 5 database in use by another process; 130 interrupted.
+usage; 3 model problem; 4 database problem; 5 database in use by another process; 130 interrupted; 141 the
+reader of the output closed it (`| head`), ended quietly.
 """
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from .model import Model, load_model
 log = logging.getLogger("tagger")
 
 EXIT_OK, EXIT_FILES_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+EXIT_BROKEN_PIPE = 141  # what a shell shows for a program ended by SIGPIPE: the output's reader went away
 
 
 class _JournalFormatter(logging.Formatter):
@@ -57,14 +59,15 @@ def _config(args: argparse.Namespace) -> Config:
     overrides: dict[str, Any] = {}
     if getattr(args, "model", None):
         overrides["models"] = tuple(args.model)
-    lowest = {"threads": 0, "batch_size": 0, "max_windows": 0}  # the same bounds the config file has
+    from .config import BOUNDS
     if getattr(args, "model_precision", None):
         overrides["precision"] = args.model_precision
     for name in ("device", "threads", "batch_size", "max_windows"):
         value = getattr(args, name, None)
         if value is not None:
-            if name in lowest and value < lowest[name]:
-                raise ConfigError(f"--{name.replace('_', '-')}", f"must be an integer >= {lowest[name]}, got {value}")
+            if name in BOUNDS and not BOUNDS[name][0] <= value <= BOUNDS[name][1]:
+                lo, hi = BOUNDS[name]
+                raise ConfigError(f"--{name.replace('_', '-')}", f"must be an integer >= {lo} and <= {hi}, got {value}")
             overrides[name] = value
     if getattr(args, "database", None):
         overrides["database"] = Path(args.database).expanduser()
@@ -234,14 +237,32 @@ def _bars(labels_scores: list[tuple[str, float]], width: int = 30) -> str:
     return "\n".join(lines)
 
 
+def _decider(cfg: Config, cards: dict):
+    """The scan's decision rule for a command that does not scan: the library's heads and, when a database
+    exists, the album/folder mates' votes, so `analyze` and `show` say what a scan would write."""
+    from .heads import Decider
+    from .store import Store, StoreError
+
+    def records() -> list[dict]:
+        try:
+            with Store(cfg.database, writer=False) as store:
+                return list(store.records(next(iter(cards))))
+        except StoreError as exc:
+            log.debug("no album/folder mates from %s: %s", cfg.database, exc)
+            return []
+
+    has_db = (Path(cfg.database) / "records.json").is_file()
+    return Decider(cards, cfg.fields, cfg.vocabulary, cfg.database, records if has_db else None)
+
+
 def cmd_analyze(args: argparse.Namespace) -> int:
     from .engine import Engine, TrackFailure
-    from .heads import decide_track, load_heads
+    from .store import path_key
+    from .writer import read_fields
 
     cfg = _config(args)
     models = _models(cfg)
-    cards = {m.card.id: m.card for m in models}
-    heads = load_heads(cfg.database, {mid: c.analyser for mid, c in cards.items()})
+    decider = _decider(cfg, {m.card.id: m.card for m in models})
     engine = Engine(models, max_batch=cfg.batch_size, decode_workers=cfg.decode_workers, max_windows=cfg.max_windows,
                     decode_processes=cfg.decode_processes)
     paths = [Path(p) for p in args.files]
@@ -257,7 +278,11 @@ def cmd_analyze(args: argparse.Namespace) -> int:
                     print(f"{os.fsdecode(res.path)}: error: {res.reason}", file=sys.stderr)
                 continue
             vectors = {mid: (m.card.analyser, m.tags, m.embedding) for mid, m in res.models.items()}
-            decision = decide_track(vectors, cards, heads, cfg.fields, cfg.vocabulary)
+            try:
+                album = (read_fields(res.path, names=("ALBUM",))["ALBUM"] or [None])[0]
+            except TaggerError:
+                album = None
+            decision = decider.decide(vectors, path_key(res.path), album)
             if args.json:
                 out.append({"path": os.fsdecode(res.path), "duration": round(res.duration, 3),
                             "models": {mid: {"analyser": m.card.analyser, "windows": m.n_windows,
@@ -354,43 +379,70 @@ def cmd_train(args: argparse.Namespace) -> int:
         if any(r.status == "trained" for r in results):
             print("the next `tagger scan` (or the daemon after `systemctl reload tagger`) writes these fields "
                   "in your vocabulary, replacing only values this tool wrote")
+    if not any(r.status == "trained" for r in results):
+        print("tagger: trained nothing (see the reason per field above); tag more of your tracks with your own "
+              f"values (at least {opts.min_tracks} per value, or lower --min-tracks) and run `tagger scan`, then "
+              "`tagger train` again", file=sys.stderr)
+        return EXIT_FILES_FAILED
     return EXIT_OK
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    from .store import Store
+    from .card import Card, CardError
+    from .store import Store, path_key
 
     cfg = _config(args)
+    if args.top < 1:
+        raise ConfigError("--top", f"must be at least 1, got {args.top}")
     store = Store(cfg.database, writer=False)
     path = Path(args.file)
-    recs = [r for r in store.records() if r["path"] == os.fsdecode(os.path.abspath(path))]
+    recs = list(store.for_path(path_key(path)))
     if not recs:
         raise TaggerError(path, "not in the database (run `tagger scan` on it first)")  # exit 1: not a database fault
     out = []
+    vectors: dict = {}
+    cards: dict = {}
     for rec in recs:
         entry = {k: v for k, v in rec.items() if k != "slot"}
         if rec.get("status") == "ok" and not store.has_vectors(rec):
             entry["problem"] = "its vectors are missing from the database; `tagger scan` re-analyses it"
         elif rec.get("status") == "ok":
-            tags, _ = store.vectors(rec)
-            labels = _labels_for(rec["model"], store)
-            entry["tags"] = {label: round(float(s), 6) for label, s in
-                             sorted(zip(labels, tags), key=lambda kv: -kv[1])} if labels else [float(x) for x in tags]
+            tags, emb = store.vectors(rec)
+            text = store.card_json(rec["model"])
+            try:
+                card = Card.from_json(text) if text else None
+            except CardError:
+                card = None
+            if card is not None and len(card.labels) == len(tags):
+                cards[rec["model"]], vectors[rec["model"]] = card, (str(rec.get("analyser")), tags, emb)
+                entry["tags"] = {label: round(float(s), 6) for label, s in
+                                 sorted(zip(card.labels, tags), key=lambda kv: -kv[1])}
+            else:
+                entry["tags"] = [float(x) for x in tags]
         out.append(entry)
+    decision = _decider(cfg, cards).decide(vectors, recs[0]["path"], recs[0].get("album")) if vectors else None
+    decided = {name: {"values": fd.written, "reason": fd.reason} for name, fd in decision.fields.items()} \
+        if decision else {}
     if args.json:
-        print(json.dumps(out, ensure_ascii=True, indent=1))
+        print(json.dumps({"path": recs[0]["path"], "decision": decided, "models": out}, ensure_ascii=True, indent=1))
         return EXIT_OK
+    print(recs[0]["path"])
+    if decided:
+        print(" decision (what a scan writes)")
+        for name, d in decided.items():
+            print(f"  {name}: {', '.join(d['values']) or '(nothing)'}  <- {d['reason']}")
     for entry in out:
-        print(f"{entry['path']}\n  model {entry['analyser']}, analysed {entry['analysed_at']}, status {entry['status']}")
+        print(f" {entry['model']} ({entry['analyser']}), analysed {entry['analysed_at']}, status {entry['status']}")
         if entry.get("reason"):
             print(f"  reason: {entry['reason']}")
         if entry.get("problem"):
             print(f"  problem: {entry['problem']}")
-        if entry.get("written"):
-            for field, values in entry["written"].items():
-                print(f"  wrote {field}: {values}")
         if isinstance(entry.get("tags"), dict):
-            print(_bars(list(entry["tags"].items())))
+            items = list(entry["tags"].items())
+            print(_bars(items if args.all else items[: args.top]))
+    written = next((e["written"] for e in out if e.get("written")), None)
+    for field, values in (written or {}).items():
+        print(f" wrote {field}: {', '.join(values) or '(removed)'}")
     return EXIT_OK
 
 
@@ -407,26 +459,77 @@ def _labels_for(model_id: str, store) -> tuple[str, ...] | None:
         return None
 
 
+def cmd_config(args: argparse.Namespace) -> int:
+    """Where the configuration lives, and a documented copy of the defaults to start one from."""
+    from .config import DEFAULTS_FILE, default_config_path
+
+    target = Path(args.config).expanduser() if args.config else default_config_path()
+    if args.defaults:
+        sys.stdout.write(DEFAULTS_FILE.read_text())
+        return EXIT_OK
+    if args.init:
+        if target.exists() and not args.force:
+            raise ConfigError(target, "already exists; edit it, or pass --force to replace it with the defaults")
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            tmp = target.with_name(f".{target.name}.tmp")
+            tmp.write_text(DEFAULTS_FILE.read_text())
+            os.replace(tmp, target)
+        except OSError as exc:
+            raise ConfigError(target, f"cannot write: {exc.strerror or exc}") from exc
+        print(f"wrote {target}: every key with its default and what it does; edit what you want to change")
+        return EXIT_OK
+    cfg = load_config(target if args.config else None)
+    state = "in use" if cfg.source != "defaults" else "not present: the built-in defaults are in use " \
+                                                      "(`tagger config --init` writes a copy to edit)"
+    print(f"config file: {target} ({state})\ndatabase: {cfg.database}\nlibrary: "
+          + ", ".join(map(str, cfg.library)) + f"\nmodels: {', '.join(cfg.models)}")
+    return EXIT_OK
+
+
 def cmd_undo(args: argparse.Namespace) -> int:
+    from .scan import discover
     from .tags import plan_undo
     from .writer import read_fields, write_changes
 
     cfg = _config(args)
-    failed = 0
-    for name in args.files:
-        path = Path(name)
+    if args.all and args.paths:
+        raise ConfigError("undo", "give paths or --all, not both")
+    if not args.all and not args.paths:
+        raise ConfigError("undo", "give files or folders, or --all for the configured library")
+    roots = list(cfg.library) if args.all else [Path(p).expanduser() for p in args.paths]
+    unreadable: list[tuple[str, str]] = []
+    files, missing = discover(roots, cfg.extensions, unreadable=unreadable)
+    explicit = {Path(os.path.abspath(p)) for p in roots if Path(p).is_file()}
+    failed = len(missing) + len(unreadable)
+    for m in missing:
+        print(f"tagger: error: {m}: no such file or folder", file=sys.stderr)
+    for where, reason in unreadable:
+        print(f"tagger: error: {where}: {reason}", file=sys.stderr)
+    undone = 0
+    for path in files:
         try:
             current = read_fields(path, id3_version=cfg.id3_version, v23_sep=cfg.id3v23_separator)
             changes = plan_undo(current)
+            if not changes:
+                if path in explicit:
+                    print(f"{path}: nothing to undo")
+                continue
+            undone += 1
             if args.pretend:
+                print(os.fsdecode(path))
                 for c in changes:
-                    print(f"{path}\n  {c.field}: {c.before!r} -> {c.after!r}")
+                    print(f"  {c.field}: {c.before!r} -> {c.after!r}")
                 continue
             write_changes(path, changes, expect=None, id3_version=cfg.id3_version, v23_sep=cfg.id3v23_separator)
-            print(f"{path}: {'removed ' + ', '.join(c.field for c in changes) if changes else 'nothing to undo'}")
+            print(f"{path}: removed {', '.join(c.field for c in changes)}")
         except TaggerError as exc:
             failed += 1
-            print(f"error: {exc}", file=sys.stderr)
+            print(f"tagger: error: {exc}", file=sys.stderr)
+    if len(files) > len(explicit):
+        verb = "would undo" if args.pretend else "undid"
+        print(f"{verb} the tool's tags in {undone} of {len(files)} files" + (f"; {failed} failed" if failed else ""),
+              file=sys.stderr)
     return EXIT_FILES_FAILED if failed else EXIT_OK
 
 
@@ -460,11 +563,11 @@ def _seed(path: Path, lib, model) -> tuple[dict, Any]:
 
 
 def _filters(args: argparse.Namespace, lib, seed: dict | None):
-    from .similar import folder_filter, tag_filter
+    from .similar import folder_filter, resolve_tags, tag_filter
 
     checks = []
     if getattr(args, "tag", None):
-        checks.append(tag_filter(lib.labels, lib.store, args.tag))
+        checks.append(tag_filter(lib, resolve_tags(lib.labels, lib.records, args.tag, "--tag")))
     if getattr(args, "under", None):
         checks.append(folder_filter(Path(args.under)))
     if seed is not None and getattr(args, "not_same_artist", False) and seed.get("artist"):
@@ -540,16 +643,22 @@ def cmd_similar(args: argparse.Namespace) -> int:
 
 
 def cmd_playlist(args: argparse.Namespace) -> int:
-    from .similar import build_playlist
+    from .similar import build_playlist, resolve_tags
 
-    cfg, store, model, lib = _lookup_setup(args)
     if not args.seed and not args.tags:
-        raise ConfigError("playlist", "give --seed FILE, --tags LABEL[,LABEL...] or both")
+        raise ConfigError("playlist", "give --seed FILE, --tags VALUE[,VALUE...] or both")
+    cfg, store, model, lib = _lookup_setup(args)
     seed = query = None
+    wanted = [t.strip() for t in (args.tags or "").split(",") if t.strip()]
+    tags = resolve_tags(lib.labels, lib.records, wanted, "--tags") if wanted else None
     if args.seed:
         seed, query = _seed(Path(args.seed), lib, model)
-    wanted = [t.strip() for t in (args.tags or "").split(",") if t.strip()]
-    rows = build_playlist(lib, args.n, tags=wanted, seed=seed, query=query, keep=_filters(args, lib, None))
+    rows = build_playlist(lib, args.n, tags=tags, seed=seed, query=query, keep=_filters(args, lib, None))
+    if not rows:
+        print("no track matches " + " and ".join(filter(None, [f"--tags {args.tags}" if wanted else "",
+                                                              f"--under {args.under}" if args.under else ""])),
+              file=sys.stderr)
+        return EXIT_FILES_FAILED
     _emit_tracks(args, [{k: r[k] for k in ("path", "artist", "title", "duration") if k in r} for r in rows],
                  store, model.spec.id)
     return EXIT_OK
@@ -712,7 +821,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     sh = sub.add_parser("show", help="what the database holds for a file")
     sh.add_argument("file")
-    sh.add_argument("--json", action="store_true")
+    sh.add_argument("--json", action="store_true", help="the decision and every model's labels as JSON")
+    sh.add_argument("--top", type=int, default=5, help="labels shown per model (default 5)")
+    sh.add_argument("--all", action="store_true", help="every label of every model")
     common(sh)
     sh.set_defaults(func=cmd_show)
 
@@ -819,9 +930,17 @@ def build_parser() -> argparse.ArgumentParser:
     common(st)
     st.set_defaults(func=cmd_set)
 
+    c = sub.add_parser("config", help="where the config file lives; --init writes one with every default")
+    c.add_argument("--config", help="config file (default $XDG_CONFIG_HOME/tagger/config.yaml)")
+    c.add_argument("--init", action="store_true", help="write the documented defaults there, to edit")
+    c.add_argument("--force", action="store_true", help="with --init: replace an existing file")
+    c.add_argument("--defaults", action="store_true", help="print the documented defaults")
+    c.set_defaults(func=cmd_config)
+
     u = sub.add_parser("undo", help="remove the tags this tool wrote (as listed in TAGGER_WRITTEN)")
-    u.add_argument("files", nargs="+")
-    u.add_argument("--pretend", action="store_true")
+    u.add_argument("paths", nargs="*", metavar="PATH", help="files or folders (walked like a scan)")
+    u.add_argument("--all", action="store_true", help="every file of the configured library")
+    u.add_argument("--pretend", action="store_true", help="print what would be removed; change nothing")
     common(u)
     u.set_defaults(func=cmd_undo)
     return p
@@ -835,7 +954,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     handler = _setup_logging(getattr(args, "verbose", False))
     try:
-        return args.func(args)
+        code = args.func(args)
+        sys.stdout.flush()  # a closed pipe shows here, inside the handler below, not at interpreter exit
+        return code
+    except BrokenPipeError:  # `tagger show --json | head`: the reader has what it wanted
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # the interpreter's final flush must not fail again
+        os.close(devnull)
+        return EXIT_BROKEN_PIPE
     except ConfigError as exc:
         print(f"tagger: configuration error: {exc}", file=sys.stderr)
         return exc.exit_code

@@ -17,6 +17,9 @@ from .errors import ConfigError
 
 DEFAULTS_FILE = Path(__file__).parent / "default-config.yaml"
 FIELDS = ("genre", "mood", "descriptors")
+# Integer settings that the config file and the command line both take: their bounds, declared once.
+# threads: onnxruntime takes a C int; 1024 is beyond any machine and far below what overflows it.
+BOUNDS = {"threads": (0, 1024), "batch_size": (0, 4096), "decode_workers": (0, 64), "max_windows": (0, 100_000)}
 POLICIES = ("fill", "merge", "replace")
 
 
@@ -62,6 +65,7 @@ class Config:
     id3_version: int
     id3v23_separator: str
     provenance: bool
+    scores: bool  # also write TAGGER_SCORES (the ten strongest fused values) with the provenance
     fields: dict[str, FieldRule]
     vocabulary: dict[str, dict[str, tuple[str, ...]]]
     source: str
@@ -160,11 +164,15 @@ def load_config(path: Path | None = None, *, required: bool = False) -> Config:
         raise ConfigError(path, "config file not found")
     if candidate.is_file():
         try:
-            user = yaml.safe_load(candidate.read_text()) or {}
+            user = yaml.safe_load(candidate.read_text(encoding="utf-8")) or {}
         except yaml.YAMLError as exc:
-            raise ConfigError(candidate, f"not valid YAML: {exc}") from None
+            raise ConfigError(candidate, f"not valid YAML: {exc}") from exc
+        except UnicodeDecodeError as exc:
+            raise ConfigError(candidate, f"not a text file (invalid UTF-8 at byte {exc.start})") from exc
+        except RecursionError as exc:
+            raise ConfigError(candidate, "nested too deeply to be a configuration") from exc
         except OSError as exc:
-            raise ConfigError(candidate, f"cannot read: {exc.strerror}") from None
+            raise ConfigError(candidate, f"cannot read: {exc.strerror}") from exc
         source = str(candidate)
         if not isinstance(user, dict):
             raise ConfigError(candidate, "top level must be a mapping of keys")
@@ -202,6 +210,7 @@ def _build(raw: dict, source: str) -> Config:
     w = raw["write"]
     _need(isinstance(w["enabled"], bool), "write.enabled", "must be true or false")
     _need(isinstance(w["provenance"], bool), "write.provenance", "must be true or false")
+    _need(isinstance(w["scores"], bool), "write.scores", "must be true or false")
     _need(w["id3_version"] in (3, 4), "write.id3_version", f"must be 3 or 4, got {w['id3_version']!r}")
     _need(isinstance(w["id3v23_separator"], str) and w["id3v23_separator"] != "", "write.id3v23_separator", "must be a non-empty string")
     fields = {}
@@ -227,13 +236,14 @@ def _build(raw: dict, source: str) -> Config:
     _need(isinstance(cs, (int, float)) and not isinstance(cs, bool) and cs > 0, "commit_seconds", "must be a positive number")
     return Config(
         library=tuple(expand_path(x) for x in lib), models=tuple(models), models_dir=expand_path(raw["models_dir"]),
-        database=expand_path(raw["database"]), device=raw["device"], threads=_int(raw, "threads", 0),
-        batch_size=_int(raw, "batch_size", 0, 4096), decode_workers=_int(raw, "decode_workers", 0, 64),
+        database=expand_path(raw["database"]), device=raw["device"], threads=_int(raw, "threads", *BOUNDS["threads"]),
+        batch_size=_int(raw, "batch_size", *BOUNDS["batch_size"]),
+        decode_workers=_int(raw, "decode_workers", *BOUNDS["decode_workers"]),
         decode_processes=_bool_or_auto(raw, "decode_processes"),
-        max_windows=_int(raw, "max_windows", 0, 100_000), memory=_choice(raw, "memory", ("shared", "lean", "fast")),
+        max_windows=_int(raw, "max_windows", *BOUNDS["max_windows"]), memory=_choice(raw, "memory", ("shared", "lean", "fast")),
         precision=_choice(raw, "precision", ("auto", "float", "int8")),
         extensions=frozenset(e.lower() for e in exts), commit_every=_int(raw, "commit_every", 1),
         commit_seconds=float(cs), write_enabled=w["enabled"], id3_version=w["id3_version"],
-        id3v23_separator=w["id3v23_separator"], provenance=w["provenance"], fields=fields,
+        id3v23_separator=w["id3v23_separator"], provenance=w["provenance"], scores=w["scores"], fields=fields,
         vocabulary=_vocabulary(raw["vocabulary"]), source=source, settle_seconds=float(wt["settle_seconds"]),
         rescan_hours=float(wt["rescan_hours"]), polling=wt["polling"], poll_seconds=float(wt["poll_seconds"]))

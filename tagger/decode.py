@@ -21,7 +21,7 @@ import numpy as np
 import soxr
 
 from .errors import DecodeError
-from .mp3gapless import read_gapless, xing_stream_bytes
+from .mp3gapless import audio_start, count_frames, read_gapless, xing_frames, xing_stream_bytes
 
 BLOCK_SECONDS = 2.0  # small enough to stay in cache through downmix, resampling and windowing
 # FLAC goes through FFmpeg: pedalboard fills a truncated FLAC with silence up to the declared length,
@@ -57,9 +57,11 @@ def sniff(path: str | Path) -> str:
         return "mp4"
     if head[:16] == bytes.fromhex("3026b2758e66cf11a6d900aa0062ce6c"):
         return "asf"
-    if head[:3] == b"ID3":
-        return "mp3"
-    if len(head) >= 2 and head[0] == 0xFF and head[1] & 0xE6 == 0xE2:  # MPEG audio frame sync, layer III
+    if head[:3] == b"ID3" or (len(head) >= 2 and head[0] == 0xFF and head[1] & 0xE6 == 0xE2):
+        # An ID3 tag or a frame sync (layer III) says MP3; a run of whole frames must follow, or random bytes
+        # that happen to begin like one would be "decoded" into a fraction of a second of noise.
+        if audio_start(str(path)) is None:
+            raise DecodeError(path, "not audio: begins like an MP3 but holds no run of MPEG audio frames")
         return "mp3"
     if head[:8] == b"\x89PNG\r\n\x1a\n":
         raise DecodeError(path, "not audio: this is a PNG image")
@@ -143,13 +145,52 @@ def check_complete(path: Path, fmt: str) -> bool:
                     if offset + length > size:
                         raise DecodeError(path, f"file is truncated: audio data needs {offset + length} bytes, "
                                                 f"file has {size}")
-                    return False
+                    break
     elif fmt == "mp3":
         declared = xing_stream_bytes(str(path))
         if declared is not None and declared[0] + declared[1] > size:
             raise DecodeError(path, f"file is truncated: the MP3 header declares {declared[1]} bytes of frames, "
                                     f"the file holds {size - declared[0]}")
+        frames = xing_frames(str(path))
+        if frames is not None:  # the decoder trusts this count and fills a shortfall with silence
+            start = audio_start(str(path)) or 0
+            held = count_frames(Path(path).read_bytes(), start) - 1  # the Xing/Info frame holds no audio
+            if frames > held * MP3_FRAME_SLACK + 2:
+                raise DecodeError(path, f"file is truncated or its header is wrong: the MP3 header declares "
+                                        f"{frames} frames, the file holds {held}")
+    if fmt == "aiff":
+        _check_aiff_frames(path, size)
     return False
+
+
+MP3_FRAME_SLACK = 1.01  # encoders count a frame or two differently; a cut or a lie is far larger
+
+
+def _check_aiff_frames(path: Path, size: int) -> None:
+    """Refuse an AIFF whose COMM chunk declares more sample frames than its SSND chunk holds (the decoder
+    would fill the difference with silence). Compressed AIFF-C is left to the decoder."""
+    comm = ssnd = None
+    with open(path, "rb") as f:
+        form = f.read(12)[8:12]
+        for cid, offset, length in _file_chunks(f, 12, size, big_endian=True):
+            if cid == b"COMM" and length >= 18:
+                f.seek(offset)
+                comm = f.read(min(length, 24))
+            elif cid == b"SSND" and length >= 8:
+                f.seek(offset)
+                ssnd = (length - 8 - int.from_bytes(f.read(4), "big"), offset)
+    if comm is None or ssnd is None:
+        return
+    channels, frames, bits = int.from_bytes(comm[0:2], "big"), int.from_bytes(comm[2:6], "big"), \
+        int.from_bytes(comm[6:8], "big")
+    width = {b"fl32": 4, b"FL32": 4, b"fl64": 8, b"FL64": 8}.get(comm[18:22], (bits + 7) // 8) \
+        if form == b"AIFC" else (bits + 7) // 8
+    if form == b"AIFC" and comm[18:22] not in (b"NONE", b"sowt", b"twos", b"raw ", b"fl32", b"FL32", b"fl64", b"FL64"):
+        return
+    held = max(ssnd[0], 0) // max(channels * width, 1)
+    if frames > held:
+        raise DecodeError(path, f"file is truncated or its header is wrong: COMM declares {frames} sample frames, "
+                                f"the sound data holds {held}")
 
 
 def _flac_declared_frames(path: Path) -> int:

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from .card import Card
-from .context import Vote
+from .context import LibraryContext, Vote
 from .decide import Candidate, Decision, FieldDecision, FieldPolicy, decide
 from .errors import ModelError
 
@@ -149,6 +149,39 @@ def decide_track(vectors: Vectors, cards: Mapping[str, Card], heads: list[Head],
             fd = with_context(fd, context(head), head.card)
         decision.fields[head.field] = fd
     return decision
+
+
+class Decider:
+    """The one answer to "what would be written" for a track: the scan, the daemon, ``tagger analyze``,
+    ``tagger show`` and the web page all ask this, so they cannot disagree. It holds the library's trained
+    heads and, for heads whose card enables it, the user's own values of album and folder mates."""
+
+    def __init__(self, cards: Mapping[str, Card], policies: Mapping[str, FieldPolicy],
+                 vocabulary: Mapping[str, Mapping[str, list[str]]], database: Path | None,
+                 records: Callable[[], list[dict]] | None = None) -> None:
+        self.cards, self.policies, self.vocabulary = cards, policies, vocabulary
+        self.heads = load_heads(database, {mid: c.analyser for mid, c in cards.items()})
+        self.contexts: dict[str, LibraryContext] = {}
+        if records is not None and any(h.card.context for h in self.heads):
+            rows = records()
+            self.contexts = {h.field: LibraryContext.from_records(h.field, rows)
+                             for h in self.heads if h.card.context}
+
+    @property
+    def head_analysers(self) -> list[str]:
+        return sorted(h.analyser for h in self.heads)
+
+    def decide(self, vectors: Vectors, path: str = "", album: str | None = None) -> Decision:
+        def context(head: Head) -> Vote | None:
+            ctx = self.contexts.get(head.field)
+            return ctx.vote(path, album, head.card.context) if ctx is not None and path else None
+
+        return decide_track(vectors, self.cards, self.heads, self.policies, self.vocabulary, context)
+
+    def learn(self, path: str, album: str | None, user: Mapping[str, list[str]]) -> None:
+        """A track's own values, seen during a scan, join its mates' votes for the tracks that follow."""
+        for name, ctx in self.contexts.items():
+            ctx.add(path, album, list(user.get(name, [])))
 
 
 def load_heads(database: Path | None, analysers: Mapping[str, str]) -> list[Head]:

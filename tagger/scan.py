@@ -23,11 +23,11 @@ import numpy as np
 
 from .card import Card
 from .config import Config
-from .context import LibraryContext, Vote
+
 from .decide import Decision
 from .engine import Engine, TrackFailure, TrackResult
 from .errors import TagWriteError
-from .heads import Head, decide_track, load_heads
+from .heads import Decider, Head
 from .model import Model
 from .store import Store, path_key
 from .tags import ALL_FIELDS, PROVENANCE, Change, locked_fields, plan_changes, user_values
@@ -154,21 +154,17 @@ class Scanner:
     """Drives one analysis pass over a model set; the daemon reuses it for its batches."""
 
     def __init__(self, cfg: Config, models: Model | list[Model], store: Store | None, *, pretend: bool = False,
-                 write: bool | None = None) -> None:
+                 write: bool | None = None, roots: Iterable[Path] | None = None) -> None:
         self.models = [models] if isinstance(models, Model) else list(models)
         self.cfg, self.store, self.pretend = cfg, store, pretend
+        self.roots: list[Path] = list(roots) if roots is not None else list(cfg.library)  # the write boundary
         self.write = cfg.write_enabled if write is None else write
         self.cards: dict[str, Card] = {m.card.id: m.card for m in self.models}
         self.engine = Engine(self.models, max_batch=cfg.batch_size, decode_workers=cfg.decode_workers,
                              max_windows=cfg.max_windows, decode_processes=cfg.decode_processes)
-        self.heads: list[Head] = load_heads(store.root if store is not None else None,
-                                            {mid: c.analyser for mid, c in self.cards.items()})
-        # The user's own values of album and folder mates, for heads whose card enables the vote.
-        self.contexts: dict[str, LibraryContext] = {}
-        if store is not None and any(h.card.context for h in self.heads):
-            records = list(store.records(next(iter(self.cards))))
-            self.contexts = {h.field: LibraryContext.from_records(h.field, records)
-                             for h in self.heads if h.card.context}
+        self.decider = Decider(self.cards, cfg.fields, cfg.vocabulary, store.root if store is not None else None,
+                               (lambda: list(store.records(next(iter(self.cards))))) if store is not None else None)
+        self.heads: list[Head] = self.decider.heads
         if store is not None and not pretend and store.writer:
             for m in self.models:
                 store.describe(m.card.id, m.card.to_json())
@@ -251,7 +247,7 @@ class Scanner:
 
     @property
     def head_analysers(self) -> list[str]:
-        return sorted(h.analyser for h in self.heads)
+        return self.decider.head_analysers
 
     def needs_decision(self, path: Path | str) -> bool:
         """An analysed, unchanged file whose decision was made with other heads (one trained or removed
@@ -371,11 +367,7 @@ class Scanner:
 
     def decision(self, vectors: dict[str, tuple[str, np.ndarray, np.ndarray]], path: str = "",
                  album: str | None = None) -> Decision:
-        def context(head: Head) -> Vote | None:
-            ctx = self.contexts.get(head.field)
-            return ctx.vote(path, album, head.card.context) if ctx is not None and path else None
-
-        return decide_track(vectors, self.cards, self.heads, self.cfg.fields, self.cfg.vocabulary, context)
+        return self.decider.decide(vectors, path, album)
 
     def _handle(self, res: TrackResult | TrackFailure, st: os.stat_result, report: ScanReport) -> FileOutcome:
         now = now_iso()
@@ -433,8 +425,7 @@ class Scanner:
             current = None
             write_error = exc.reason
         decision = self.decision(vectors, path_key(path), track.get("album"))
-        for name, ctx in self.contexts.items():
-            ctx.add(path_key(path), track.get("album"), track.get("user", {}).get(name, []))
+        self.decider.learn(path_key(path), track.get("album"), track.get("user", {}))
         outcome = FileOutcome(path, "ok", decision=decision)
         if current is None and self.write:
             report.write_failed.append((os.fsdecode(path), write_error))
@@ -445,7 +436,7 @@ class Scanner:
                                        scores=decision.scores(), now=now)
                 outcome.changes = changes
                 if changes and not self.pretend:
-                    new_st = write_changes(path, changes, expect=(st.st_size, st.st_mtime_ns),
+                    new_st = write_changes(path, changes, expect=(st.st_size, st.st_mtime_ns), roots=self.roots,
                                            id3_version=self.cfg.id3_version, v23_sep=self.cfg.id3v23_separator)
                     track.update(size=new_st.st_size, mtime_ns=new_st.st_mtime_ns)
                     report.written += 1
@@ -482,7 +473,7 @@ def scan(roots: list[Path], cfg: Config, models: Model | list[Model], store: Sto
             log.info("removing temp copy left by an interrupted tag write: %s", tmp)
             tmp.unlink(missing_ok=True)
     report.missing_roots = [os.fsdecode(m) for m in missing]
-    scanner = Scanner(cfg, models, store, pretend=pretend)
+    scanner = Scanner(cfg, models, store, pretend=pretend, roots=[Path(os.path.abspath(r)) for r in roots])
     scanner.carry_moves([r for r in roots if Path(r).is_dir()], files, report)
     scanner.prune([r for r in roots if Path(r).is_dir()], files, report, [u for u, _ in unreadable])
     todo = scanner.select(files, force, report)

@@ -32,7 +32,7 @@ from .config import Config
 from .errors import ConfigError, StoreError
 from .model import Model
 from .errors import DecodeError
-from .similar import Library, m3u_text, tag_search
+from .similar import Library, m3u_text, resolve_tags, tag_search
 from .store import RECORDS, Store
 from .web.media import CHUNK, RangeError, mime_type, parse_range
 from .web.site import Site, Snapshot
@@ -469,12 +469,13 @@ class _Handler(BaseHTTPRequestHandler):
         wanted = query.get("tag", [])
         if not wanted:
             return self._send(400, {"error": "give at least one ?tag="})
-        unknown = [t for t in wanted if t not in lib.labels]
-        if unknown:
-            return self._send(400, {"error": f"unknown label(s): {unknown}"})
+        try:
+            tags = resolve_tags(lib.labels, lib.records, wanted, "tag")
+        except ConfigError as exc:
+            return self._send(400, {"error": str(exc)})
         limit = bounded_int(query, "limit", 20)
         out = []
-        for hit in tag_search(lib, wanted)[:limit]:
+        for hit in tag_search(lib, tags)[:limit]:
             rec = hit.record
             item = {"id": store.doc_id(rec["path"], lib.model), "path": rec["path"], "score": round(hit.score, 6)}
             item.update({k: rec[k] for k in ("artist", "title", "duration") if k in rec})

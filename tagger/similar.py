@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import StoreError
+from .errors import ConfigError, StoreError
 from .store import Store, path_key
 
 DUPLICATE_COSINE = 0.98
@@ -78,6 +78,10 @@ class Library:
         self.unit = store.unit_matrix(model)
         self.unit.ensure_open()
         self.capacity = self.unit.capacity
+        if len(self.slots) and int(np.max(self.slots)) >= self.capacity:
+            raise StoreError(self.unit.path, f"embedding file has {self.capacity} rows but the database points at row "
+                                             f"{int(np.max(self.slots))} (missing or truncated?); run `tagger scan --force` "
+                                             "to analyse again, or move the database aside")
         self.valid = np.zeros(self.capacity, bool)
         self.valid[self.slots] = True
         self.by_slot = {int(s): r for s, r in zip(self.slots, self.records)}
@@ -130,11 +134,60 @@ CARRY_TOP = 5
 CARRY_SCORE = 0.2
 
 
-def _label_columns(labels: Sequence[str], required: Sequence[str]) -> list[int]:
-    missing = [t for t in required if t not in labels]
-    if missing:
-        raise StoreError("--tag", f"unknown label(s) {missing}; this model knows: {', '.join(labels)}")
-    return [list(labels).index(t) for t in required]
+@dataclass(frozen=True)
+class TagQuery:
+    """What ``--tag``/``--tags`` asked for, resolved once: model labels (columns of the lookup model's tag
+    vector: carried when among a track's strongest) and values the tool decides or the user gave (genre, mood,
+    descriptors, as in the files: carried when the track's record lists them)."""
+
+    cols: tuple[int, ...]
+    values: tuple[str, ...]
+
+    def carried_values(self, rec: dict[str, Any]) -> bool:
+        have = {v.casefold() for table in (rec.get("decided") or {}, rec.get("user") or {})
+                if isinstance(table, dict) for vals in table.values() if isinstance(vals, list)
+                for v in vals if isinstance(v, str)}
+        return all(v.casefold() in have for v in self.values)
+
+
+def _record_values(records: Sequence[dict[str, Any]]) -> dict[str, str]:
+    """Every value decided for or given by the user to any track: casefolded -> as written."""
+    out: dict[str, str] = {}
+    for rec in records:
+        for table in (rec.get("decided") or {}, rec.get("user") or {}):
+            if isinstance(table, dict):
+                for vals in table.values():
+                    for v in vals if isinstance(vals, list) else ():
+                        if isinstance(v, str):
+                            out.setdefault(v.casefold(), v)
+    return out
+
+
+def resolve_tags(labels: Sequence[str], records: Sequence[dict[str, Any]], required: Sequence[str],
+                 option: str = "--tag") -> TagQuery:
+    """Each wanted tag is a label of the lookup model (``jazz``, as spelled) or a value the tool writes or the
+    user gave (``Relaxing``, ``Jazz``: any case), or a label in another case; anything else is a usage error
+    naming ``option`` and what could be asked for."""
+    exact = {t: i for i, t in enumerate(labels)}
+    folded = {t.casefold(): i for i, t in enumerate(labels)}
+    known = _record_values(records)
+    cols: list[int] = []
+    values: list[str] = []
+    unknown: list[str] = []
+    for tag in required:  # a model label spelled exactly, else a written value, else a label in another case
+        if tag in exact:
+            cols.append(exact[tag])
+        elif tag.casefold() in known:
+            values.append(known[tag.casefold()])
+        elif tag.casefold() in folded:
+            cols.append(folded[tag.casefold()])
+        else:
+            unknown.append(tag)
+    if unknown:
+        have = sorted(set(known.values()), key=str.casefold)
+        raise ConfigError(option, f"unknown tag(s) {', '.join(map(repr, unknown))}; values in this library: "
+                                  f"{', '.join(have) or 'none yet'}; model labels: {', '.join(labels)}")
+    return TagQuery(tuple(cols), tuple(values))
 
 
 def carries(tags: np.ndarray, cols: list[int]) -> np.ndarray:
@@ -146,20 +199,22 @@ def carries(tags: np.ndarray, cols: list[int]) -> np.ndarray:
     return np.all([(tags[:, c] >= CARRY_SCORE) | (top == c).any(axis=1) for c in cols], axis=0)
 
 
-def tag_filter(labels: Sequence[str], store: Store, required: Sequence[str]) -> Callable[[dict[str, Any]], bool]:
-    """A per-track filter: tracks carrying every required label (see :func:`carries`)."""
-    cols = _label_columns(labels, required)
-    return lambda rec: bool(carries(store.vectors(rec)[0], cols)[0])
+def tag_filter(lib: "Library", query: TagQuery) -> Callable[[dict[str, Any]], bool]:
+    """A per-track filter: tracks carrying every wanted label and value (see :class:`TagQuery`)."""
+    cols = list(query.cols)
+    return lambda rec: query.carried_values(rec) and (not cols or bool(carries(lib.tags_of(rec), cols)[0]))
 
 
-def tag_search(lib: "Library", required: Sequence[str], keep: Callable[[dict[str, Any]], bool] | None = None) -> list[Hit]:
-    """Tracks carrying every required label, best first by their weakest required label's probability."""
-    cols = _label_columns(lib.labels, required)
+def tag_search(lib: "Library", query: TagQuery, keep: Callable[[dict[str, Any]], bool] | None = None) -> list[Hit]:
+    """Tracks carrying every wanted label and value, best first by their weakest wanted label's probability
+    (1 when only values were asked for)."""
+    cols = list(query.cols)
     tags = lib.store.matrix(lib.model).rows(lib.slots)[:, : len(lib.labels)]
-    ok = carries(tags, cols) if len(tags) else np.zeros(0, bool)
-    score = tags[:, cols].min(axis=1) if len(tags) else np.zeros(0)
+    n = len(lib.records)
+    ok = carries(tags, cols) if cols and len(tags) else np.ones(n, bool)
+    score = tags[:, cols].min(axis=1) if cols and len(tags) else np.ones(n)
     hits = [Hit(rec, float(sc)) for rec, sc, good in zip(lib.records, score, ok)
-            if good and (keep is None or keep(rec))]
+            if good and query.carried_values(rec) and (keep is None or keep(rec))]
     hits.sort(key=lambda h: (-h.score, h.record["path"]))
     return hits
 
@@ -195,15 +250,15 @@ def playlist(lib: Library, candidates: list[Hit], start: dict[str, Any] | None, 
     return order
 
 
-def build_playlist(lib: Library, n: int, *, tags: Sequence[str] = (), seed: dict[str, Any] | None = None,
+def build_playlist(lib: Library, n: int, *, tags: TagQuery | None = None, seed: dict[str, Any] | None = None,
                    query: np.ndarray | None = None, keep: Callable[[dict[str, Any]], bool] | None = None
                    ) -> list[dict[str, Any]]:
     """The playlist rule shared by ``tagger playlist`` and the web page: candidates carrying every label in
     ``tags`` (ranked by closeness to the seed when there is one) or else the seed's nearest tracks, then
     ordered to flow. A seed from the library leads the list; a seed from outside it (no slot) is put first."""
-    if not tags and query is None:
-        raise StoreError("playlist", "give a seed, tags, or both")
-    if tags:
+    if tags is None and query is None:
+        raise ConfigError("playlist", "give a seed, tags, or both")
+    if tags is not None:
         cands = tag_search(lib, tags, keep)[: n * 3]
         if query is not None:
             cands.sort(key=lambda h: (-float(lib.embedding_of(h.record) @ query), h.record["path"]))

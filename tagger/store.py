@@ -221,7 +221,10 @@ class VectorMatrix:
 
     def sync(self) -> None:
         if self._map is not None:
-            self._map.flush()  # msync, so the rows are on disk before records point at them
+            try:
+                self._map.flush()  # msync, so the rows are on disk before records point at them
+            except OSError as exc:  # EIO, ENOSPC: no record is committed pointing at rows that may be lost
+                raise StoreError(self.path, f"cannot write the vectors to disk: {exc.strerror or exc}") from exc
 
     def ensure_open(self) -> None:
         """Re-map when another process grew the file (readers see rows added since they opened)."""
@@ -245,14 +248,68 @@ class VectorMatrix:
 
     def close(self) -> None:
         if self._map is not None:
-            self._map.flush()
-            self._map = None
+            try:
+                self._map.flush()
+            except OSError as exc:  # closing after a failure: rows no committed record points at
+                raise StoreError(self.path, f"cannot write the vectors to disk: {exc.strerror or exc}") from exc
+            finally:
+                self._map = None
+
+
+def _str_lists(v: Any) -> bool:
+    return isinstance(v, dict) and all(isinstance(x, list) and all(isinstance(s, str) for s in x) for x in v.values())
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+# The record's fields and what each must hold (absent is always fine): checked once when the database opens,
+# so a damaged or hand-edited record is refused there, naming the file and the field, instead of failing
+# deep inside a lookup.
+RECORD_FIELDS: dict[str, tuple[str, Any]] = {
+    "path": ("text", lambda v: isinstance(v, str)),
+    "model": ("text", lambda v: isinstance(v, str)),
+    "slot": ("a row number or null", lambda v: v is None or (_is_int(v) and v >= 0)),
+    "size": ("an integer", _is_int),
+    "mtime_ns": ("an integer", _is_int),
+    "windows": ("an integer", _is_int),
+    "duration": ("a number", lambda v: (_is_int(v) or isinstance(v, float)) and v == v),
+    "status": ("ok or failed", lambda v: v in ("ok", "failed")),
+    "analyser": ("text", lambda v: isinstance(v, str)),
+    "analysed_at": ("text", lambda v: isinstance(v, str)),
+    "reason": ("text", lambda v: isinstance(v, str)),
+    "fingerprint": ("text or null", lambda v: v is None or isinstance(v, str)),
+    "format": ("text", lambda v: isinstance(v, str)),
+    "track_id": ("text", lambda v: isinstance(v, str)),
+    "artist": ("text", lambda v: isinstance(v, str)),
+    "album": ("text", lambda v: isinstance(v, str)),
+    "title": ("text", lambda v: isinstance(v, str)),
+    "write_error": ("text or null", lambda v: v is None or isinstance(v, str)),
+    "applied": ("true or false", lambda v: isinstance(v, bool)),
+    "heads": ("a list of text", lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v)),
+    "locked": ("a list of text", lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v)),
+    "user": ("a mapping of lists of text", _str_lists),
+    "decided": ("a mapping of lists of text", _str_lists),
+    "written": ("a mapping of lists of text", _str_lists),
+}
+
+
+def record_problem(doc: Any) -> str | None:
+    """What is wrong with a stored record (None when it is well formed)."""
+    if not isinstance(doc, dict):
+        return f"is {type(doc).__name__}, not a record"
+    for name in ("path", "model"):
+        if name not in doc:
+            return f"has no {name}"
+    for name, (want, ok) in RECORD_FIELDS.items():
+        if name in doc and not ok(doc[name]):
+            return f"field {name!r} must be {want}, got {json.dumps(doc[name])[:40]}"
+    return None
 
 
 def _valid_doc(doc: Any) -> bool:
-    slot = doc.get("slot") if isinstance(doc, dict) else None
-    return (isinstance(doc, dict) and isinstance(doc.get("path"), str) and isinstance(doc.get("model"), str)
-            and (slot is None or (isinstance(slot, int) and slot >= 0)))
+    return record_problem(doc) is None
 
 
 def _key(path: str, model: str) -> tuple[str, str]:
@@ -292,7 +349,13 @@ class Store:
         self._rows: dict[str, dict[str, Any]] = data.setdefault(TABLE, {})  # TinyDB's own table: id -> doc
         self._journal = self.root / JOURNAL
         if writer and not (self.root / RECORDS).exists():
-            self._storage.rewrite()  # an empty database, so readers find one
+            try:
+                self._storage.rewrite()  # an empty database, so readers find one
+            except OSError as exc:
+                if self._lock_fd is not None:
+                    os.close(self._lock_fd)
+                    self._lock_fd = None
+                raise StoreError(self.root / RECORDS, f"cannot create the database: {exc.strerror or exc}") from exc
         self._replay()
         self.table = self.db.table(TABLE, cache_size=0)  # for TinyDB queries by readers
         # Documents are shared with the TinyDB table (no copies: opening 100k records must stay fast);
@@ -300,9 +363,10 @@ class Store:
         self._docs: dict[tuple[str, str], dict[str, Any]] = {}
         self._ids: dict[tuple[str, str], int] = {}
         for doc_id, doc in self._rows.items():
-            if not _valid_doc(doc) or not str(doc_id).isdigit():
-                raise StoreError(self.root / RECORDS, f"record {doc_id!r} is malformed (needs a path, a model and an "
-                                                      "integer id); restore the database or move it aside")
+            problem = record_problem(doc) or (None if str(doc_id).isdigit() else "has no integer id")
+            if problem:
+                raise StoreError(self.root / RECORDS, f"record {doc_id!r} is malformed: it {problem}; restore the "
+                                                      "database or move it aside")
             k = (doc["path"], doc["model"])
             self._docs[k] = doc
             self._ids[k] = int(doc_id)
@@ -357,7 +421,10 @@ class Store:
     # -- locking -----------------------------------------------------------------------------------
     def _lock(self) -> None:
         path = self.root / "lock"
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise StoreError(path, f"cannot open the lock file: {exc.strerror or exc}") from exc
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -365,8 +432,12 @@ class Store:
             os.close(fd)
             raise StoreLockedError(self.root, f"database is in use by another tagger process (pid {holder}); "
                                               "stop it (or let `tagger watch` do the scanning) and try again") from None
-        os.ftruncate(fd, 0)
-        os.write(fd, str(os.getpid()).encode())
+        try:
+            os.ftruncate(fd, 0)
+            os.write(fd, str(os.getpid()).encode())  # who holds it, for the message another process prints
+        except OSError as exc:
+            os.close(fd)
+            raise StoreError(path, f"cannot write the lock file: {exc.strerror or exc}") from exc
         self._lock_fd = fd
 
     def close(self) -> None:
@@ -666,6 +737,10 @@ class Store:
         """Fold the journal into records.json (atomic rewrite), then empty the journal."""
         self._require_writer()
         assert self._storage is not None
-        self._storage.rewrite()
-        with open(self._journal, "wb") as f:  # replaying it again would be harmless: entries are idempotent
-            os.fsync(f.fileno())
+        try:
+            self._storage.rewrite()
+            with open(self._journal, "wb") as f:  # replaying it again would be harmless: entries are idempotent
+                os.fsync(f.fileno())
+        except OSError as exc:  # the journal still holds every change: nothing is lost
+            raise StoreError(self.root / RECORDS, f"cannot fold the journal in: {exc.strerror or exc}; the "
+                                                  "journal keeps every change") from exc

@@ -18,7 +18,7 @@ from pathlib import Path
 import mutagen
 from mutagen.aiff import AIFF
 from mutagen.flac import FLAC
-from mutagen.id3 import ID3, TCON, TMOO, TXXX
+from mutagen.id3 import ID3, TCON, TMOO, TXXX, ID3NoHeaderError
 from mutagen.mp3 import MP3
 from mutagen.mp4 import MP4, AtomDataType, MP4FreeForm
 from mutagen.oggopus import OggOpus
@@ -27,6 +27,7 @@ from mutagen.wave import WAVE
 
 from .decode import sniff
 from .errors import DecodeError, TagWriteError
+from .id3order import head_of, restore_order
 
 # Where each named field is stored, per family. Custom names (anything not listed) use the CUSTOM row.
 FIELD_TABLE: dict[str, dict[str, str]] = {
@@ -122,10 +123,7 @@ class TagFile:
                 else:
                     tags.add(TXXX(encoding=3, desc=key.split(":", 1)[1], text=list(values)))
         elif self.family == "vorbis":
-            if key in tags:
-                del tags[key]
-            if values:
-                tags[key] = list(values)
+            _set_in_place(tags, key, list(values))
         else:
             if key in tags:
                 del tags[key]
@@ -171,6 +169,11 @@ class TagFile:
             if gnre:
                 tags.pop("\xa9gen", None)
                 tags._failed_atoms["gnre"] = gnre
+        if self.fmt == "vorbis" and self.audio.tags is not None:
+            from .oggpages import save_vorbis_comment
+
+            if save_vorbis_comment(self.path, self.audio.tags.write(), kw.get("padding")):
+                return
         if self.family != "id3":
             self.audio.save(**kw)
             return
@@ -195,12 +198,34 @@ class TagFile:
             tags.update_to_v23()
         kwargs = {"v2_version": 3, "v23_sep": self.v23_sep} if self.id3_version == 3 else {"v2_version": 4}
         kwargs.update(kw)
+        before = b""
         if isinstance(self.audio, MP3):
             kwargs["v1"] = 0  # ID3v1 is put back below exactly as it was, not regenerated from our frames
+            before = head_of(self.path)
         self.audio.save(**kwargs)
+        if before:
+            restore_order(self.path, before)  # the file's own frame order, not mutagen's
         if self.v1_bytes:
             with open(self.path, "ab") as f:
                 f.write(self.v1_bytes)
+
+
+def _set_in_place(comment: list, key: str, values: list[str]) -> None:
+    """Set a Vorbis comment field keeping where its entries stand and how their names are spelled (``Genre``
+    stays ``Genre``): mutagen would delete them and append new ``GENRE=`` entries at the end, so a file whose
+    values were added and then removed again (undo) would differ from what it was in order and case."""
+    entries = list(iter(comment))  # (name, value) pairs; the dict-style indexing of mutagen's class is by name
+    at = [i for i, (k, _) in enumerate(entries) if k.lower() == key.lower()]
+    for i, value in zip(at, values):
+        entries[i] = (entries[i][0], value)
+    if len(values) > len(at):
+        spelled = entries[at[-1]][0] if at else key
+        end = at[-1] + 1 if at else len(entries)
+        entries[end:end] = [(spelled, v) for v in values[len(at):]]
+    for i in reversed(at[len(values):]):
+        del entries[i]
+    list.clear(comment)
+    list.extend(comment, entries)
 
 
 def _drop_empty_flac_padding(path: Path) -> None:
@@ -350,8 +375,16 @@ def _id3_layout(tf: TagFile) -> None:
                 tail = f.read(128)
                 if tail[:3] == b"TAG":
                     tf.v1_bytes = tail
-    if is_mp3 and tf.v1_bytes and not has_v2 and tags is not None:
-        tf.v1_only_keys = frozenset(tags.keys())
+    if is_mp3 and tf.v1_bytes and tags is not None:
+        # mutagen fills frames the ID3v2 tag lacks from the ID3v1 tag (comment, album, year...); saved, they
+        # would be copied into ID3v2 (a new "ID3v1 Comment" COMM frame). Only the ID3v2 tag's own frames stay.
+        own: set[str] = set()
+        if has_v2:
+            try:
+                own = set(ID3(str(tf.path), load_v1=False).keys())
+            except ID3NoHeaderError:
+                own = set()
+        tf.v1_only_keys = frozenset(set(tags.keys()) - own)
 
 
 __all__ = ["FIELD_TABLE", "FORMATS", "TagFile", "field_key", "open_tags", "ID3"]

@@ -138,11 +138,20 @@ def plan_changes(current: dict[str, list[str]], selection: dict[str, list[tuple[
             written += [f"{name}={v}" for v in after if not _ci_in(v, theirs)]
         if after != before:
             changes.append(Change(name, before, after))
-    if cfg.provenance and (changes or current.get("TAGGER_MODEL", []) != analysers):
+    if not changes:  # nothing the user would see changes: the file is not opened for writing at all
+        return []
+    if not written and not any(selection.get(f) for f, name in FIELD_NAMES.items() if name in OWN_FIELDS):
+        # None of our values is left in the file: our fields go too, and the padding is given back, so the
+        # file is what it was before the tool first wrote to it.
+        return [*changes, *(Change(name, current[name], []) for name in PROVENANCE if current.get(name))]
+    if cfg.provenance:
         top = sorted(scores.items(), key=lambda kv: -kv[1])[:SCORES_KEPT]
-        for name, after in (("TAGGER_MODEL", analysers), ("TAGGER_DATE", [now]),
-                            ("TAGGER_SCORES", [f"{label}={score:.3f}" for label, score in top]),
-                            ("TAGGER_WRITTEN", written)):
+        fields = [("TAGGER_MODEL", analysers), ("TAGGER_DATE", [now]), ("TAGGER_WRITTEN", written)]
+        if cfg.scores:
+            fields.insert(2, ("TAGGER_SCORES", [f"{label}={score:.3f}" for label, score in top]))
+        elif current.get("TAGGER_SCORES"):
+            fields.insert(2, ("TAGGER_SCORES", []))
+        for name, after in fields:
             if current.get(name, []) != after:
                 changes.append(Change(name, current.get(name, []), after))
     return changes

@@ -281,7 +281,7 @@ class Daemon:
     # -- worker ------------------------------------------------------------------------------------
     def _scanner(self) -> Scanner:
         assert self.store is not None
-        scanner = Scanner(self.cfg, self.models, self.store)
+        scanner = Scanner(self.cfg, self.models, self.store, roots=self.roots)
 
         def on_result(outcome: FileOutcome) -> None:
             self.heartbeat = time.monotonic()

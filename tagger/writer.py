@@ -9,8 +9,9 @@ be demuxed, both are decoded and the samples compared instead; keep mode and own
 size and mtime); fsync; rename over the original. Any failure leaves the original untouched, and every
 operating-system error (a full disk, a name too long) becomes this file's TagWriteError, never a crash.
 
-Links: a symbolic link is followed and its target is tagged in place (the link stays a link). A file with
-several hard links is refused: the rename would split it from its other names.
+Links: a symbolic link is followed and its target is tagged in place (the link stays a link), but a scan
+never changes a target outside its library folders (the library root is the boundary). A file with several
+hard links is refused: the rename would split it from its other names.
 """
 from __future__ import annotations
 
@@ -18,9 +19,10 @@ import os
 import shutil
 import stat
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
-from .decode import native_digest, packet_digest
+from .decode import check_complete, native_digest, packet_digest, sniff
 from .errors import DecodeError, TagWriteError
 from .store import fsync_dir
 from .tagio import open_tags
@@ -74,13 +76,48 @@ def _with_padding_record(tf, changes: list[Change]) -> list[Change]:
     return changes
 
 
+def _check_taggable(path: Path) -> None:
+    """Refuse, before copying anything, a file whose tags could not be found again once written: a WAV or
+    AIFF whose audio chunk size is a placeholder (0 or 0xFFFFFFFF, left by streaming recorders) claims the
+    rest of the file, so readers never reach a tag chunk written after it."""
+    try:
+        fmt = sniff(path)
+        placeholder = fmt in ("wav", "aiff") and check_complete(path, fmt)
+    except DecodeError:
+        return  # the audio proof below says what is wrong with it
+    if placeholder:
+        raise TagWriteError(path, f"its {fmt.upper()} audio chunk size is a placeholder (0 or 0xFFFFFFFF, as "
+                                  "streaming recorders leave it), so a tag written after the audio could not be read "
+                                  "back; left alone (re-save the file with an audio editor to fix the header)")
+
+
 def _identity(st: os.stat_result) -> tuple[int, ...]:
     return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
+def outside(path: Path, roots: Sequence[Path]) -> Path | None:
+    """The target of a symbolic link ``path`` when it lies outside every library root (else None): the
+    library root is the boundary of what a scan may change, whatever links point out of it."""
+    if not path.is_symlink():
+        return None
+    target = Path(os.path.realpath(path))
+    for root in roots:
+        real = os.path.realpath(root)
+        if os.path.commonpath([real, target]) == real:
+            return None
+    return target
+
+
 def write_changes(path: Path, changes: list[Change], *, expect: tuple[int, int] | None,
-                  id3_version: int = 4, v23_sep: str = "; ") -> os.stat_result:
-    """Apply ``changes`` safely; returns the new stat (see the module docstring for every check)."""
+                  id3_version: int = 4, v23_sep: str = "; ", roots: Sequence[Path] | None = None) -> os.stat_result:
+    """Apply ``changes`` safely; returns the new stat (see the module docstring for every check).
+
+    ``roots``: the library folders; a symbolic link whose target lies outside all of them is refused."""
+    if roots is not None and changes:
+        target = outside(Path(path), roots)
+        if target is not None:
+            raise TagWriteError(path, f"a link to {os.fsdecode(target)}, outside the library; left alone (tag "
+                                      "that file where it lives, or add its folder to the library)")
     try:
         return _write_changes(Path(path), changes, expect=expect, id3_version=id3_version, v23_sep=v23_sep)
     except OSError as exc:  # ENOSPC, ENAMETOOLONG, EIO...: this file fails, the caller goes on
@@ -128,6 +165,7 @@ def _write_changes(path: Path, changes: list[Change], *, expect: tuple[int, int]
             before_audio = native_digest(path)
         except DecodeError as exc:
             raise TagWriteError(path, f"cannot verify audio before writing: {exc.reason}") from None
+    _check_taggable(path)
     sample = content_sample(path)
     fd, tmp_name = tempfile.mkstemp(prefix=_temp_prefix(path.name), suffix=".tmp", dir=path.parent)
     os.close(fd)

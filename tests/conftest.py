@@ -46,10 +46,19 @@ def pytest_configure(config):
 needs_shared = pytest.mark.skipif(not REFERENCE.is_dir(), reason=f"reference material not found at {SHARED}")
 
 
-def assert_same_onnx(fresh_path, bundled_path, close: dict | None = None) -> None:
-    """Two exported files carry the same metadata and initializers and the same graph.
+# Re-exported float weights may differ in the last bits between CPUs (folded batch norms, fbank products:
+# 137 of 576 values of one FCN convolution differ by 9.5e-7 between an AMD Zen 5 and an Intel Xeon). Every
+# float tensor is held to this bound relative to its largest magnitude, ten times above that measured
+# difference and far below what any real change to a layer makes; integer tensors stay exact.
+REEXPORT_RTOL = 1e-5
 
-    ``close`` maps a tensor shape to assert_allclose tolerances, for tensors measured at export time."""
+
+def assert_same_onnx(fresh_path, bundled_path, close: dict | None = None) -> None:
+    """Two exported files carry the same metadata, the same graph and the same initializers within bounds.
+
+    Float initializers are compared with ``REEXPORT_RTOL`` relative to the tensor's largest magnitude (never bit
+    for bit: the bundled files were made on another CPU). ``close`` maps a tensor shape to assert_allclose
+    tolerances, for tensors measured at export time (wider than the bound above)."""
     import json
 
     import onnx
@@ -62,11 +71,16 @@ def assert_same_onnx(fresh_path, bundled_path, close: dict | None = None) -> Non
     bw = {i.name: numpy_helper.to_array(i) for i in bundled.graph.initializer}
     assert fw.keys() == bw.keys()
     for name in fw:
-        tol = (close or {}).get(fw[name].shape)
+        a, b = fw[name], bw[name]
+        assert a.shape == b.shape and a.dtype == b.dtype, name
+        tol = (close or {}).get(a.shape)
         if tol:
-            np.testing.assert_allclose(fw[name], bw[name], err_msg=name, **tol)
+            np.testing.assert_allclose(a, b, err_msg=name, **tol)
+        elif np.issubdtype(a.dtype, np.floating):
+            scale = float(np.max(np.abs(b.astype(np.float64)))) if b.size else 0.0
+            np.testing.assert_allclose(a, b, rtol=0, atol=REEXPORT_RTOL * max(scale, 1e-30), err_msg=name)
         else:
-            np.testing.assert_array_equal(fw[name], bw[name], err_msg=name)
+            np.testing.assert_array_equal(a, b, err_msg=name)
     assert [n.op_type for n in fresh.graph.node] == [n.op_type for n in bundled.graph.node]
 
 
@@ -91,6 +105,21 @@ def msd_model():
     from tagger.model import load_model
 
     return load_model("musicnn-msd", device="cpu", threads=2)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def give_memory_back():
+    """After each test file, hand freed heap back to the system: torch, onnxruntime and numpy leave large
+    freed blocks in glibc's heap that would otherwise add up across files (``make test`` stays under 2 GB)."""
+    yield
+    import ctypes
+    import gc
+
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: nothing to trim
+        pass
 
 
 @pytest.fixture(autouse=True)

@@ -44,7 +44,9 @@ def test_scan_then_show(tmp_path, capsys):
     report = json.loads(capsys.readouterr().out)
     assert report["analysed"] == 1 and report["written"] == 1
     assert main(["show", str(lib / "t.ogg"), "--json"]) == 0
-    recs = {r["model"]: r for r in json.loads(capsys.readouterr().out)}
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["decision"]["genre"]["values"] == ["Jazz"]  # the scan's rule, said by show
+    recs = {r["model"]: r for r in shown["models"]}
     assert set(recs) == set(load_config(None).models)
     rec = recs["musicnn-msd"]
     assert rec["status"] == "ok" and rec["tags"]["jazz"] > 0.5 and rec["written"]["GENRE"] == ["Jazz"]

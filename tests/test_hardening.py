@@ -225,7 +225,7 @@ def test_deleted_vectors_are_detected_and_rebuilt_by_a_rescan(cfg, msd_model, tm
         tags_before, _ = store.vectors(store.get(song, "musicnn-msd"))
     shutil.rmtree(cfg.database / "vectors")
     assert main(["show", str(song), "--database", str(cfg.database), "--json"]) == 0
-    shown = json.loads(capsys.readouterr().out)
+    shown = json.loads(capsys.readouterr().out)["models"]
     assert "missing" in shown[0]["problem"] and "tags" not in shown[0]  # never a list of zeros
     with Store(cfg.database) as store:
         report = scan([lib], cfg, msd_model, store)

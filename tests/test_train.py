@@ -115,7 +115,7 @@ def test_train_learns_the_users_genres_and_can_be_removed(groove_library, capsys
         media = MediaFile(path)
         assert (media.genres or []) == expected and media.artist == tf.get("ARTIST")[0]
     assert main(["show", next(p for p, (_, t) in truth.items() if t), "--config", str(cfg), "--json"]) == 0
-    (rec,) = json.loads(capsys.readouterr().out)
+    (rec,) = json.loads(capsys.readouterr().out)["models"]
     assert rec["user"]["genre"] in ([v] for v in USER_GENRE.values()) and rec["heads"] == [f"head-genre@{rep['version']}"]
 
     assert main(["train", "--remove", "--config", str(cfg)]) == 0

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -24,7 +25,7 @@ import numpy as np
 from tagger.card import Card, Output
 from tagger.decide import FIELD_GROUPS, FieldPolicy
 from tagger.heads import heads_dir
-from tagger.store import Store
+from tagger.store import Store, fsync_dir
 from .calibrate import label_metrics, precision_threshold, reliability
 from .dataset import Dataset, collect
 from .split import group_folds, group_key, groups_per_label, track_folds
@@ -207,12 +208,21 @@ def train_field(store: Store, cards: list[Card], field_name: str, policy: FieldP
 
     folder = heads_dir(database)
     head_path = folder / f"{field_name}.onnx"
-    figures = export_onnx(final.module(), card, head_path, verify_audio=[ds.X[:256]])
-    report["export_check"] = figures
-    report["seconds"] = round(time.monotonic() - t0, 2)
-    from .report import write_report
+    # The head goes live last: exported beside it, its report written, then renamed into place, so a kill at
+    # any moment leaves either the old head with its report or the new head with its report, never a head
+    # without one.
+    partial = folder / f"{field_name}.onnx.partial"
+    try:
+        figures = export_onnx(final.module(), card, partial, verify_audio=[ds.X[:256]])
+        report["export_check"] = figures
+        report["seconds"] = round(time.monotonic() - t0, 2)
+        from .report import write_report
 
-    files = write_report(folder / f"{field_name}-report", report, confusion, ds.labels)
+        files = write_report(folder / f"{field_name}-report", report, confusion, ds.labels)
+        os.replace(partial, head_path)
+        fsync_dir(folder)
+    finally:
+        partial.unlink(missing_ok=True)
     return FieldResult(field_name, "trained", "", head_path, report, [head_path, *files])
 
 

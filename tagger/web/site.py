@@ -15,9 +15,9 @@ import numpy as np
 from ..card import Card
 from ..config import Config
 from ..control import Correction, Inbox, apply_now, lock_holder, read_status
-from ..errors import TaggerError
-from ..heads import decide_track, load_heads
-from ..similar import Library, build_playlist
+from ..errors import ConfigError, TaggerError
+from ..heads import Decider
+from ..similar import Library, build_playlist, resolve_tags
 from ..store import Store
 from ..tags import ALL_FIELDS, CORRECTABLE, clean_values
 from ..writer import INFO_FIELDS, read_fields
@@ -51,7 +51,8 @@ class Snapshot:
         self.by_id = {t["id"]: t for t in rows}
         groups = descriptor_groups(self.cards.values(), cfg.vocabulary)
         self.catalogue = Catalogue(rows, groups=groups, roots=[os.fsdecode(r) for r in cfg.library])
-        self.heads = load_heads(cfg.database, {mid: c.analyser for mid, c in self.cards.items()})
+        self.decider = Decider(self.cards, cfg.fields, cfg.vocabulary, cfg.database, lambda: rows)
+        self.heads = self.decider.heads
 
     def known_values(self) -> dict[str, list[str]]:
         """Values offered while correcting: the vocabulary's and every value the library already uses."""
@@ -99,7 +100,7 @@ class Site:
             order = np.argsort(-tags, kind="stable")
             models.append({"model": rec["model"], "analyser": str(rec.get("analyser")),
                            "labels": [(card.labels[i], float(tags[i])) for i in order.tolist()]})
-        decision = decide_track(vectors, snap.cards, snap.heads, self.cfg.fields, self.cfg.vocabulary)
+        decision = snap.decider.decide(vectors, t["path"], t.get("album"))
         decided = {name: {"values": fd.written, "reason": fd.reason} for name, fd in decision.fields.items()}
         try:
             file_tags = read_fields(Path(t["path"]), id3_version=self.cfg.id3_version,
@@ -135,11 +136,12 @@ class Site:
             seed = snap.by_id[int(seed_id)]
         if snap is None or (seed is None and not tags):
             return [], seed, tags, n
-        unknown = [x for x in tags if x not in snap.lib.labels]
-        if unknown:
-            raise ValueError(f"unknown label(s) {unknown}; {snap.lib.model} knows: {', '.join(snap.lib.labels)}")
+        try:
+            query = resolve_tags(snap.lib.labels, snap.lib.records, tags, "tags") if tags else None
+        except ConfigError as exc:
+            raise ValueError(exc.reason) from exc
         rec = snap.lib.by_path[seed["path"]] if seed else None
-        rows = build_playlist(snap.lib, n, tags=tags, seed=rec, query=snap.lib.embedding_of(rec) if rec else None)
+        rows = build_playlist(snap.lib, n, tags=query, seed=rec, query=snap.lib.embedding_of(rec) if rec else None)
         out = []
         for r in rows:
             tid = snap.store.doc_id(r["path"], snap.lib.model)
