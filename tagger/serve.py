@@ -34,7 +34,7 @@ from .model import Model
 from .errors import DecodeError
 from .similar import Library, m3u_text, resolve_tags, tag_search
 from .store import RECORDS, Store
-from .web.media import CHUNK, RangeError, mime_type, parse_range
+from .web.media import CHUNK, RangeError, cover_art, mime_type, parse_range
 from .web.site import Site, Snapshot
 from .web.taggram import Taggrams
 
@@ -238,8 +238,17 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(data)
 
     def _send(self, code: int, body: Any, extra: dict[str, str] | None = None) -> None:
+        if code >= 400 and isinstance(body, dict) and self._wants_html():  # a person at a browser, not a client
+            self._send_html(code, self.site.error_page(code, str(body.get("error", ""))))
+            return
         data = json.dumps(body, ensure_ascii=False).encode("utf-8", "surrogateescape")
         self._send_bytes(code, data, "application/json; charset=utf-8", extra)
+
+    def _wants_html(self) -> bool:
+        """A browser navigating (Accept: text/html) to a page that is not part of the JSON API."""
+        path = urlsplit(self.path).path
+        api = path.startswith(("/api/", "/openapi.json", "/tracks", "/similar", "/search", "/health"))
+        return not api and "text/html" in (self.headers.get("Accept") or "")
 
     def _send_html(self, code: int, page: str) -> None:
         self._send_bytes(code, page.encode("utf-8", "surrogateescape"), "text/html; charset=utf-8",
@@ -377,6 +386,14 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(200, self.site.status_json(self.state.snapshot()))
         elif m := re.fullmatch(r"/audio/([1-9][0-9]{0,11})", path):
             self._audio(int(m.group(1)))
+        elif m := re.fullmatch(r"/cover/([1-9][0-9]{0,11})", path):
+            snap = self.state.snapshot()
+            t = snap.by_id.get(int(m.group(1))) if snap else None
+            art = cover_art(t["path"]) if t is not None else None
+            if art is None:
+                self._send(404, {"error": "this track has no cover art"})
+            else:
+                self._send_bytes(200, art[0], art[1], {"Cache-Control": "private, max-age=300"})
         elif m := re.fullmatch(r"/api/tracks/([1-9][0-9]{0,11})/(taggram|view)", path):
             snap = self.state.snapshot()
             t = snap.by_id.get(int(m.group(1))) if snap else None

@@ -135,8 +135,8 @@ class Catalogue:
                     self.facets[fld].add(i, v)
             for v in decided.get("descriptors") or ():
                 self.facets[groups.get(v, "instrument")].add(i, v)
-            for m in t.get("models") or ():
-                self.facets["model"].add(i, m)
+            for m in t.get("models") or ():  # "musicnn-msd@0.1.0+tagger.1": people choose by name, not version
+                self.facets["model"].add(i, str(m).partition("@")[0])
             self.facets["folder"].add(i, _folder(t["path"], roots))
             hay.append(" ".join(str(t.get(k) or "") for k in ("title", "artist", "album", "path")).casefold())
         for f in self.facets.values():

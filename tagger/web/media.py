@@ -49,3 +49,47 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
     if b < a:
         return None
     return a, min(b, size - 1)
+
+
+def cover_art(path: Path | str) -> tuple[bytes, str] | None:
+    """The picture embedded in a file (the front cover when it says which), as (bytes, MIME type), or None.
+
+    Read with mutagen from where each format keeps it: ID3 APIC frames (MP3, AIFF, WAV), FLAC picture blocks,
+    METADATA_BLOCK_PICTURE in Vorbis comments (Ogg Vorbis, Opus), ``covr`` atoms (MP4)."""
+    import base64
+
+    import mutagen
+    from mutagen.flac import FLAC, Picture
+    from mutagen.id3 import ID3
+    from mutagen.mp4 import MP4, MP4Cover
+    from mutagen.oggopus import OggOpus
+    from mutagen.oggvorbis import OggVorbis
+
+    try:
+        audio = mutagen.File(str(path))
+    except Exception:  # noqa: BLE001  an unreadable tag means no cover, never an error page
+        return None
+    if audio is None or audio.tags is None and not isinstance(audio, FLAC):
+        return None
+    found: list[tuple[int, bytes, str]] = []  # (picture type, data, mime)
+    if isinstance(audio, FLAC):
+        found += [(p.type, p.data, p.mime) for p in audio.pictures]
+    elif isinstance(audio.tags, ID3):
+        found += [(int(f.type), f.data, f.mime) for f in audio.tags.getall("APIC")]
+    elif isinstance(audio, (OggVorbis, OggOpus)):
+        for raw in audio.tags.get("metadata_block_picture", []):
+            try:
+                p = Picture(base64.b64decode(raw))
+            except Exception:  # noqa: BLE001  a damaged picture block is skipped
+                continue
+            found.append((p.type, p.data, p.mime))
+    elif isinstance(audio, MP4):
+        found += [(3, bytes(c), "image/png" if c.imageformat == MP4Cover.FORMAT_PNG else "image/jpeg")
+                  for c in audio.tags.get("covr", [])]
+    found = [f for f in found if f[1]]
+    if not found:
+        return None
+    _, data, mime = min(found, key=lambda f: (f[0] != 3, f[0]))  # type 3: the front cover
+    if mime not in ("image/jpeg", "image/png", "image/gif", "image/webp"):
+        mime = "image/png" if data[:8] == b"\x89PNG\r\n\x1a\n" else "image/jpeg"
+    return data, mime

@@ -17,6 +17,24 @@ from .catalogue import FACETS, PAGE_SIZES, Query, Result
 FACET_TITLES = {"genre": "Genre", "mood": "Mood", "instrument": "Instrument", "vocals": "Vocals", "era": "Era",
                 "model": "Model", "folder": "Folder"}
 FACET_SHOWN = 40
+# Drawn, not a font glyph: the padlock emoji is a blank box where no emoji font is installed.
+LOCK_ICON = ('<svg class=lock-icon viewBox="0 0 16 16" width=14 height=14 role=img aria-label="locked: your value">'
+             '<title>locked: your value, never changed by a scan</title><rect x=3 y=7 width=10 height=8 rx=1.5 '
+             'fill=currentColor /><path d="M5 7V5a3 3 0 0 1 6 0v2" fill=none stroke=currentColor stroke-width=1.8 />'
+             '</svg>')
+
+
+def ownership(values: Sequence[str], written: Sequence[str], locked: bool, policy: str) -> str:
+    """Whose the field's values are, in the user's words (TAGGER_WRITTEN lists what the tool added)."""
+    ours = {w.casefold() for w in written}
+    if locked:
+        return f"{LOCK_ICON} yours, locked: no scan changes it"
+    if not values:
+        return "empty: tagger fills it when the models agree"
+    if all(v.casefold() in ours for v in values):
+        return "written by tagger (undo removes it)"
+    return {"fill": "yours: tagger leaves it as it is", "merge": "yours: tagger may add a value beside it",
+            "replace": "yours: the configuration lets tagger replace it"}.get(policy, "yours")
 
 
 def e(value: Any) -> str:
@@ -102,7 +120,7 @@ def library_page(result: Result, q: Query, *, csrf: str, library_size: int) -> s
             f'<tr data-id="{t["id"]}"><td>{_play(t["id"], track_name(t))}</td>'
             f'<td><a href="/track/{t["id"]}">{e(track_name(t))}</a></td><td>{e(t.get("artist") or "")}</td>'
             f'<td>{e(t.get("album") or "")}</td><td>{e(", ".join(t.get("_genre") or []))}'
-            f'{" 🔒" if "GENRE" in (t.get("locked") or []) else ""}</td>'
+            f'{LOCK_ICON if "GENRE" in (t.get("locked") or []) else ""}</td>'
             f'<td class=num>{duration(t.get("duration"))}</td></tr>')
     page = min(q.page, result.pages)
     nav = []
@@ -134,11 +152,14 @@ def _bars(pairs: Sequence[tuple[str, float]], cls: str = "") -> str:
 
 def track_page(t: Mapping[str, Any], *, csrf: str, models: Sequence[Mapping[str, Any]],
                decision: Mapping[str, Mapping[str, Any]], file_tags: Mapping[str, list[str]] | None,
-               file_error: str, similar: Sequence[Mapping[str, Any]], known: Mapping[str, Sequence[str]]) -> str:
+               file_error: str, similar: Sequence[Mapping[str, Any]], known: Mapping[str, Sequence[str]],
+               policies: Mapping[str, str] | None = None, has_cover: bool = False) -> str:
     tid = t["id"]
     meta = " · ".join(e(x) for x in (t.get("artist"), t.get("album"), duration(t.get("duration"))) if x)
-    parts = [f'<h1>{e(track_name(t))}</h1><p class=meta>{meta}</p><p class=path>{e(t["path"])}</p>'
-             f'<audio controls preload=none src="/audio/{tid}" id=track-audio></audio>']
+    cover = f'<img class=cover src="/cover/{tid}" alt="Cover art" width=160 height=160>' if has_cover else ""
+    parts = [f'<div class=head>{cover}<div><h1>{e(track_name(t))}</h1><p class=meta>{meta}</p>'
+             f'<p class=path>{e(t["path"])}</p>'
+             f'<audio controls preload=none src="/audio/{tid}" id=track-audio></audio></div></div>']
     # What the file says, what the tool decided, and the user's corrections.
     locked = {x.upper() for x in (file_tags or {}).get("TAGGER_LOCKED", [])}
     rows = []
@@ -146,7 +167,9 @@ def track_page(t: Mapping[str, Any], *, csrf: str, models: Sequence[Mapping[str,
         name = fld.upper()
         now = (file_tags or {}).get(name, [])
         d = decision.get(fld, {})
-        lock = "locked: yours" if name in locked else "the tool may write it"
+        written = [w.partition("=")[2] for w in (file_tags or {}).get("TAGGER_WRITTEN", [])
+                   if w.partition("=")[0] == name]
+        lock = ownership(now, written, name in locked, (policies or {}).get(fld, "fill"))
         options = "".join(f"<option value=\"{e(v)}\">" for v in known.get(fld, ()))
         rows.append(
             f'<tr data-field="{fld}"><th>{fld.title()}</th><td class=in-file>{e(", ".join(now)) or "<em>none</em>"}'
@@ -177,7 +200,7 @@ def track_page(t: Mapping[str, Any], *, csrf: str, models: Sequence[Mapping[str,
     blocks = []
     for m in models:
         pairs = m["labels"]
-        blocks.append(f'<div class=model><h3>{e(m["analyser"])}</h3>{_bars(pairs[:10])}'
+        blocks.append(f'<div class=model><h3 title="{e(m["analyser"])}">{e(m["model"])}</h3>{_bars(pairs[:10])}'
                       f'<details><summary>all {len(pairs)} labels</summary>{_bars(pairs[10:], "small")}</details></div>')
     parts.append(f'<section><h2>What each model hears</h2><div class=models>{"".join(blocks)}</div></section>')
     parts.append(f'<section><h2>Taggram</h2><p class=hint>Labels over time, computed from every window of the file '
@@ -216,11 +239,20 @@ def playlist_page(rows: Sequence[Mapping[str, Any]], *, csrf: str, seed: Mapping
     return layout("Playlist", body, csrf=csrf, active="playlist")
 
 
-def status_page(status: Mapping[str, Any], *, csrf: str, tracks: int, models: Sequence[str],
-                heads: Sequence[str]) -> str:
+def status_page(status: Mapping[str, Any], *, csrf: str, tracks: int, models: Sequence[tuple[str, str]],
+                heads: Sequence[str], problems: Sequence[tuple[str, str, str]] = ()) -> str:
+    names = ", ".join(f'<span title="{e(version)}">{e(name)}</span>' for name, version in models) or "none"
     body = ('<h1>Status</h1><div id=status data-refresh="/api/status">' + status_block(status) + "</div>"
-            f"<h2>Library</h2><p>{tracks} tracks analysed. Models: {e(', '.join(models)) or 'none'}. "
+            f"<h2>Library</h2><p>{tracks} tracks analysed. Models: {names}. "
             f"Trained heads: {e(', '.join(heads)) or 'none (run tagger train)'}.</p>")
+    if problems:
+        rows = "".join(f"<tr><td class=path>{e(path)}</td><td>{e(what)}</td><td>{e(reason)}</td></tr>"
+                       for path, what, reason in problems)
+        body += (f"<h2>Files with problems ({len(problems)})</h2><p>Fix the file (or remove it) and the next scan "
+                 "tries again.</p><table class=problems><thead><tr><th>File</th><th>What failed</th><th>Why</th>"
+                 f"</tr></thead><tbody>{rows}</tbody></table>")
+    else:
+        body += "<h2>Files with problems</h2><p>None: every file was analysed, and every tag write succeeded.</p>"
     return layout("Status", body, csrf=csrf, active="status")
 
 

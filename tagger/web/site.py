@@ -22,6 +22,7 @@ from ..store import Store
 from ..tags import ALL_FIELDS, CORRECTABLE, clean_values
 from ..writer import INFO_FIELDS, read_fields
 from . import pages
+from .media import cover_art
 from .catalogue import Catalogue, Query, descriptor_groups
 
 ANSWER_WAIT_S = 20.0
@@ -39,7 +40,12 @@ class Snapshot:
                 self.cards[mid] = Card.from_json(text)
         tracks: dict[str, dict[str, Any]] = {}
         models: dict[str, list[str]] = {}
+        problems: dict[str, tuple[str, str, str]] = {}  # path -> (path, what failed, why)
         for doc_id, doc in store.documents():
+            if doc.get("status") == "failed":
+                problems[doc["path"]] = (doc["path"], "analysis", str(doc.get("reason") or ""))
+            elif doc.get("write_error") and doc["path"] not in problems:
+                problems[doc["path"]] = (doc["path"], "tag write", str(doc["write_error"]))
             if doc.get("status") == "ok":
                 models.setdefault(doc["path"], []).append(str(doc.get("analyser") or doc["model"]))
             if doc["model"] == lib.model and doc.get("status") == "ok" and doc.get("slot") is not None:
@@ -49,6 +55,7 @@ class Snapshot:
             t["models"] = models.get(path, [])
             rows.append(t)
         self.by_id = {t["id"]: t for t in rows}
+        self.problems = sorted(problems.values())
         groups = descriptor_groups(self.cards.values(), cfg.vocabulary)
         self.catalogue = Catalogue(rows, groups=groups, roots=[os.fsdecode(r) for r in cfg.library])
         self.decider = Decider(self.cards, cfg.fields, cfg.vocabulary, cfg.database, lambda: rows)
@@ -71,6 +78,14 @@ class Site:
         self.inbox = Inbox(cfg.database)
 
     # -- pages ------------------------------------------------------------------------------------
+    def error_page(self, code: int, message: str) -> str:
+        """An error in the user's words, for a browser: what went wrong and a way back."""
+        titles = {400: "That address is not right", 401: "Sign-in needed", 403: "Not allowed here",
+                  404: "Not found", 405: "Not possible here", 503: "The database cannot be read"}
+        title = titles.get(code, "Something went wrong")
+        return pages.layout(title, f"<h1>{pages.e(title)}</h1><p class=error>{pages.e(message)}</p>"
+                                   '<p><a href="/">Back to the library</a></p>', csrf=self.csrf, active="library")
+
     def not_found(self, message: str) -> str:
         return pages.layout("Not found", f"<h1>Not found</h1><p class=error>{pages.e(message)}</p>",
                             csrf=self.csrf, active="library")
@@ -117,7 +132,8 @@ class Site:
         d = self.track_data(snap, tid)
         return pages.track_page(d["track"], csrf=self.csrf, models=d["models"], decision=d["decision"],
                                 file_tags=d["file_tags"], file_error=d["file_error"], similar=d["similar"],
-                                known=snap.known_values())
+                                known=snap.known_values(), policies={k: f.policy for k, f in self.cfg.fields.items()},
+                                has_cover=cover_art(d["track"]["path"]) is not None)
 
     def playlist_rows(self, snap: Snapshot | None, params: Mapping[str, list[str]]
                       ) -> tuple[list[dict[str, Any]], dict[str, Any] | None, list[str], int]:
@@ -162,10 +178,10 @@ class Site:
         return s
 
     def status(self, snap: Snapshot | None) -> str:
-        models = sorted({c.analyser for c in snap.cards.values()}) if snap else []
+        models = sorted({(c.id, c.analyser) for c in snap.cards.values()}) if snap else []
         heads = [f"{h.field} ({h.path.name})" for h in snap.heads] if snap else []
         return pages.status_page(self.status_json(snap), csrf=self.csrf, tracks=snap.catalogue.n if snap else 0,
-                                 models=models, heads=heads)
+                                 models=models, heads=heads, problems=snap.problems if snap else [])
 
     # -- corrections ------------------------------------------------------------------------------
     def correct(self, snap: Snapshot | None, tid: int, body: Any) -> tuple[int, dict[str, Any]]:
