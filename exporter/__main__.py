@@ -4,6 +4,7 @@
     python -m exporter vgg --variant MTT --weights ~/Downloads/musicnn-0.1.0-py3-none-any.whl
     python -m exporter fetch            # only download the weights wheel into the cache
     python -m exporter sota --arch fcn --dataset jamendo --output fcn-jamendo.onnx
+    python -m exporter audioset --output mn04-audioset.onnx
     python -m exporter train mel-cnn --data MUSIC_BY_GENRE/ --output my-genres.onnx
     python -m exporter int8 tagger/models/musicnn-msd.onnx --verify ../shared/audio MORE_MUSIC/
 """
@@ -137,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
         return int8_main(argv[1:])
     parser = argparse.ArgumentParser(prog="python -m exporter", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("architecture", choices=["musicnn", "vgg", "fetch", "sota"])
+    parser.add_argument("architecture", choices=["musicnn", "vgg", "fetch", "sota", "audioset"])
     parser.add_argument("--variant", choices=["MSD", "MTT"], default="MSD", help="musicnn/vgg: training set (default MSD)")
     parser.add_argument("--arch", choices=["fcn", "crnn", "musicnn"], help="sota: architecture")
     parser.add_argument("--dataset", choices=["jamendo", "msd", "mtat"], help="sota: training set")
@@ -145,7 +146,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="sota: export the front-end exactly as trained (expects kaiser_best-resampled input)")
     parser.add_argument("--output", type=Path, help="ONNX file to write (default models/<arch>-<variant>.onnx)")
     parser.add_argument("--weights", type=Path, help="musicnn-0.1.0 wheel or unpacked folder (default: download into "
-                        "the cache); sota: a .pth file (default: the copy in exporter/sota_weights)")
+                        "the cache); sota: a .pth file (default: the copy in exporter/sota_weights); audioset: the "
+                        "mn04_as .pt file (default: the copy in exporter/audioset_weights)")
     parser.add_argument("--cache-dir", type=Path, help="where the downloaded wheel is kept")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -155,6 +157,19 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         from .zoo import build_published, verification_audio
 
+        if args.architecture == "audioset":
+            from .audioset_zoo import MODEL_ID, build_audioset
+
+            output = args.output or Path("models") / f"{MODEL_ID}.onnx"
+            try:
+                module, full = build_audioset(args.weights)
+            except ValueError as exc:
+                raise ExportError(str(exc)) from None
+            figures = export_onnx(module, full, output, verify_audio=verification_audio(full.sample_rate))
+            log.info("wrote %s (%s); onnxruntime vs torch on %d windows: tags max |diff| %.1e, embedding max rel "
+                     "diff %.1e", output, full.analyser, int(figures["windows"]), figures["tags_max_abs_diff"],
+                     figures["embedding_max_rel_diff"])
+            return 0
         if args.architecture == "sota":
             from .sota_zoo import WeightsMismatch, build_sota
 

@@ -107,10 +107,10 @@ def msd_model():
     return load_model("musicnn-msd", device="cpu", threads=2)
 
 
-@pytest.fixture(autouse=True, scope="module")
+@pytest.fixture(autouse=True)
 def give_memory_back():
-    """After each test file, hand freed heap back to the system: torch, onnxruntime and numpy leave large
-    freed blocks in glibc's heap that would otherwise add up across files (``make test`` stays under 2 GB)."""
+    """After each test, hand freed heap back to the system: onnxruntime arenas, torch and numpy leave large
+    freed blocks in glibc's heap that would otherwise add up across tests (``make test`` stays under 2 GB)."""
     yield
     import ctypes
     import gc
