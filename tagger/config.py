@@ -218,14 +218,16 @@ def _build(raw: dict, source: str) -> Config:
         f = w["fields"][name]
         key = f"write.fields.{name}"
         required = {"policy", "max_values", "min_score", "relative"}
-        _need(isinstance(f, dict) and required <= set(f) <= required | {"min_models", "rule"}, key,
-              "needs policy, max_values, min_score, relative (and optionally min_models, rule)")
+        optional = {"min_models", "rule", "solo_score", "counter_score"}
+        _need(isinstance(f, dict) and required <= set(f) <= required | optional, key,
+              f"needs policy, max_values, min_score, relative (and optionally {', '.join(sorted(optional))})")
         _need(f["policy"] in POLICIES, f"{key}.policy", f"must be one of {', '.join(POLICIES)}, got {f['policy']!r}")
         rule = f.get("rule", "mean")
         _need(rule in ("share", "mean"), f"{key}.rule", f"must be share or mean, got {rule!r}")
         fields[name] = FieldRule(f["policy"], _int(f, "max_values", 0), _score(f["min_score"], f"{key}.min_score"),
                                  _score(f["relative"], f"{key}.relative"),
-                                 _int(f, "min_models", 1) if "min_models" in f else 1, rule)
+                                 _int(f, "min_models", 1) if "min_models" in f else 1, rule,
+                                 **{k: _score(f[k], f"{key}.{k}") for k in ("solo_score", "counter_score") if k in f})
     wt = raw["watch"]
     for key in ("settle_seconds", "rescan_hours", "poll_seconds"):
         v = wt[key]

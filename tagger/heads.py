@@ -158,9 +158,13 @@ class Decider:
 
     def __init__(self, cards: Mapping[str, Card], policies: Mapping[str, FieldPolicy],
                  vocabulary: Mapping[str, Mapping[str, list[str]]], database: Path | None,
-                 records: Callable[[], list[dict]] | None = None) -> None:
+                 records: Callable[[], list[dict]] | None = None, *, calibrated: bool = True) -> None:
+        from .evaluate import Calibration
+
         self.cards, self.policies, self.vocabulary = cards, policies, vocabulary
         self.heads = load_heads(database, {mid: c.analyser for mid, c in cards.items()})
+        # Per-value thresholds from `tagger eval --calibrate` (what is written reaches the user's precision).
+        self.calibration = Calibration.load(database, [c.analyser for c in cards.values()]) if calibrated else None
         self.contexts: dict[str, LibraryContext] = {}
         if records is not None and any(h.card.context for h in self.heads):
             rows = records()
@@ -176,7 +180,30 @@ class Decider:
             ctx = self.contexts.get(head.field)
             return ctx.vote(path, album, head.card.context) if ctx is not None and path else None
 
-        return decide_track(vectors, self.cards, self.heads, self.policies, self.vocabulary, context)
+        decision = decide_track(vectors, self.cards, self.heads, self.policies, self.vocabulary, context)
+        if self.calibration is not None:
+            for name, th in self.calibration.thresholds.items():
+                fd = decision.fields.get(name)
+                if fd is not None and fd.values:
+                    decision.fields[name] = self._calibrated(fd, th)
+        return decision
+
+    def _calibrated(self, fd: FieldDecision, thresholds: Mapping[str, float | None]) -> FieldDecision:
+        """The field's decision under the thresholds calibrated on the user's tagged tracks: a leader below its
+        threshold means nothing is written; a second value below its own is dropped."""
+        from .evaluate import passes
+
+        assert self.calibration is not None
+        top = fd.values[0]
+        target = f"the threshold calibrated on your tagged tracks for precision {self.calibration.precision:.2f}"
+        if not passes(thresholds, top.value, top.score):
+            t = thresholds.get(top.value)
+            why = "never reaches" if t is None else f"{top.score:.2f} is below"
+            return FieldDecision(fd.field, [], fd.candidates, f"abstained: {top.value} {why} {target} ({fd.reason})")
+        kept = [c for c in fd.values if passes(thresholds, c.value, c.score)]
+        if len(kept) == len(fd.values):
+            return FieldDecision(fd.field, kept, fd.candidates, f"{fd.reason}; reaches {target}")
+        return FieldDecision(fd.field, kept, fd.candidates, f"{fd.reason}; second value dropped below {target}")
 
     def learn(self, path: str, album: str | None, user: Mapping[str, list[str]]) -> None:
         """A track's own values, seen during a scan, join its mates' votes for the tracks that follow."""

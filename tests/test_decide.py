@@ -89,3 +89,39 @@ def test_default_config_vocabulary_and_policies_decide_every_field():
     assert d.fields["genre"].written == ["Classical"]
     assert d.fields["descriptors"].written == ["piano"]
     assert d.selection()["genre"][0][0] == "Classical" and d.scores()["Classical"] > 0.3
+
+
+# -- a value only one model can name; evidence from a model that cannot name the leader ------------------
+
+LASTFM = card("lastfm", {"blues": "genre", "jazz": "genre", "rock": "genre"})
+WIDE = card("wide", {"classical": "genre", "jazz": "genre", "rock": "genre"})
+BLUES_VOCAB = {**VOCAB, "Blues": ["blues"]}
+
+
+def test_a_value_only_one_model_can_name_is_written_when_that_model_is_sure():
+    def genre(blues: float):
+        results = {"lastfm": (LASTFM, scores(LASTFM, blues=blues, jazz=0.1, rock=0.05)),
+                   "jam": (JAM, scores(JAM, jazz=0.3, rock=0.2)), "mtt": (MTT, scores(MTT, rock=0.2))}
+        return decide_field("genre", results, GENRE, BLUES_VOCAB)
+
+    sure = genre(0.8)
+    assert sure.written == ["Blues"] and "only lastfm can name Blues" in sure.reason
+    unsure = genre(0.4)  # still its best value, but the model itself is not sure
+    assert unsure.written == [] and "solo_score" in unsure.reason
+    strict = decide_field("genre", {"lastfm": (LASTFM, scores(LASTFM, blues=0.8, jazz=0.1, rock=0.05))} | {
+        "jam": (JAM, scores(JAM, jazz=0.3, rock=0.2))}, FieldPolicy("fill", 2, 0.30, 0.8, 2, "share", solo_score=1.0),
+        BLUES_VOCAB)
+    assert strict.written == []  # solo_score 1.0: the old rule, two models must agree
+
+
+def test_a_model_sure_of_a_rival_it_can_name_counts_against_a_value_it_cannot():
+    """The Jamendo models hear piano jazz as classical; the Last.fm model, which has no "classical", is sure of
+    jazz; a wide model that can say both hears jazz."""
+    jam2 = card("jam2", {label: JAM.groups.get(label, "") for label in JAM.labels})
+    results = {"jam": (JAM, scores(JAM, classical=0.7, jazz=0.3)), "jam2": (jam2, scores(jam2, classical=0.7, jazz=0.3)),
+               "wide": (WIDE, scores(WIDE, classical=0.35, jazz=0.4)),
+               "msd": (MSD, scores(MSD, jazz=0.9, rock=0.05))}
+    blind = decide_field("genre", results, FieldPolicy("fill", 2, 0.30, 0.8, 1, "share", counter_score=1.0), VOCAB)
+    assert blind.written[:1] == ["Classical"]  # of the models that can say both, two prefer Classical, one Jazz
+    seeing = decide_field("genre", results, FieldPolicy("fill", 2, 0.30, 0.8, 1, "share"), VOCAB)
+    assert seeing.written == [] and "prefer Jazz" in seeing.reason and "msd" in seeing.reason
