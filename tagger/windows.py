@@ -171,6 +171,8 @@ def spread(card: Card, samples: int, max_windows: int) -> frozenset[int] | None:
     """Indices of ``max_windows`` windows spread evenly over a track of ``samples``; None means all
     (no bound, or the track has no more windows than that, or its length is unknown)."""
     n = expected_windows(card, samples)
+    if max_windows > 0 and card.max_windows:
+        max_windows = min(max_windows, card.max_windows)  # the model's own cap, only when windows are bounded
     if max_windows <= 0 or samples <= 0 or n <= max_windows:
         return None
     return frozenset(int(round(i)) for i in np.linspace(0, n - 1, max_windows))

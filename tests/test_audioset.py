@@ -103,3 +103,17 @@ def test_bundled_model_is_what_the_exporter_makes(tmp_path):
     out = tmp_path / "mn04-audioset.onnx"
     assert main(["audioset", "--output", str(out)]) == 0
     assert_same_onnx(out, BUNDLED_DIR / "mn04-audioset.onnx")
+
+
+def test_the_convolution_front_end_is_the_stft_one(port):
+    """The exported front end computes the STFT as a strided convolution over the bins the mel bands use;
+    ``torch.stft`` over all 513 bins must give the same log-mel."""
+    module, card = port
+    rng = np.random.default_rng(1)
+    for n in (320_000, 320_001, 12_345, 514):
+        x = torch.from_numpy((rng.standard_normal((2, n)) * 0.1).astype(np.float32))
+        with torch.no_grad():
+            conv, ref = module.front(x), module.front.stft_reference(x)
+        assert conv.shape == ref.shape == (2, 1, 128, 1 + (n - 1) // 320)
+        assert float((conv - ref).abs().max()) <= 1e-4
+    assert card.max_windows == 8

@@ -96,7 +96,7 @@ def test_onnx_end_to_end_matches_reference_on_every_clip(exported, model_id):
     from tagger.engine import Engine
     from tagger.model import Model
 
-    engine = Engine(Model(exported[model_id], device="cpu", threads=2), keep_window_tags=True)
+    engine = Engine(Model(exported[model_id], device="cpu", threads=2, memory="lean"), keep_window_tags=True)
     clips = reference_clips()
     assert clips
     results = {r.path: r for r in engine.analyse(clips)}
