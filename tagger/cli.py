@@ -371,8 +371,10 @@ def cmd_train(args: argparse.Namespace) -> int:
             if rep["left_out_rare"]:
                 print(f"  left out (fewer than {opts.min_tracks} tracks): {', '.join(sorted(rep['left_out_rare']))}")
             never = [k for k, v in rep["per_label"].items() if "never_written" in v]
-            if never:
-                print(f"  never written (held-out precision below {opts.precision:.2f}): {', '.join(never)}")
+            if never:  # said as the scan decides: mates that agree (when enabled) still give these values
+                mates = "; agreeing album/folder mates still give them" if ctx["enabled"] else ""
+                print(f"  the head alone never writes (held-out precision below {opts.precision:.2f}): "
+                      f"{', '.join(never)}{mates}")
             if rep["split"]["labels_split_by_track"]:
                 print(f"  from one album only, so evaluated within it: {', '.join(rep['split']['labels_split_by_track'])}")
             print(f"  head: {r.head}\n  report: {r.files[1].parent}")

@@ -21,7 +21,7 @@ import numpy as np
 import soxr
 
 from .errors import DecodeError
-from .mp3gapless import audio_start, count_frames, read_gapless, xing_frames, xing_stream_bytes
+from .mp3gapless import audio_start, count_frames, read_gapless, xing_header
 
 BLOCK_SECONDS = 2.0  # small enough to stay in cache through downmix, resampling and windowing
 # FLAC goes through FFmpeg: pedalboard fills a truncated FLAC with silence up to the declared length,
@@ -147,17 +147,15 @@ def check_complete(path: Path, fmt: str) -> bool:
                                                 f"file has {size}")
                     break
     elif fmt == "mp3":
-        declared = xing_stream_bytes(str(path))
-        if declared is not None and declared[0] + declared[1] > size:
-            raise DecodeError(path, f"file is truncated: the MP3 header declares {declared[1]} bytes of frames, "
-                                    f"the file holds {size - declared[0]}")
-        frames = xing_frames(str(path))
-        if frames is not None:  # the decoder trusts this count and fills a shortfall with silence
-            start = audio_start(str(path)) or 0
-            held = count_frames(Path(path).read_bytes(), start) - 1  # the Xing/Info frame holds no audio
-            if frames > held * MP3_FRAME_SLACK + 2:
+        xing = xing_header(str(path))
+        if xing is not None and xing.stream_bytes is not None and xing.start + xing.stream_bytes > size:
+            raise DecodeError(path, f"file is truncated: the MP3 header declares {xing.stream_bytes} bytes of "
+                                    f"frames, the file holds {size - xing.start}")
+        if xing is not None and xing.frames is not None:  # the decoder trusts this count, filling with silence
+            held = count_frames(Path(path).read_bytes(), xing.start) - 1  # the Xing/Info frame holds no audio
+            if xing.frames > held * MP3_FRAME_SLACK + 2:
                 raise DecodeError(path, f"file is truncated or its header is wrong: the MP3 header declares "
-                                        f"{frames} frames, the file holds {held}")
+                                        f"{xing.frames} frames, the file holds {held}")
     if fmt == "aiff":
         _check_aiff_frames(path, size)
     return False

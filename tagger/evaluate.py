@@ -160,8 +160,13 @@ class Calibration:
 
     def save(self, database: Path) -> Path:
         path = self.path(database)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_bytes(path, (json.dumps(asdict(self), indent=1, sort_keys=True) + "\n").encode())
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_bytes(path, (json.dumps(asdict(self), indent=1, sort_keys=True) + "\n").encode())
+        except OSError as exc:
+            from .errors import StoreError
+
+            raise StoreError(path, f"cannot write the calibration: {exc.strerror or exc}") from exc
         return path
 
     @classmethod

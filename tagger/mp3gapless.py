@@ -18,17 +18,24 @@ class Gapless:
     skip_end: int  # samples to drop at the end
 
 
-def xing_stream_bytes(path: str, max_scan: int = 1 << 16) -> tuple[int, int] | None:
-    """(offset of the first frame, stream length in bytes the Xing/Info header declares), if it has one."""
+@dataclass(frozen=True)
+class XingHeader:
+    start: int  # offset of the first frame (after any ID3v2 tag)
+    frames: int | None  # frames the header declares (the header frame itself not counted), when it says
+    stream_bytes: int | None  # length of the frames in bytes it declares, when it says
+
+
+def xing_header(path: str, max_scan: int = 1 << 16) -> XingHeader | None:
+    """What the Xing/Info header of the first frame declares, or None when the file has none."""
     found = _xing(path, max_scan)
     if found is None:
         return None
     start, buf, xing = found
     flags = int.from_bytes(buf[xing + 4:xing + 8], "big")
-    if not flags & 2:
-        return None
+    frames = int.from_bytes(buf[xing + 8:xing + 12], "big") if flags & 1 else None
     off = xing + 8 + (4 if flags & 1 else 0)
-    return start, int.from_bytes(buf[off:off + 4], "big")
+    stream_bytes = int.from_bytes(buf[off:off + 4], "big") if flags & 2 else None
+    return XingHeader(start, frames, stream_bytes)
 
 
 def _skip_id3v2(head: bytes) -> int:
@@ -163,13 +170,3 @@ def count_frames(data: bytes, start: int) -> int:
             break
         pos = nxt
     return n
-
-
-def xing_frames(path: str, max_scan: int = 1 << 16) -> int | None:
-    """Frames the Xing/Info header declares (the header frame itself not counted), if it declares any."""
-    found = _xing(path, max_scan)
-    if found is None:
-        return None
-    _, buf, xing = found
-    flags = int.from_bytes(buf[xing + 4:xing + 8], "big")
-    return int.from_bytes(buf[xing + 8:xing + 12], "big") if flags & 1 else None

@@ -283,4 +283,10 @@ def m3u_text(tracks: list[dict[str, Any]]) -> str:
 
 
 def write_m3u(tracks: list[dict[str, Any]], out: Path) -> None:
-    out.write_bytes(m3u_text(tracks).encode("utf-8", "surrogateescape"))
+    """Write the playlist; a folder that is missing or a full disk is an error naming the file."""
+    from .errors import TaggerError
+
+    try:
+        out.write_bytes(m3u_text(tracks).encode("utf-8", "surrogateescape"))
+    except OSError as exc:
+        raise TaggerError(out, f"cannot write the playlist: {exc.strerror or exc}") from exc

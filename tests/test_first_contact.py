@@ -406,3 +406,28 @@ def test_a_failing_msync_of_the_vectors_is_a_store_error(tmp_path, monkeypatch):
         monkeypatch.undo()
     with Store(tmp_path / "db") as store:  # nothing was committed pointing at rows that may be lost
         assert store.get("/a.flac", "m") is None
+
+
+@pytest.fixture
+def tiny_disk(tmp_path):
+    """A 32 KB file system (tmpfs), where the machine lets this process mount one."""
+    where = tmp_path / "tiny"
+    where.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=32k", "tmpfs", str(where)], capture_output=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {done.stderr.decode().strip()}")
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", str(where)], check=False)
+
+
+@pytest.mark.parametrize("filled_kb", [0, 20, 28, 31])
+def test_a_full_disk_under_the_database_is_exit_4_naming_the_file(tiny_disk, tmp_path, filled_kb, capsys):
+    lib = tmp_path / "lib"
+    _copy(TRUMPET, lib / "t.ogg")
+    if filled_kb:
+        (tiny_disk / "fill").write_bytes(bytes(filled_kb * 1024))
+    assert main(["scan", str(lib), "--no-write", "--database", str(tiny_disk / "db"), "--model", "musicnn-msd"]) == 4
+    err = capsys.readouterr().err
+    assert str(tiny_disk / "db") in err and "No space left on device" in err and "Traceback" not in err

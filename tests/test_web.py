@@ -263,3 +263,55 @@ def test_a_large_library_is_reopened_in_the_background(tmp_path, msd_model, monk
             assert time.monotonic() < deadline, "the new view never arrived"
             time.sleep(0.05)
         assert len(re.findall(rb'href="/track/\d+"', call(srv, "/")[1])) == 2
+
+
+# -- pages in the user's words (issue 26) ----------------------------------------------------------------
+PNG = bytes.fromhex("89504e470d0a1a0a0000000d4948445200000001000000010806000000"
+                    "1f15c4890000000d49444154789c6360000002000154a24f5d0000000049454e44ae426082")
+
+
+@pytest.fixture(scope="module")
+def own_site(tmp_path_factory, msd_model):
+    """A track with cover art and the user's own genre, and a file that is not audio."""
+    from mutagen.flac import FLAC, Picture
+
+    root = tmp_path_factory.mktemp("web-own")
+    lib = root / "lib"
+    lib.mkdir()
+    song = write_audio(lib / "covered.flac", music_like(6.0, 44100, 2, seed=3), 44100)
+    audio = FLAC(song)
+    pic = Picture()
+    pic.type, pic.mime, pic.data = 3, "image/png", PNG
+    audio.add_picture(pic)
+    audio["GENRE"] = ["Polka"]
+    audio.save()
+    (lib / "broken.mp3").write_bytes(b"\xff\xfb\x90\x64" + os.urandom(20_000))
+    cfg = replace(load_config(None), database=root / "db", library=(lib,))
+    with Store(cfg.database) as store:
+        scan([lib], cfg, msd_model, store)
+    return cfg, lib
+
+
+def test_pages_speak_the_users_words(own_site, msd_model):
+    cfg, lib = own_site
+    with serving(make_server(cfg, msd_model, ServeConfig(port=0)), "tagger-test-web-own") as srv:
+        _, page = call(srv, "/")
+        tid = int(re.search(rb'href="/track/(\d+)"', page).group(1))
+        resp, track = call(srv, f"/track/{tid}")
+        assert resp.status == 200
+        assert b"yours: tagger leaves it as it is" in track and b"may write it" not in track
+        assert re.search(rb'<h3 title="musicnn-msd@[^"]+">musicnn-msd</h3>', track)  # the version only on hover
+        assert f'src="/cover/{tid}"'.encode() in track
+        resp, cover = call(srv, f"/cover/{tid}")
+        assert resp.status == 200 and resp.getheader("Content-Type") == "image/png" and cover == PNG
+        resp, facets = call(srv, "/")
+        assert b"musicnn-msd@" not in facets  # the model facet names models, not versions
+        resp, status = call(srv, "/status")
+        assert b"broken.mp3" in status and b"Files with problems (1)" in status and b"not audio" in status
+        resp, html = call(srv, "/no/such/page", headers={"Accept": "text/html,application/xhtml+xml"})
+        assert resp.status == 404 and resp.getheader("Content-Type").startswith("text/html")
+        assert b"Back to the library" in html and b'{"error"' not in html
+        resp, bad = call(srv, "/?sort=nonsense", headers={"Accept": "text/html"})
+        assert resp.status == 400 and b"That address is not right" in bad
+        resp, api = call(srv, "/no/such/page")  # an API client (no text/html) still gets JSON
+        assert resp.status == 404 and json.loads(api)["error"]

@@ -61,8 +61,10 @@ function setupCorrections() {
             "written to the file: " + (body.values.join(", ") || "(none)");
           const row = form.closest("tr");
           row.querySelector(".in-file").firstChild.textContent = body.values.join(", ") || "none";
+          // After a correction the values are the user's: locked, or (unlocked) still theirs.
           row.querySelector(".lock").textContent = body.locked.includes(form.dataset.field.toUpperCase()) ?
-            "locked: yours" : "the tool may write it";
+            "yours, locked: no scan changes it" : (body.values.length ? "yours: unlocked, the field's policy applies" :
+            "empty: tagger fills it when the models agree");
           form.querySelector('button[value="unlock"]').disabled =
             !body.locked.includes(form.dataset.field.toUpperCase());
         } else if (res.status === 202) {
