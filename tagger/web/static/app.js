@@ -124,7 +124,7 @@ async function setupTaggram() {
     const x = left + (t / data.hop_s) * cw;
     ctx.fillText(`${Math.floor(t / 60)}:${String(Math.floor(t % 60)).padStart(2, "0")}`, x, canvas.height - 9);
   }
-  state.textContent = `${data.model}: ${cols} windows, ${data.hop_s.toFixed(1)} s apart`;
+  state.textContent = `${data.model.split("@")[0]}: ${cols} windows, ${data.hop_s.toFixed(1)} s apart`;  // the version is on the model card
   box.dataset.ready = "yes";
 }
 
