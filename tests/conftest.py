@@ -88,7 +88,7 @@ def reference_clips() -> list[Path]:
     return sorted(p for p in AUDIO.glob("*.ogg") if not p.name.endswith(".hq.ogg")) if AUDIO.is_dir() else []
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")  # its decoded checkpoints are large: released with each file
 def weights_archive():
     """The musicnn 0.1.0 wheel (downloaded into the cache once; .ci/run fetches it up front)."""
     pytest.importorskip("torch")
@@ -104,7 +104,8 @@ def weights_archive():
 def msd_model():
     from tagger.model import load_model
 
-    return load_model("musicnn-msd", device="cpu", threads=2)
+    # No arena: a session-long model would keep the largest batch any test ran (470 MB after the format test).
+    return load_model("musicnn-msd", device="cpu", threads=2, memory="lean")
 
 
 @pytest.fixture(autouse=True)
