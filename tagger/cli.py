@@ -448,19 +448,6 @@ def cmd_show(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _labels_for(model_id: str, store) -> tuple[str, ...] | None:
-    """Labels of a stored model, from the card kept beside its vectors (no model file needed)."""
-    from .card import Card, CardError
-
-    text = store.card_json(model_id)
-    if text is None:
-        return None
-    try:
-        return Card.from_json(text).labels
-    except CardError:
-        return None
-
-
 def cmd_eval(args: argparse.Namespace) -> int:
     """The tool's decisions on the user's own tagged tracks, against those tags; optionally calibrated."""
     from .evaluate import Calibration, Case, calibrate, evaluate
