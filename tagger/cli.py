@@ -451,7 +451,7 @@ def cmd_show(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     """The tool's decisions on the user's own tagged tracks, against those tags; optionally calibrated."""
     from .evaluate import Calibration, Case, calibrate, evaluate
-    from .heads import Decider
+    from .heads import Decider, stored_vectors
     from .store import Store, path_key
     from .tags import CORRECTABLE
 
@@ -480,13 +480,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
             user = rec.get("user") or {}
             if not any(user.get(f) for f in fields):
                 continue
-            vectors = {}
-            for mid, card in cards.items():
-                r = store.get(rec["path"], mid)
-                if r is not None and r.get("status") == "ok" and r.get("slot") is not None and store.has_vectors(r):
-                    tags, emb = store.vectors(r)
-                    if len(tags) == len(card.labels):
-                        vectors[mid] = (str(r.get("analyser")), tags, emb)
+            vectors = stored_vectors(store, rec["path"], cards, skip_missing=True)
             if not vectors:
                 continue
             decision = decider.decide(vectors, rec["path"], rec.get("album"))

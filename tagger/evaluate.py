@@ -16,6 +16,7 @@ the scan, the daemon and ``analyze`` read them (see ``heads.Decider``).
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 from collections import Counter
@@ -26,6 +27,8 @@ from pathlib import Path
 from .context import normalise
 from .errors import ConfigError
 from .store import atomic_write_bytes
+
+log = logging.getLogger(__name__)
 
 CALIBRATION_FILE = "calibration.json"
 TIE = 1e-4  # fused scores closer than this are the same score
@@ -188,9 +191,7 @@ class Calibration:
             raise ConfigError(path, f"calibration file is unreadable ({exc}); run `tagger eval --calibrate` "
                                     "again or `tagger eval --remove-calibration`") from exc
         if sorted(cal.analysers) != sorted(analysers):
-            import logging
-
-            logging.getLogger(__name__).warning(
+            log.warning(
                 "%s was calibrated for another model set (%s); not used: run `tagger eval --calibrate` again",
                 path, ", ".join(cal.analysers))
             return None

@@ -16,6 +16,7 @@ import logging
 import shutil
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -24,12 +25,32 @@ from .context import LibraryContext, Vote
 from .decide import Candidate, Decision, FieldDecision, FieldPolicy, decide
 from .errors import ModelError
 
+if TYPE_CHECKING:
+    from .store import Store
+
 log = logging.getLogger(__name__)
 
 HEADS_DIR = "heads"
 
 # model id -> (analyser "id@version", song-level tags, song-level embedding)
 Vectors = Mapping[str, tuple[str, np.ndarray, np.ndarray]]
+
+
+def stored_vectors(store: "Store", path: Path | str, cards: Mapping[str, Card], *,
+                   skip_missing: bool = False) -> dict[str, tuple[str, np.ndarray, np.ndarray]]:
+    """Every model's stored song-level (analyser, tags, embedding) for a track: the input of a decision made
+    without decoding. ``skip_missing`` leaves out a model whose vector file lost the row (else StoreError)."""
+    out: dict[str, tuple[str, np.ndarray, np.ndarray]] = {}
+    for mid, card in cards.items():
+        rec = store.get(path, mid)
+        if rec is None or rec.get("status") != "ok" or rec.get("slot") is None:
+            continue
+        if skip_missing and not store.has_vectors(rec):
+            continue
+        tags, emb = store.vectors(rec)
+        if len(tags) == len(card.labels):
+            out[mid] = (str(rec.get("analyser")), tags, emb)
+    return out
 
 
 def heads_dir(database: Path) -> Path:

@@ -27,7 +27,7 @@ from .config import Config
 from .decide import Decision
 from .engine import Engine, TrackFailure, TrackResult
 from .errors import TagWriteError
-from .heads import Decider, Head
+from .heads import Decider, Head, stored_vectors
 from .model import Model
 from .store import Store, path_key
 from .tags import ALL_FIELDS, PROVENANCE, Change, locked_fields, plan_changes, user_values
@@ -353,17 +353,13 @@ class Scanner:
     def track_vectors(self, path: Path, fresh: TrackResult | None = None) -> dict[str, tuple[str, np.ndarray, np.ndarray]]:
         """Every model's song-level (analyser, tags, embedding) for the track: fresh from this pass, else
         from the database."""
-        out: dict[str, tuple[str, np.ndarray, np.ndarray]] = {}
-        for mid, card in self.cards.items():
-            if fresh is not None and mid in fresh.models:
-                out[mid] = (card.analyser, fresh.models[mid].tags, fresh.models[mid].embedding)
-            elif self.store is not None:
-                rec = self.store.get(path, mid)
-                if rec is not None and rec.get("status") == "ok" and rec.get("slot") is not None:
-                    tags, emb = self.store.vectors(rec)
-                    if len(tags) == len(card.labels):
-                        out[mid] = (str(rec.get("analyser")), tags, emb)
-        return out
+        fresh_ids = set(fresh.models) if fresh is not None else set()
+        out = stored_vectors(self.store, path, {m: c for m, c in self.cards.items() if m not in fresh_ids}) \
+            if self.store is not None else {}
+        for mid in fresh_ids & set(self.cards):
+            assert fresh is not None
+            out[mid] = (self.cards[mid].analyser, fresh.models[mid].tags, fresh.models[mid].embedding)
+        return {mid: out[mid] for mid in self.cards if mid in out}  # in the set's order, as before
 
     def decision(self, vectors: dict[str, tuple[str, np.ndarray, np.ndarray]], path: str = "",
                  album: str | None = None) -> Decision:

@@ -13,7 +13,7 @@ recording scores cosine >= 0.9966, different pieces <= 0.78; the threshold sits 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -144,22 +144,23 @@ class TagQuery:
     values: tuple[str, ...]
 
     def carried_values(self, rec: dict[str, Any]) -> bool:
-        have = {v.casefold() for table in (rec.get("decided") or {}, rec.get("user") or {})
-                if isinstance(table, dict) for vals in table.values() if isinstance(vals, list)
-                for v in vals if isinstance(v, str)}
+        have = {v.casefold() for v in record_values(rec)}
         return all(v.casefold() in have for v in self.values)
+
+
+def record_values(rec: dict[str, Any]) -> Iterator[str]:
+    """The values the tool decided for a track and the user's own (every field); the store checked their shape."""
+    for table in (rec.get("decided") or {}, rec.get("user") or {}):
+        for values in table.values():
+            yield from values
 
 
 def _record_values(records: Sequence[dict[str, Any]]) -> dict[str, str]:
     """Every value decided for or given by the user to any track: casefolded -> as written."""
     out: dict[str, str] = {}
     for rec in records:
-        for table in (rec.get("decided") or {}, rec.get("user") or {}):
-            if isinstance(table, dict):
-                for vals in table.values():
-                    for v in vals if isinstance(vals, list) else ():
-                        if isinstance(v, str):
-                            out.setdefault(v.casefold(), v)
+        for v in record_values(rec):
+            out.setdefault(v.casefold(), v)
     return out
 
 
