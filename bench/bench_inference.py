@@ -17,7 +17,7 @@ import onnxruntime as ort
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.common import median_time, save  # noqa: E402
-from tagger.model import BUNDLED_DIR  # noqa: E402
+from tagger.models.session import BUNDLED_DIR  # noqa: E402
 
 ORIGINAL_MS = {"musicnn-mtt": 67, "musicnn-msd": 60, "vgg-mtt": 25, "vgg-msd": 19}  # batch 1, model loaded
 MODELS_DIR = Path(__file__).parent / "models"
@@ -54,7 +54,7 @@ def main() -> None:
     results = {}
     providers = ["CPUExecutionProvider"]
     if "CUDAExecutionProvider" in ort.get_available_providers():
-        from tagger.model import _cuda_usable
+        from tagger.models.session import _cuda_usable
 
         if _cuda_usable()[0]:
             providers.append("CUDAExecutionProvider")

@@ -26,7 +26,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.common import median_time, save  # noqa: E402
 from tagger.config import load_config  # noqa: E402
-from tagger.model import load_model  # noqa: E402
+from tagger.models.session import load_model  # noqa: E402
 
 MODELS = ["fcn-jamendo", "musicnn-jamendo", "fcn-mtat", "fcn-msd", "musicnn-msd", "musicnn-mtt"]
 # Peak memory from the child's own VmHWM: getrusage's ru_maxrss survives fork and exec on Linux, so a child of

@@ -19,7 +19,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from bench.common import ms_per_window, save  # noqa: E402
-from tagger.model import BUNDLED_DIR, VARIANT_KEY, int8_candidate  # noqa: E402
+from tagger.models.session import BUNDLED_DIR, VARIANT_KEY, int8_candidate  # noqa: E402
 
 MODELS = ["musicnn-msd", "musicnn-mtt", "musicnn-jamendo", "fcn-jamendo", "fcn-mtat"]
 

@@ -21,8 +21,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.common import save  # noqa: E402
-from tagger.engine import Engine, TrackResult  # noqa: E402
-from tagger.model import load_model  # noqa: E402
+from tagger.analysis.engine import Engine, TrackResult  # noqa: E402
+from tagger.models.session import load_model  # noqa: E402
 
 SETS = {"musicnn-msd alone": ["musicnn-msd"],
         "default set (4 models)": ["musicnn-msd", "fcn-jamendo", "musicnn-jamendo", "fcn-mtat"]}

@@ -3,7 +3,7 @@
     python bench/bench_similar.py [--sizes 100000 1000000] [--queries 30]
 
 The matrix lives in a memory-mapped file exactly as the store keeps it (unit rows, ~5 % free slots masked
-out); latency is the median over queries of `tagger.similar.top_k`, every result checked against a full
+out); latency is the median over queries of `tagger.lookup.similar.top_k`, every result checked against a full
 brute-force numpy sort. Targets (issue 5, 2-core CPU): < 10 ms at 100k, < 100 ms at 1M.
 """
 from __future__ import annotations
@@ -20,7 +20,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.common import save  # noqa: E402
-from tagger.similar import top_k  # noqa: E402
+from tagger.lookup.similar import top_k  # noqa: E402
 
 DIM = 200
 

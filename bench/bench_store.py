@@ -18,7 +18,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.common import save  # noqa: E402
-from tagger.store import Store  # noqa: E402
+from tagger.library.store import Store  # noqa: E402
 
 
 def record(i: int) -> dict:

@@ -127,7 +127,7 @@ def _rss_mb(pid: int) -> float:
 
 
 def bench_idle(tmp: Path, seconds: float) -> dict:
-    from tagger.store import Store
+    from tagger.library.store import Store
 
     lib = tmp / "idle-lib"
     db = tmp / "idle-db"

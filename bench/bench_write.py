@@ -18,10 +18,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-import tagger.writer as writer  # noqa: E402
-from tagger.decode import decode  # noqa: E402
+import tagger.tagging.writer as writer  # noqa: E402
+from tagger.analysis.decode import decode  # noqa: E402
 from tagger.errors import DecodeError, TagWriteError  # noqa: E402
-from tagger.tags import Change  # noqa: E402
+from tagger.tagging.plan import Change  # noqa: E402
 
 
 def copies(src: Path, folder: Path) -> list[Path]:

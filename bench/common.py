@@ -23,7 +23,7 @@ def machine() -> dict:
         pass
     import onnxruntime
 
-    from tagger.model import cpu_flags
+    from tagger.models.session import cpu_flags
 
     isa = sorted(cpu_flags() & {"avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8", "amx_bf16"})
     return {"cpu": cpu, "cores": os.cpu_count(), "isa": isa, "python": platform.python_version(),
@@ -53,7 +53,7 @@ def ms_per_window(model_name: str, threads: int, batch: int = 1, runs: int = 50,
     """(median, p90) milliseconds per window of a bundled model on noise windows, after 5 warm-up runs."""
     import numpy as np
 
-    from tagger.model import load_model
+    from tagger.models.session import load_model
 
     model = load_model(model_name, device="cpu", threads=threads, precision=precision)
     x = (np.random.default_rng(0).standard_normal((batch, model.card.window)) * 0.1).astype(np.float32)

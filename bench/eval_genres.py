@@ -18,7 +18,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.common import save  # noqa: E402
 from tagger.config import load_config  # noqa: E402
-from tagger.scan import load_models, scan  # noqa: E402
+from tagger.pipeline.scanner import load_models, scan  # noqa: E402
 
 SHARED = Path(__file__).resolve().parent.parent.parent / "shared"
 

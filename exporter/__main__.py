@@ -6,7 +6,7 @@
     python -m exporter sota --arch fcn --dataset jamendo --output fcn-jamendo.onnx
     python -m exporter audioset --output mn04-audioset.onnx
     python -m exporter train mel-cnn --data MUSIC_BY_GENRE/ --output my-genres.onnx
-    python -m exporter int8 tagger/models/musicnn-msd.onnx --verify ../shared/audio MORE_MUSIC/
+    python -m exporter int8 tagger/models/bundled/musicnn-msd.onnx --verify ../shared/audio MORE_MUSIC/
 """
 from __future__ import annotations
 
@@ -87,9 +87,9 @@ def int8_main(argv: list[str]) -> int:
     parser.add_argument("--output", type=Path, help="default: int8/<name> beside the model")
     args = parser.parse_args(argv)
     try:
-        from tagger.engine import decode_windows
-        from tagger.model import load_model
-        from tagger.windows import iter_windows
+        from tagger.analysis.cut import decode_windows
+        from tagger.models.session import load_model
+        from tagger.analysis.windows import iter_windows
 
         files = _audio_files(args.verify)  # before anything slow: a wrong path fails at once
         if not files:
@@ -121,7 +121,7 @@ def _audio_files(paths: list[Path]) -> list[Path]:
     """The audio files under ``paths``, found as a scan finds them; a missing path is an error."""
     from tagger.config import load_config
     from tagger.errors import TaggerError
-    from tagger.scan import discover
+    from tagger.library.files import discover
 
     found, missing = discover(paths, load_config(None).extensions)
     if missing:

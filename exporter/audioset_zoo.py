@@ -6,7 +6,7 @@ from pathlib import Path
 
 from torch import nn
 
-from tagger.card import Card, Output
+from tagger.models.card import Card, Output
 
 from . import audioset
 from .weights import sha256_file

@@ -21,7 +21,7 @@ import onnx
 import torch
 from torch import nn
 
-from tagger.card import METADATA_KEY, SCHEMA, Card, CardError, Output
+from tagger.models.card import METADATA_KEY, SCHEMA, Card, CardError, Output
 
 SCHEMA_VERSION = SCHEMA
 
@@ -34,7 +34,7 @@ class ExportError(Exception):
 class ModelCard:
     """The common case, written flat: one sigmoid ``tags`` output plus one ``embedding``.
 
-    It is turned into the schema's :class:`tagger.card.Card` (``to_card``); pass a ``Card`` to
+    It is turned into the schema's :class:`tagger.models.card.Card` (``to_card``); pass a ``Card`` to
     :func:`export_onnx` directly for any other set of outputs (softmax heads, several label outputs).
     """
 

@@ -396,7 +396,7 @@ def rewrite(model: onnx.ModelProto, sites: Sequence[FreqMaxSite | BlockSite],
 
 
 
-from tagger.model import INT8_CPU_FLAGS, VARIANT_KEY, sha256_file  # noqa: E402  (the runtime's contract)
+from tagger.models.session import INT8_CPU_FLAGS, VARIANT_KEY, sha256_file  # noqa: E402  (the runtime's contract)
 
 TAG_TOLERANCE = 0.01
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from torch import nn
 
-from tagger.card import Card, Output
+from tagger.models.card import Card, Output
 
 from . import sota
 from .resampling import bin_gains

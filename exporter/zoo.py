@@ -71,6 +71,6 @@ def build_published(model_id: str, archive: WeightsArchive, *, spectral: bool = 
 
 def verification_audio(sample_rate: int = SAMPLE_RATE) -> list:
     """Real music windows for the export check (two CC-licensed clips shipped with the exporter)."""
-    from tagger.decode import decode
+    from tagger.analysis.decode import decode
 
     return [decode(p, sample_rate).samples for p in sorted(DATA_DIR.glob("*.ogg"))]

@@ -38,9 +38,9 @@ def pytest_configure(config):
     home = Path(tempfile.mkdtemp(prefix="tagger-tests-"))
     for kind in ("CONFIG", "DATA", "STATE"):
         os.environ[f"XDG_{kind}_HOME"] = str(home / kind.lower())
-    import tagger.frontend  # the shared front-end splits are cached apart from the developer's own, too
+    import tagger.models.shared_front  # the shared front-end splits are cached apart from the developer's own, too
 
-    tagger.frontend.CACHE_ROOT = home / "fronts"
+    tagger.models.shared_front.CACHE_ROOT = home / "fronts"
 
 
 needs_shared = pytest.mark.skipif(not REFERENCE.is_dir(), reason=f"reference material not found at {SHARED}")
@@ -102,7 +102,7 @@ def weights_archive():
 
 @pytest.fixture(scope="session")
 def msd_model():
-    from tagger.model import load_model
+    from tagger.models.session import load_model
 
     # No arena: a session-long model would keep the largest batch any test ran (470 MB after the format test).
     return load_model("musicnn-msd", device="cpu", threads=2, memory="lean")

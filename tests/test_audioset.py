@@ -48,7 +48,7 @@ def test_port_matches_the_original_on_every_window(port, ref_path):
 @needs_ref
 def test_bundled_model_matches_the_original_through_onnxruntime():
     """Full 10-s windows through the shipped ONNX file (the front end inside): the runtime's path."""
-    from tagger.model import load_model
+    from tagger.models.session import load_model
 
     model = load_model("mn04-audioset", device="cpu", threads=2, memory="lean")
     assert model.card.sample_rate == 32000 and model.card.window == 320_000 and model.card.embedding_dim == 384
@@ -98,7 +98,7 @@ def test_the_card_groups_what_the_decision_reads(port):
 def test_bundled_model_is_what_the_exporter_makes(tmp_path):
     from conftest import assert_same_onnx
     from exporter.__main__ import main
-    from tagger.model import BUNDLED_DIR
+    from tagger.models.session import BUNDLED_DIR
 
     out = tmp_path / "mn04-audioset.onnx"
     assert main(["audioset", "--output", str(out)]) == 0

@@ -20,11 +20,12 @@ import pytest
 from audiofiles import music_like, write_audio
 from conftest import EXPORTER_DATA, ROOT
 from tagger.config import load_config
-from tagger.engine import Engine
+from tagger.analysis.engine import Engine
 from tagger.errors import ConfigError
-from tagger.model import load_model
-from tagger.scan import scan
-from tagger.store import Store, path_key
+from tagger.models.session import load_model
+from tagger.pipeline.scanner import scan
+from tagger.library.store import Store
+from tagger.fsutil import path_key
 
 ray = pytest.importorskip("ray")
 pytest.importorskip("faiss")

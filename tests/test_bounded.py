@@ -4,9 +4,9 @@ from __future__ import annotations
 import numpy as np
 
 from conftest import EXPORTER_DATA
-from tagger.card import Card, Output
-from tagger.engine import Engine, TrackResult
-from tagger.windows import Windower, expected_windows, spread
+from tagger.models.card import Card, Output
+from tagger.analysis.engine import Engine, TrackResult
+from tagger.analysis.windows import Windower, expected_windows, spread
 
 
 def _card(window=100, hop=100, tail="drop") -> Card:
@@ -60,7 +60,7 @@ def _hour_of_music(path) -> float:
     """One hour of real music (the Brahms clip over and over) as FLAC, written in pieces."""
     from pedalboard.io import AudioFile
 
-    from tagger.decode import decode
+    from tagger.analysis.decode import decode
 
     rate = 22050
     clip = decode(BRAHMS, rate).samples.astype(np.float32)

@@ -19,9 +19,9 @@ import pytest
 from audiofiles import music_like, write_audio
 from conftest import EXPORTER_DATA, serving
 from tagger.config import load_config
-from tagger.scan import load_models, scan
-from tagger.serve import ServeConfig, make_server
-from tagger.store import Store
+from tagger.pipeline.scanner import load_models, scan
+from tagger.serving.http import ServeConfig, make_server
+from tagger.library.store import Store
 
 CHROMIUM = os.environ.get("TAGGER_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
 if os.environ.get("TAGGER_REQUIRE_BROWSER") == "1":  # CI sets it: there a missing browser is a failure

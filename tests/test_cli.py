@@ -70,14 +70,14 @@ def test_undo_removes_what_scan_wrote(tmp_path, capsys):
     shutil.copy(TRUMPET, lib / "t.ogg")
     assert main(["scan", str(lib)]) == 0
     assert main(["undo", str(lib / "t.ogg")]) == 0
-    from tagger.writer import read_fields
+    from tagger.tagging.writer import read_fields
 
     fields = read_fields(lib / "t.ogg")
     assert fields["GENRE"] == [] and fields["TAGGER_MODEL"] == []
 
 
 def test_locked_database_exit_code(tmp_path, capsys):
-    from tagger.store import Store
+    from tagger.library.store import Store
 
     with Store(tmp_path / "db"):
         assert main(["scan", str(TRUMPET), "--database", str(tmp_path / "db")]) == 5

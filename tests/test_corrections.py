@@ -15,12 +15,13 @@ import pytest
 from conftest import TRUMPET
 from test_readers import USER, _with_user_tags
 from tagger.config import load_config
-from tagger.control import Correction, Inbox, apply_correction, apply_now, lock_holder, read_status
+from tagger.library.inbox import Correction, Inbox, apply_correction, apply_now, lock_holder, read_status
 from tagger.errors import TagWriteError
-from tagger.scan import scan
-from tagger.store import Store, path_key
-from tagger.tags import Change, plan_changes, plan_correction, user_values
-from tagger.writer import read_fields, write_changes
+from tagger.pipeline.scanner import scan
+from tagger.library.store import Store
+from tagger.fsutil import path_key
+from tagger.tagging.plan import Change, plan_changes, plan_correction, user_values
+from tagger.tagging.writer import read_fields, write_changes
 
 taglib = pytest.importorskip("taglib")
 mediafile = pytest.importorskip("mediafile")
@@ -197,7 +198,7 @@ def test_correction_survives_rescan_and_model_upgrade_and_feeds_train(tmp_path, 
 
 
 def test_the_daemon_applies_corrections_and_reports_its_status(tmp_path, msd_model):
-    from tagger.watch import Daemon
+    from tagger.daemon.watch import Daemon
 
     lib, song = _trumpet_library(tmp_path)
     cfg = replace(load_config(None), database=tmp_path / "db", settle_seconds=0.2)

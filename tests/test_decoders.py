@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from audiofiles import music_like, write_audio
-from tagger.decoders import DecoderProcess
-from tagger.engine import Engine, TrackFailure
+from tagger.analysis.workers import DecoderProcess
+from tagger.analysis.engine import Engine, TrackFailure
 
 
 @pytest.fixture(scope="module")

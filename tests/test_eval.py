@@ -3,15 +3,14 @@ from __future__ import annotations
 
 import json
 import shutil
-from pathlib import Path
 
 import pytest
 
 from conftest import EXPORTER_DATA, TRUMPET
 from tagger.cli import main
-from tagger.evaluate import Case, calibrate, evaluate
-from tagger.tags import Change
-from tagger.writer import read_fields, write_changes
+from tagger.decision.evaluate import Case, calibrate, evaluate
+from tagger.tagging.plan import Change
+from tagger.tagging.writer import read_fields, write_changes
 
 ORCHESTRA = EXPORTER_DATA / "Hungarian_Dance_number_5_-_Allegro_in_F_sharp_minor_(string_orchestra).ogg"
 

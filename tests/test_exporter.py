@@ -93,8 +93,8 @@ def test_mel_frontend_matches_reference():
 @needs_shared
 @pytest.mark.parametrize("model_id", list(VARIANT_DIR))
 def test_onnx_end_to_end_matches_reference_on_every_clip(exported, model_id):
-    from tagger.engine import Engine
-    from tagger.model import Model
+    from tagger.analysis.engine import Engine
+    from tagger.models.session import Model
 
     engine = Engine(Model(exported[model_id], device="cpu", threads=2, memory="lean"), keep_window_tags=True)
     clips = reference_clips()
@@ -151,7 +151,7 @@ def test_metadata_makes_the_file_self_describing(exported):
 def test_bundled_models_are_reproduced_by_a_fresh_export(exported, model_id):
     """The committed ONNX files are exactly what the exporter makes: same weights, metadata, outputs."""
     from conftest import assert_same_onnx
-    from tagger.model import BUNDLED_DIR
+    from tagger.models.session import BUNDLED_DIR
 
     assert_same_onnx(exported[model_id], BUNDLED_DIR / f"{model_id}.onnx")
 
@@ -177,7 +177,7 @@ def _tiny_card(**kw):
 
 
 def test_user_module_exports_and_plugs_into_the_runtime(tmp_path):
-    from tagger.model import Model
+    from tagger.models.session import Model
 
     path = tmp_path / "tiny.onnx"
     export_onnx(_Tiny(), _tiny_card(), path)
@@ -259,9 +259,9 @@ class _TwoHeads(torch.nn.Module):
 
 
 def test_a_card_with_several_named_outputs_exports_and_runs(tmp_path):
-    from tagger.card import Card, Output
-    from tagger.engine import Engine
-    from tagger.model import Model
+    from tagger.models.card import Card, Output
+    from tagger.analysis.engine import Engine
+    from tagger.models.session import Model
 
     card = Card(id="two-heads", version="1", sample_rate=8000, window=1600, hop=1600, outputs=(
         Output("genre", "sigmoid", ("rock", "jazz", "classical"), {"rock": "genre", "jazz": "genre", "classical": "genre"}),
@@ -284,7 +284,7 @@ def test_a_card_with_several_named_outputs_exports_and_runs(tmp_path):
 
 
 def test_card_validation_names_the_problem():
-    from tagger.card import Card, CardError, Output
+    from tagger.models.card import Card, CardError, Output
 
     base = dict(id="x", version="1", sample_rate=16000, window=10, hop=10)
     with pytest.raises(CardError, match="at least one label output"):
@@ -301,9 +301,9 @@ def test_the_batch_stages_keep_every_head_of_a_multi_output_card(tmp_path):
     """`tagger batch` stores each label output by name (a genre head and a mood head), equal to the engine's."""
     from audiofiles import music_like, write_audio
     from tagger.batch.stages import Item, infer, prepare
-    from tagger.card import Card, Output
-    from tagger.engine import Engine
-    from tagger.model import Model
+    from tagger.models.card import Card, Output
+    from tagger.analysis.engine import Engine
+    from tagger.models.session import Model
 
     card = Card(id="two-heads", version="1", sample_rate=8000, window=1600, hop=1600, outputs=(
         Output("genre", "sigmoid", ("rock", "jazz", "classical")), Output("valence", "softmax", ("sad", "happy")),

@@ -17,11 +17,11 @@ from audiofiles import music_like, write_audio
 from conftest import AUDIO, EXPORTER_DATA, ROOT, TRUMPET
 from tagger.cli import main
 from tagger.config import DEFAULTS_FILE, load_config
-from tagger.decode import decode
+from tagger.analysis.decode import decode
 from tagger.errors import DecodeError, StoreError, TagWriteError
-from tagger.store import Store
-from tagger.tags import PROVENANCE, Change, plan_changes, plan_undo
-from tagger.writer import read_fields, write_changes
+from tagger.library.store import Store
+from tagger.tagging.plan import PROVENANCE, Change, plan_changes
+from tagger.tagging.writer import read_fields, write_changes
 
 ORCHESTRA = EXPORTER_DATA / "Hungarian_Dance_number_5_-_Allegro_in_F_sharp_minor_(string_orchestra).ogg"
 
@@ -146,7 +146,7 @@ def test_undo_gives_back_a_libvorbis_file_with_cover_art_byte_for_byte(tmp_path)
     from mutagen.flac import Picture
     from mutagen.oggvorbis import OggVorbis
 
-    from tagger.oggpages import save_vorbis_comment
+    from tagger.tagging.oggpages import save_vorbis_comment
 
     song = _copy(TRUMPET, tmp_path / "cover.ogg")
     tags = OggVorbis(song).tags

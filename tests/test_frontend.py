@@ -13,10 +13,10 @@ import pytest
 from conftest import EXPORTER_DATA
 from onnx import TensorProto, helper, numpy_helper
 
-from tagger.decode import decode
-from tagger.engine import Engine, TrackResult
-from tagger.frontend import _outer_refs, _read_split, _write_split, find_shared_fronts, split_shared_prefix
-from tagger.model import load_model
+from tagger.analysis.decode import decode
+from tagger.analysis.engine import Engine, TrackResult
+from tagger.models.shared_front import _outer_refs, _read_split, _write_split, find_shared_fronts, split_shared_prefix
+from tagger.models.session import load_model
 
 BRAHMS = next(EXPORTER_DATA.glob("Hungarian*.ogg"))
 
@@ -107,7 +107,7 @@ def test_subgraph_reads_from_outside_are_part_of_the_digest():
 
 
 def test_the_split_is_cached_on_disk_and_a_damaged_cache_is_rebuilt(monkeypatch, tmp_path):
-    monkeypatch.setattr("tagger.frontend.CACHE_ROOT", tmp_path / "tagger" / "fronts")
+    monkeypatch.setattr("tagger.models.shared_front.CACHE_ROOT", tmp_path / "tagger" / "fronts")
     names = ["fcn-jamendo", "fcn-mtat"]
     models = [load_model(n, device="cpu", memory="shared", precision="auto") for n in names]
     x = (np.random.default_rng(2).standard_normal((1, models[0].card.window)) * 0.2).astype(np.float32)

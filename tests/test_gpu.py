@@ -10,12 +10,12 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-import tagger.engine as engine_mod
-import tagger.model as tagger_model
+import tagger.analysis.engine as engine_mod
+import tagger.models.session as tagger_model
 from tagger.config import load_config
-from tagger.engine import pipeline_settings
-from tagger.model import load_model
-from tagger.windows import iter_windows
+from tagger.analysis.engine import pipeline_settings
+from tagger.models.session import load_model
+from tagger.analysis.windows import iter_windows
 
 CLIP = Path(__file__).resolve().parent.parent / "exporter" / "data" / "sorohanro_-_solo-trumpet-06.ogg"
 
@@ -78,7 +78,7 @@ def _cuda_works() -> bool:
 @pytest.mark.skipif(not _cuda_works(), reason="needs a CUDA device and onnxruntime's CUDA provider")
 @pytest.mark.parametrize("name", ["musicnn-msd", "fcn-jamendo", "musicnn-jamendo", "fcn-mtat"])
 def test_gpu_and_cpu_give_the_same_tags(name):
-    from tagger.decode import decode
+    from tagger.analysis.decode import decode
 
     cpu = load_model(name, device="cpu", precision="float")
     gpu = load_model(name, device="cuda", precision="float")

@@ -17,12 +17,12 @@ from audiofiles import music_like, write_audio
 from conftest import TRUMPET
 from tagger.cli import main
 from tagger.config import load_config
-from tagger.engine import Engine, TrackFailure
+from tagger.analysis.engine import Engine, TrackFailure
 from tagger.errors import TagWriteError
-from tagger.scan import scan
-from tagger.store import Store
-from tagger.tags import Change
-from tagger.writer import read_fields, write_changes
+from tagger.pipeline.scanner import scan
+from tagger.library.store import Store
+from tagger.tagging.plan import Change
+from tagger.tagging.writer import read_fields, write_changes
 
 
 @pytest.fixture
@@ -61,7 +61,7 @@ def test_a_fifo_in_the_library_is_reported_not_waited_on(cfg, msd_model, tmp_pat
 
 
 def test_any_error_while_decoding_becomes_that_files_failure(msd_model, tmp_path, monkeypatch):
-    import tagger.engine as eng
+    import tagger.analysis.cut as eng
 
     good = write_audio(tmp_path / "a.flac", music_like(4.0, 44100, 2), 44100)
     bad = write_audio(tmp_path / "b.flac", music_like(4.0, 44100, 2, seed=1), 44100)
@@ -104,7 +104,7 @@ def test_long_multibyte_file_name_is_tagged(cfg, msd_model, tmp_path):
 
 
 def test_a_full_disk_fails_one_tag_write_and_the_scan_goes_on(cfg, msd_model, tmp_path, monkeypatch):
-    import tagger.writer as w
+    import tagger.tagging.writer as w
 
     lib = tmp_path / "lib"
     lib.mkdir()
@@ -129,7 +129,7 @@ def test_a_full_disk_fails_one_tag_write_and_the_scan_goes_on(cfg, msd_model, tm
 
 def test_a_file_replaced_during_the_write_is_not_overwritten(tmp_path, monkeypatch):
     """Same size, same mtime, different audio: the final check must notice, and the user's file survives."""
-    import tagger.writer as w
+    import tagger.tagging.writer as w
 
     path = write_audio(tmp_path / "t.flac", music_like(4.0, 44100, 2), 44100)
     other = tmp_path / "other.flac"
@@ -235,7 +235,7 @@ def test_deleted_vectors_are_detected_and_rebuilt_by_a_rescan(cfg, msd_model, tm
 
 
 def test_sighup_with_a_bad_model_name_keeps_the_daemon_running(cfg, msd_model, tmp_path):
-    from tagger.watch import Daemon
+    from tagger.daemon.watch import Daemon
 
     conf = tmp_path / "config.yaml"
     conf.write_text(f"database: {cfg.database}\nwatch: {{settle_seconds: 0.5, rescan_hours: 0}}\n")
@@ -255,7 +255,7 @@ def test_sighup_with_a_bad_model_name_keeps_the_daemon_running(cfg, msd_model, t
 
 def test_a_file_queued_twice_while_in_flight_does_not_crash_the_scanner(cfg, msd_model, tmp_path):
     """The daemon can hand the same path in again while its first analysis is still running."""
-    from tagger.scan import ScanReport, Scanner
+    from tagger.pipeline.scanner import ScanReport, Scanner
 
     song = write_audio(tmp_path / "a.flac", music_like(4.0, 44100, 2), 44100)
     st = os.stat(song)
@@ -278,7 +278,7 @@ def _wav_with_junk(path: Path, seconds: float = 4.0, junk: int = 100_000) -> Pat
 
 
 def test_wav_cut_behind_a_big_chunk_is_refused(tmp_path):
-    from tagger.decode import decode
+    from tagger.analysis.decode import decode
     from tagger.errors import DecodeError
 
     whole = _wav_with_junk(tmp_path / "whole.wav")
@@ -292,7 +292,7 @@ def test_wav_cut_behind_a_big_chunk_is_refused(tmp_path):
 
 def test_wav_with_a_placeholder_data_size_is_measured_not_trusted(tmp_path):
     """Streaming writers leave 0xFFFFFFFF as the data size: 6.7 hours of silence if believed."""
-    from tagger.decode import decode
+    from tagger.analysis.decode import decode
 
     path = _wav_with_junk(tmp_path / "stream.wav", junk=16)
     data = bytearray(path.read_bytes())
@@ -304,7 +304,7 @@ def test_wav_with_a_placeholder_data_size_is_measured_not_trusted(tmp_path):
 
 
 def test_watchdog_keepalive_follows_progress_not_a_live_thread(cfg, msd_model, tmp_path):
-    from tagger.watch import Daemon
+    from tagger.daemon.watch import Daemon
 
     daemon = Daemon(cfg, [tmp_path], model=msd_model)
     assert daemon.progressing(stall=5)
@@ -367,7 +367,7 @@ def test_json_output_survives_file_names_that_are_not_utf8(tmp_path, capsys):
 
 
 def test_an_analysis_of_a_file_that_changed_before_its_write_is_dropped(cfg, msd_model, tmp_path):
-    from tagger.scan import ScanReport, Scanner
+    from tagger.pipeline.scanner import ScanReport, Scanner
 
     song = write_audio(tmp_path / "a.flac", music_like(4.0, 44100, 2), 44100)
     st = os.stat(song)

@@ -13,9 +13,9 @@ from audiofiles import music_like, write_audio
 from conftest import TRUMPET
 from tagger.cli import main
 from tagger.config import load_config
-from tagger.model import load_model
-from tagger.scan import scan
-from tagger.store import Store
+from tagger.models.session import load_model
+from tagger.pipeline.scanner import scan
+from tagger.library.store import Store
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +39,7 @@ def cfg(tmp_path):
 
 
 def test_two_models_one_decode_each_file_both_stored(cfg, lib, pair, monkeypatch):
-    import tagger.engine as eng
+    import tagger.analysis.cut as eng
 
     opened: list[str] = []
     real = eng.stream_native_mono
@@ -72,7 +72,8 @@ def test_adding_a_model_later_analyses_only_what_it_lacks(cfg, lib, pair):
         scan([lib], cfg, [msd], store)
         first = {p.name: store.get(p, "musicnn-msd") for p in lib.iterdir()}
     with Store(cfg.database) as store:
-        from tagger.scan import Scanner, ScanReport, discover
+        from tagger.pipeline.scanner import Scanner, ScanReport
+        from tagger.library.files import discover
 
         scanner = Scanner(cfg, [msd, fcn], store)
         files, _ = discover([lib], cfg.extensions)

@@ -14,9 +14,9 @@ from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
 from conftest import AUDIO, EXPORTER_DATA  # noqa: E402
 from exporter import quantize  # noqa: E402
-from tagger import model as tagger_model  # noqa: E402
+from tagger.models import session as tagger_model  # noqa: E402
 from tagger.errors import ModelError  # noqa: E402
-from tagger.model import BUNDLED_DIR, VARIANT_KEY, Model, load_model  # noqa: E402
+from tagger.models.session import BUNDLED_DIR, VARIANT_KEY, Model, load_model  # noqa: E402
 
 VARIANTS = sorted(p.stem for p in (BUNDLED_DIR / "int8").glob("*.onnx"))
 FAST_CPU = frozenset({"avx512f", "avx512_vnni"})
@@ -152,7 +152,7 @@ def test_shipped_variants_agree_with_float_on_real_music(model_id):
     """The bar a variant ships under, re-checked on the shared clips (the exporter's two clips without
     ../shared): song-level tags within 0.01, embedding cosine >= 0.999, the same top five labels (a
     difference only between labels the float model scores within 0.01 of each other)."""
-    from tagger.engine import decode_windows
+    from tagger.analysis.cut import decode_windows
 
     # No arenas and 16 windows a call: a whole clip in one call held 1.1 GB of activations (make test < 2 GB).
     ref = load_model(model_id, device="cpu", precision="float", memory="lean")
@@ -218,7 +218,8 @@ def test_a_variant_is_used_only_beside_the_float_file_it_was_verified_from(tmp_p
 
 
 def test_config_and_command_line_select_precision(tmp_path, monkeypatch):
-    from tagger.cli import build_parser, _config
+    from tagger.cli import build_parser
+    from tagger.cli.options import settings_from as _config
 
     cfg_file = tmp_path / "config.yaml"
     cfg_file.write_text("precision: float\n")
@@ -235,8 +236,8 @@ def test_config_and_command_line_select_precision(tmp_path, monkeypatch):
 
 @pytest.mark.slow
 def test_exporter_writes_nothing_when_the_variant_misses_the_bar(tmp_path, monkeypatch):
-    from tagger.engine import decode_windows
-    from tagger.windows import iter_windows
+    from tagger.analysis.cut import decode_windows
+    from tagger.analysis.windows import iter_windows
     from exporter.zoo import verification_audio
 
     card = load_model("musicnn-msd", device="cpu").card

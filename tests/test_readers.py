@@ -13,8 +13,8 @@ import pytest
 
 from audiofiles import music_like, write_audio
 from tagger.errors import TagWriteError
-from tagger.tags import Change, plan_undo
-from tagger.writer import read_fields, write_changes
+from tagger.tagging.plan import Change, plan_undo
+from tagger.tagging.writer import read_fields, write_changes
 
 taglib = pytest.importorskip("taglib")
 mediafile = pytest.importorskip("mediafile")
@@ -106,7 +106,7 @@ def test_taglib_and_mediafile_read_our_values_beside_the_users(tmp_path, case):
 def test_undo_gives_back_the_exact_bytes_of_a_file_the_tool_wrote_to(tmp_path, case):
     """Files straight from an encoder (no tags, no padding block or free atom), written to twice, then undone:
     the original bytes, because the first write notes the padding (TAGGER_PADDING) and undo restores it."""
-    from tagger.tagio import open_tags
+    from tagger.tagging.tagio import open_tags
 
     ext = case.split("-")[0]
     path = write_audio(tmp_path / f"bare{ext}", music_like(3.0, 44100, 2), 44100)

@@ -5,8 +5,8 @@ import numpy as np
 
 from audiofiles import write_audio
 from conftest import REFERENCE, needs_shared, reference_clips
-from tagger.decode import StreamInfo, _pedalboard_blocks
-from tagger.engine import Engine
+from tagger.analysis.decode import StreamInfo, _pedalboard_blocks
+from tagger.analysis.engine import Engine
 
 # The clips already are Ogg Vorbis, so the originals stand for that format: a Vorbis-to-Vorbis re-encode
 # (pedalboard caps 22 kHz mono Vorbis near 320 kbps) measures generation loss (up to 0.013), not the tagger.

@@ -8,12 +8,13 @@ import numpy as np
 import pytest
 from audiofiles import write_audio
 
-from tagger.card import Card, Output
-from tagger.decode import REGION_FORMATS, RegionReader, StreamInfo, sniff
-from tagger.engine import decode_windows
+from tagger.models.card import Card, Output
+from tagger.analysis.decode import RegionReader, StreamInfo
+from tagger.analysis.formats import REGION_FORMATS, sniff
+from tagger.analysis.cut import decode_windows
 from tagger.errors import DecodeError
-from tagger.regions import MAX_FRACTION, plan_regions
-from tagger.windows import Windower
+from tagger.analysis.windows import MAX_FRACTION, plan_regions
+from tagger.analysis.windows import Windower
 
 RATE = 44100
 

@@ -16,9 +16,9 @@ from audiofiles import music_like, write_audio
 from conftest import ROOT, TRUMPET
 from tagger.cli import main
 from tagger.config import load_config
-from tagger.decode import native_digest
-from tagger.scan import scan
-from tagger.store import Store
+from tagger.analysis.digests import native_digest
+from tagger.pipeline.scanner import scan
+from tagger.library.store import Store
 
 
 @pytest.fixture

@@ -11,9 +11,9 @@ from audiofiles import music_like, write_audio
 from conftest import serving
 from tagger.config import load_config
 from tagger.errors import ConfigError
-from tagger.scan import scan
-from tagger.serve import ServeConfig, make_server
-from tagger.store import Store
+from tagger.pipeline.scanner import scan
+from tagger.serving.http import ServeConfig, make_server
+from tagger.library.store import Store
 
 
 @pytest.fixture(scope="module")

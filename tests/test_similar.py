@@ -11,9 +11,9 @@ from audiofiles import music_like, write_audio
 from conftest import AUDIO, needs_shared
 from tagger.cli import main
 from tagger.config import load_config
-from tagger.scan import scan
-from tagger.similar import Library, playlist, top_k
-from tagger.store import Store
+from tagger.pipeline.scanner import scan
+from tagger.lookup.similar import Library, playlist, top_k
+from tagger.library.store import Store
 
 
 def test_top_k_is_exact_and_deterministic():

@@ -75,7 +75,7 @@ def test_exported_onnx_matches_the_original_per_window(arch, dataset, tmp_path):
 def test_bundled_models_are_what_the_exporter_makes(model_id, tmp_path):
     from conftest import assert_same_onnx
     from exporter.__main__ import main
-    from tagger.model import BUNDLED_DIR
+    from tagger.models.session import BUNDLED_DIR
 
     arch, dataset = model_id.split("-")
     out = tmp_path / f"{model_id}.onnx"
@@ -107,8 +107,8 @@ def test_end_to_end_from_the_file_with_the_resampler_correction(model_id):
     Measured on the five clips (song-level max |diff| against the original fed kaiser_best audio):
     without the correction 0.035-0.196, with it 0.005-0.031 (README, "Model set").
     """
-    from tagger.engine import Engine
-    from tagger.model import load_model
+    from tagger.analysis.engine import Engine
+    from tagger.models.session import load_model
 
     model = load_model(model_id, device="cpu", threads=2, memory="lean")  # no arena kept (make test < 2 GB)
     ds = model_id.split("-")[1]

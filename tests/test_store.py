@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from tagger.errors import StoreError, StoreLockedError
-from tagger.store import Store
+from tagger.library.store import Store
 
 
 def _vec(i, n=3, d=4):
@@ -73,7 +73,7 @@ def test_second_writer_gets_a_clear_error(tmp_path):
         writer.commit()
         with pytest.raises(StoreLockedError, match="in use by another tagger process"):
             Store(tmp_path)
-        code = "from tagger.store import Store\nStore(__import__('sys').argv[1])"
+        code = "from tagger.library.store import Store\nStore(__import__('sys').argv[1])"
         proc = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True)
         assert proc.returncode != 0 and "in use by another tagger process" in proc.stderr
         with Store(tmp_path, writer=False) as reader:  # readers are never blocked
@@ -98,9 +98,9 @@ def test_kill_during_updates_leaves_a_consistent_database(tmp_path):
     """SIGKILL a writer mid-stream of updates; every committed record must point at its own vectors."""
     script = textwrap.dedent("""
         import sys, numpy as np
-        import tagger.store
-        from tagger.store import Store
-        tagger.store.COMPACT_MIN_BYTES = 3000  # fold the journal often, so kills land in compactions too
+        import tagger.library.store
+        from tagger.library.store import Store
+        tagger.library.store.COMPACT_MIN_BYTES = 3000  # fold the journal often, so kills land in compactions too
         s = Store(sys.argv[1])
         i = 0
         while True:
@@ -147,9 +147,9 @@ def test_torn_journal_line_is_dropped_and_corruption_reported(tmp_path):
 
 
 def test_compaction_folds_the_journal(tmp_path, monkeypatch):
-    import tagger.store
+    import tagger.library.store
 
-    monkeypatch.setattr(tagger.store, "COMPACT_MIN_BYTES", 500)
+    monkeypatch.setattr(tagger.library.store, "COMPACT_MIN_BYTES", 500)
     with Store(tmp_path) as s:
         for i in range(30):
             s.put(_rec(i), *_vec(i))

@@ -14,10 +14,10 @@ from mutagen.oggvorbis import OggVorbis
 
 from audiofiles import music_like, write_audio
 from tagger.config import load_config
-from tagger.decode import native_digest
+from tagger.analysis.digests import native_digest
 from tagger.errors import TagWriteError
-from tagger.tags import Change, plan_changes, plan_undo
-from tagger.writer import read_fields, write_changes
+from tagger.tagging.plan import Change, plan_changes, plan_undo
+from tagger.tagging.writer import read_fields, write_changes
 
 WRITABLE = [".mp3", ".flac", ".ogg", ".opus", ".m4a", ".wav", ".aiff"]
 CHANGES = [Change("GENRE", [], ["Jazz", "Blues"]), Change("MOOD", [], ["Mellow", "chill"]),
@@ -227,7 +227,7 @@ def test_undo_on_a_file_that_had_no_tag_leaves_no_empty_tag_behind(copy, fmt):
 
 def _corrupt_after_save(monkeypatch):
     """Make every tag save also change one byte in the middle of the file (inside the audio data)."""
-    import tagger.tagio as tagio
+    import tagger.tagging.tagio as tagio
 
     real_save = tagio.TagFile.save
 
@@ -251,7 +251,7 @@ def test_packet_check_refuses_a_copy_with_one_changed_audio_byte(copy, fmt, monk
 
 
 def test_files_that_cannot_be_demuxed_are_checked_by_decoding(copy, monkeypatch):
-    import tagger.writer as w
+    import tagger.tagging.writer as w
     from tagger.errors import DecodeError
 
     def no_demux(p):

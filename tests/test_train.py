@@ -20,7 +20,7 @@ from tagger.cli import main
 
 taglib = pytest.importorskip("taglib")
 MediaFile = pytest.importorskip("mediafile").MediaFile
-from tagger.tagio import open_tags
+from tagger.tagging.tagio import open_tags
 
 pytest.importorskip("torch")
 pytest.importorskip("matplotlib")

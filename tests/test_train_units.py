@@ -6,9 +6,9 @@ import itertools
 import numpy as np
 import pytest
 
-from tagger.card import Card, CardError, Output, Source
-from tagger.decide import FieldPolicy
-from tagger.heads import decide_head
+from tagger.models.card import Card, CardError, Output, Source
+from tagger.decision.decide import FieldPolicy
+from tagger.decision.track import decide_head
 from exporter.heads.calibrate import (average_precision, equal_rate_threshold, precision_threshold, reliability,
                                     roc_auc)
 from exporter.heads.split import group_folds, group_key, groups_per_label, track_folds
@@ -118,8 +118,8 @@ def test_head_decision_writes_only_above_the_labels_threshold():
 
 
 def test_context_vote_asks_the_album_then_the_folder_and_needs_agreement():
-    from tagger.context import LibraryContext
-    from tagger.heads import with_context
+    from tagger.decision.context import LibraryContext
+    from tagger.decision.track import with_context
 
     ctx = LibraryContext("genre")
     for i in range(3):
@@ -145,7 +145,7 @@ def test_context_vote_asks_the_album_then_the_folder_and_needs_agreement():
 
 
 def test_a_damaged_head_is_skipped_with_its_name_logged_and_the_field_falls_back(tmp_path, caplog):
-    from tagger.heads import load_heads
+    from tagger.decision.track import load_heads
 
     (tmp_path / "heads").mkdir()
     (tmp_path / "heads" / "genre.onnx").write_bytes(b"not a model")

@@ -20,9 +20,10 @@ from watchdog.events import (DirMovedEvent, FileClosedEvent, FileCreatedEvent, F
 from audiofiles import music_like, write_audio
 from conftest import ROOT
 from tagger.config import load_config
-from tagger.decode import native_digest
-from tagger.store import Store
-from tagger.watch import Daemon, Debouncer, LibraryEventHandler, Op
+from tagger.analysis.digests import native_digest
+from tagger.library.store import Store
+from tagger.daemon.watch import Daemon
+from tagger.daemon.events import Debouncer, LibraryEventHandler, Op
 
 EXT = load_config(None).extensions
 
@@ -380,7 +381,7 @@ def test_sighup_reloads_the_configuration(cfg, tmp_path, msd_model):
 
 
 def test_notify_never_blocks_on_a_full_receiver(tmp_path, monkeypatch):
-    from tagger.notify import notify
+    from tagger.daemon.notify import notify
 
     path = tmp_path / "n.sock"
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)

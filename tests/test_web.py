@@ -15,12 +15,12 @@ import pytest
 from audiofiles import music_like, write_audio
 from conftest import serving
 from tagger.config import load_config
-from tagger.scan import scan
-from tagger.serve import ServeConfig, make_server
-from tagger.store import Store
-from tagger.web.catalogue import Catalogue, Query
-from tagger.web.media import RangeError, parse_range
-from tagger.writer import read_fields
+from tagger.pipeline.scanner import scan
+from tagger.serving.http import ServeConfig, make_server
+from tagger.library.store import Store
+from tagger.serving.web.catalogue import Catalogue, Query
+from tagger.serving.web.media import RangeError, parse_range
+from tagger.tagging.writer import read_fields
 
 
 # -- the catalogue (pure) ---------------------------------------------------------------------------
@@ -243,7 +243,7 @@ def test_browser_login_by_token_sets_a_strict_cookie(server):
 
 def test_a_large_library_is_reopened_in_the_background(tmp_path, msd_model, monkeypatch):
     """Past SYNC_REBUILD_S the view is rebuilt by a thread while requests are answered from the previous one."""
-    from tagger.serve import _State
+    from tagger.serving.http import _State
 
     lib = tmp_path / "lib"
     lib.mkdir()

@@ -22,10 +22,11 @@ from pathlib import Path
 
 import numpy as np
 
-from tagger.card import Card, Output
-from tagger.decide import FIELD_GROUPS, FieldPolicy
-from tagger.heads import heads_dir
-from tagger.store import Store, fsync_dir
+from tagger.models.card import Card, Output
+from tagger.decision.decide import FIELD_GROUPS, FieldPolicy
+from tagger.decision.track import heads_dir
+from tagger.library.store import Store
+from tagger.fsutil import fsync_dir
 from .calibrate import label_metrics, precision_threshold, reliability
 from .dataset import Dataset, collect
 from .split import group_folds, group_key, groups_per_label, track_folds
@@ -129,7 +130,7 @@ def _thresholds(ds: Dataset, held: np.ndarray, kind: str, opts: TrainOptions) ->
 def context_check(ds: Dataset, opts: TrainOptions) -> dict:
     """How often the album/folder mates' vote is right on this library: every tagged track held out in
     turn and voted on by its tagged mates. Enabled for the head only when it meets the precision target."""
-    from tagger.context import SCOPES, LibraryContext, normalise
+    from tagger.decision.context import SCOPES, LibraryContext, normalise
 
     ctx = LibraryContext.from_records(ds.field, ds.records)
     voted = right = 0

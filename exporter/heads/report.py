@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tagger.store import atomic_write_bytes
+from tagger.fsutil import atomic_write_bytes
 
 
 def write_report(folder: Path, report: dict, confusion: np.ndarray | None, labels: list[str]) -> list[Path]:

@@ -104,7 +104,7 @@ def from_manifest(path: Path, audio_root: Path | None = None) -> list[Example]:
 
 
 def from_library(database: Path) -> list[Example]:
-    from tagger.store import Store
+    from tagger.library.store import Store
 
     out = []
     with Store(database, writer=False) as store:
@@ -160,7 +160,7 @@ def assign_splits(examples: list[Example], seed: int, validation: float = 0.15, 
 
 def decode_all(examples: list[Example], min_samples: int) -> tuple[list[np.ndarray], list[str]]:
     """Audio at 16 kHz as float16 (short files tiled to one window); failures listed, never raised."""
-    from tagger.decode import decode
+    from tagger.analysis.decode import decode
     from tagger.errors import TaggerError
 
     audio: list[np.ndarray] = []

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from tagger.card import Card, Output
+from tagger.models.card import Card, Output
 
 from ..export import export_onnx
 from .archs import ARCHS, SAMPLE_RATE, Tagger, build

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..scan import now_iso
-from ..store import Store
-from .results import latest_rows, read_cards
+from tagger.batch.results import latest_rows, read_cards
+from tagger.library.store import Store
+from tagger.pipeline.scanner import now_iso
 
 
 @dataclass

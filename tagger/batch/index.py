@@ -21,8 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import StoreError
-from .results import latest_rows
+from tagger.batch.results import latest_rows
+from tagger.errors import StoreError
 
 MIN_TRAIN_PER_LIST = 39  # FAISS's k-means wants about this many points per centroid
 

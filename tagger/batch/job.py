@@ -20,12 +20,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..card import Card
-from ..engine import pipeline_settings
-from ..errors import ConfigError
-from ..model import Model
-from .results import ResultWriter, finished, schema
-from .stages import Item, infer, prepare
+from tagger.analysis.engine import pipeline_settings
+from tagger.batch.results import ResultWriter, finished, schema
+from tagger.batch.stages import Item, infer, prepare
+from tagger.errors import ConfigError
+from tagger.models.card import Card
+from tagger.models.session import Model
 
 log = logging.getLogger(__name__)
 

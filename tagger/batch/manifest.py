@@ -6,10 +6,10 @@ import csv
 from collections.abc import Iterable
 from pathlib import Path
 
-from ..errors import ConfigError
-from ..scan import discover
-from ..store import path_key
-from .stages import Item, default_id
+from tagger.batch.stages import Item, default_id
+from tagger.errors import ConfigError
+from tagger.fsutil import path_key
+from tagger.library.files import discover
 
 MANIFEST_SUFFIXES = (".csv", ".tsv", ".parquet")
 

@@ -20,8 +20,8 @@ from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..card import Card
-from ..errors import StoreError
+from tagger.errors import StoreError
+from tagger.models.card import Card
 
 log = logging.getLogger(__name__)
 

@@ -24,11 +24,12 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
-from ..card import Card
-from ..engine import Accumulator, batch_sizes, decode_windows
-from ..errors import TaggerError
-from ..model import Model
-from ..store import path_key
+from tagger.analysis.cut import decode_windows
+from tagger.analysis.engine import Accumulator, batch_sizes
+from tagger.errors import TaggerError
+from tagger.fsutil import path_key
+from tagger.models.card import Card
+from tagger.models.session import Model
 
 WINDOW_DTYPES = {"float32": np.float32, "float16": np.float16}
 

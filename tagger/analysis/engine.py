@@ -1,0 +1,433 @@
+"""Batched inference of a whole model set across many files: decode once, infer in one thread.
+
+Decoder threads turn each file into native-rate mono audio once, resample it once per distinct model
+rate, and let every model that needs the file cut its own windows (3-s and 29-s windows side by side).
+Windows go onto one bounded queue; the inference thread keeps one batch per model, packs windows from
+whatever tracks are ready, and runs each model's single onnxruntime session. A track's result is
+emitted as soon as every model it needed has seen its last window. The bounded queue gives
+back-pressure, so memory stays flat however many files are queued.
+
+Nothing a single file does can stop the pipeline: every exception while decoding or analysing one file
+becomes that file's :class:`TrackFailure` (the file named, the original error kept as ``__cause__``),
+and the end of input is always signalled.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import threading
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from tagger.analysis.cut import DecodeStopped, decode_windows
+from tagger.analysis.decode import StreamInfo
+from tagger.errors import DecodeError, ModelError, TaggerError
+from tagger.models.card import Card
+from tagger.models.session import Model
+from tagger.models.shared_front import find_shared_fronts
+
+log = logging.getLogger(__name__)
+
+REFERENCE_WINDOW = 48128  # batch sizes are counted in windows of this many samples (3 s at 16 kHz)
+
+
+@dataclass(frozen=True)
+class PipelineSettings:
+    """How many windows per inference call and how files are decoded, once "auto" is resolved."""
+
+    batch: int
+    decode_workers: int
+    decode_processes: bool
+    gpu: bool
+
+
+def pipeline_settings(models: Sequence[Model], batch: int = 0, decode_workers: int = 0,
+                      decode_processes: bool | None = None) -> PipelineSettings:
+    """Resolve the settings a config leaves to auto (0, or None for ``decode_processes``) for this model set.
+
+    On the CPU, inference is the bottleneck and takes both cores' worth of work: 4 windows per call and 2
+    decoder threads (measured on 2 cores; more threads only compete with inference). On a GPU, decoding is
+    the bottleneck: on an H100 with 16 cores (bench/bench_gpu.py, default set, 48 real tracks), 2 decoder
+    threads fed it 42 tracks/min with the GPU 4 % busy, 8 threads were slower still (35/min: they share one
+    interpreter lock), and worker processes scaled: 8 gave 79/min, 14 gave 180/min, and 16 windows per call
+    216/min. So with a GPU: one decoder process per core but two (inference and the parent's own work keep
+    those), and batches of 16.
+    """
+    gpu = any(m.provider.startswith("CUDA") for m in models)
+    cores = os.cpu_count() or 1
+    workers = decode_workers if decode_workers > 0 else (max(2, cores - 2) if gpu else 2)
+    processes = decode_processes if decode_processes is not None else (gpu and workers > 2)
+    return PipelineSettings(batch if batch > 0 else (16 if gpu else 4), workers, processes, gpu)
+
+
+@dataclass
+class ModelResult:
+    """One model's song-level view of one track."""
+
+    card: Card
+    tags: np.ndarray  # (n_labels,) aggregated main label output
+    embedding: np.ndarray  # (dim,) aggregated embedding (width 0 when the model has none)
+    n_windows: int
+    outputs: dict[str, np.ndarray] = field(default_factory=dict)  # every output, aggregated, by name
+    window_tags: np.ndarray | None = None  # (n_windows, n_labels) when asked for
+
+
+@dataclass
+class TrackResult:
+    path: Path
+    duration: float  # seconds of decoded audio
+    fingerprint: str
+    info: StreamInfo
+    models: dict[str, ModelResult] = field(default_factory=dict)  # by model id, in model-set order
+
+    @property
+    def first(self) -> ModelResult:
+        return next(iter(self.models.values()))
+
+    # The single-model view (the first model of the set), for callers that only need one.
+    @property
+    def tags(self) -> np.ndarray:
+        return self.first.tags
+
+    @property
+    def embedding(self) -> np.ndarray:
+        return self.first.embedding
+
+    @property
+    def n_windows(self) -> int:
+        return self.first.n_windows
+
+    @property
+    def window_tags(self) -> np.ndarray | None:
+        return self.first.window_tags
+
+
+@dataclass
+class TrackFailure:
+    path: Path
+    reason: str
+    error: TaggerError | None = None
+
+
+@dataclass
+class Accumulator:
+    """Running aggregate of one model's outputs for one track: the one aggregation rule, used by the engine
+    and by the batch job's inference actors alike (sums in float64 in window order, then mean or max as the
+    card says)."""
+
+    expected: int | None = None
+    done: int = 0
+    sums: dict[str, np.ndarray] = field(default_factory=dict)
+    maxes: dict[str, np.ndarray] = field(default_factory=dict)
+    rows: list[np.ndarray] = field(default_factory=list)
+
+    def add(self, outs: dict[str, np.ndarray], row: int, tags_name: str, keep_rows: bool = False) -> None:
+        """Fold in row ``row`` of one inference batch's outputs."""
+        for name, value in outs.items():
+            v = value[row].astype(np.float64)
+            if name in self.sums:
+                self.sums[name] += v
+                np.maximum(self.maxes[name], v, out=self.maxes[name])
+            else:
+                self.sums[name] = v.copy()
+                self.maxes[name] = v.copy()
+        if keep_rows:
+            self.rows.append(outs[tags_name][row].astype(np.float32))
+        self.done += 1
+
+    def result(self, card: Card) -> "ModelResult":
+        aggregated = {}
+        for out in card.outputs:
+            if out.name in self.sums:
+                aggregated[out.name] = (self.maxes[out.name] if out.aggregate == "max"
+                                        else self.sums[out.name] / max(self.done, 1)).astype(np.float32)
+        tags = aggregated[card.tags.name]
+        emb_out = card.embedding
+        emb = aggregated[emb_out.name] if emb_out is not None else np.zeros(0, np.float32)
+        rows = np.stack(self.rows) if self.rows else None
+        return ModelResult(card, tags, emb, self.done, aggregated, rows)
+
+
+@dataclass
+class _Pending:
+    path: Path
+    accs: dict[int, Accumulator]  # model index -> accumulator
+    decoded: bool = False
+    duration: float = 0.0
+    fingerprint: str = ""
+    info: StreamInfo = field(default_factory=StreamInfo)
+
+
+_END = object()
+
+
+class Engine:
+    """Owns the model set's sessions and turns paths into song-level results, in completion order."""
+
+    def __init__(self, models: Model | Sequence[Model], *, max_batch: int = 16, decode_workers: int = 2,
+                 keep_window_tags: bool = False, max_windows: int = 0, decode_processes: bool | None = False,
+                 regions: bool = True) -> None:
+        """``max_batch`` and ``decode_workers`` of 0 and ``decode_processes`` of None mean auto
+        (:func:`pipeline_settings`): what suits the model set's device and this machine's cores."""
+        if max_batch < 0:
+            raise ValueError("max_batch must be >= 1, or 0 for auto")
+        self.models: list[Model] = [models] if isinstance(models, Model) else list(models)
+        if not self.models:
+            raise ValueError("an engine needs at least one model")
+        settings = pipeline_settings(self.models, max_batch, decode_workers, decode_processes)
+        if settings.gpu and (max_batch == 0 or decode_workers == 0 or decode_processes is None):
+            log.info("GPU inference: %d windows per call, %d decoder %s", settings.batch, settings.decode_workers,
+                     "processes" if settings.decode_processes else "threads")
+        max_batch, decode_workers, decode_processes = (settings.batch, settings.decode_workers,
+                                                       settings.decode_processes)
+        self.index = {m.card.id: i for i, m in enumerate(self.models)}
+        self.max_batch = max_batch
+        # Batches are counted in 3-s windows: a 29-s model gets proportionally fewer per call.
+        self.batch_of = batch_sizes(self.models, max_batch)
+        self.decode_workers = max(1, decode_workers)
+        self.keep_window_tags = keep_window_tags
+        self.max_windows = max_windows  # > 0: at most this many windows per track and model, spread evenly
+        self.regions = regions  # decode only the stretches bounded windows need (False: always the whole file)
+        # Models that take the same windows and begin with the same computation run it once per batch.
+        self.fronts = find_shared_fronts(self.models) if len(self.models) > 1 else {}
+        # Decode in worker processes (one per decode worker, started on first use) instead of threads.
+        self.decode_processes = decode_processes
+        self._decoder_pool = None
+        self.stats = {"windows": 0, "batches": 0, "infer_seconds": 0.0}
+        self.heartbeat = time.monotonic()  # the last moment real work was done (a block decoded, a batch run)
+        self.per_model = {m.card.id: {"windows": 0, "batches": 0, "seconds": 0.0} for m in self.models}
+
+    # -- decoding (pool threads) -----------------------------------------------------------------
+    def _decode_one(self, key: int, path: Path, wanted: list[int], out: "queue.Queue[tuple]",
+                    stop: threading.Event) -> None:
+        try:
+            self._decode(key, path, wanted, out, stop)
+        except TaggerError as exc:
+            out.put((key, exc))
+        except MemoryError as exc:
+            err = DecodeError(path, "out of memory while decoding")
+            err.__cause__ = exc
+            out.put((key, err))
+        except Exception as exc:  # anything else is still this file's failure, never the pipeline's
+            err = DecodeError(path, f"unexpected error while decoding: {type(exc).__name__}: {exc}")
+            err.__cause__ = exc
+            log.debug("decode of %s failed", path, exc_info=True)
+            out.put((key, err))
+
+    def _decode(self, key: int, path: Path, wanted: list[int], out: "queue.Queue[tuple]",
+                stop: threading.Event) -> None:
+        def emit(i: int, window: np.ndarray) -> None:
+            out.put((key, i, window))
+            self.heartbeat = time.monotonic()
+
+        def beat() -> None:
+            self.heartbeat = time.monotonic()
+
+        cards = [m.card for m in self.models]
+        try:
+            if self._decoder_pool is not None:
+                d = self._decoder_pool.decode(path, cards, wanted, self.max_windows, emit, stop.is_set, self.regions)
+            else:
+                d = decode_windows(path, cards, wanted, self.max_windows, emit, stop=stop.is_set, beat=beat,
+                                   regions=self.regions)
+        except DecodeStopped:
+            return
+        out.put((key, _END, d.counts, d.duration, d.fingerprint, d.info))
+
+    def close(self) -> None:
+        """Stop the decoder processes, if any (threads need nothing)."""
+        if self._decoder_pool is not None:
+            self._decoder_pool.close()
+            self._decoder_pool = None
+
+    # -- the pipeline ----------------------------------------------------------------------------
+    def analyse(self, items: Iterable[Path | str | tuple[Path | str, Iterable[str] | None]]
+                ) -> Iterator[TrackResult | TrackFailure]:
+        """Yield one result per item. An item is a path (every model) or ``(path, model ids)``.
+
+        Items are consumed lazily, so a generator is fine (the daemon keeps feeding one).
+        """
+        if self.decode_processes and self._decoder_pool is None:
+            from tagger.analysis.workers import DecoderPool
+
+            self._decoder_pool = DecoderPool(self.decode_workers)
+        windows: queue.Queue[tuple] = queue.Queue(maxsize=self.max_batch * 2)
+        results: queue.Queue[object] = queue.Queue()
+        stop = threading.Event()
+        pending: dict[int, _Pending] = {}
+        failed: set[int] = set()
+        lock = threading.Lock()
+        every = list(range(len(self.models)))
+
+        def wanted_of(item) -> tuple[Path, list[int]]:
+            if isinstance(item, tuple):
+                path, ids = item
+                if ids is None:
+                    return Path(path), every
+                idx = sorted(self.index[i] for i in ids)
+                return Path(path), idx
+            return Path(item), every
+
+        def feeder() -> None:
+            try:
+                with ThreadPoolExecutor(self.decode_workers, thread_name_prefix="tagger-decode") as pool:
+                    slots = threading.Semaphore(self.decode_workers * 2)
+                    for key, item in enumerate(items):
+                        if stop.is_set():
+                            break
+                        path, wanted = wanted_of(item)
+                        with lock:
+                            pending[key] = _Pending(path, {i: Accumulator() for i in wanted})
+                        if not wanted:
+                            windows.put((key, _END, {}, 0.0, "", StreamInfo()))
+                            continue
+                        slots.acquire()
+                        fut = pool.submit(self._decode_one, key, path, wanted, windows, stop)
+                        fut.add_done_callback(lambda _f: slots.release())
+            except BaseException as exc:  # the item source itself failed: tell the consumer, then end
+                results.put(exc)
+            finally:
+                windows.put((-1, _END))
+
+        def finish(key: int) -> None:
+            with lock:
+                st = pending.pop(key)
+            res = TrackResult(st.path, st.duration, st.fingerprint, st.info)
+            for i in sorted(st.accs):
+                card = self.models[i].card
+                res.models[card.id] = st.accs[i].result(card)
+            results.put(res)
+
+        def complete(key: int) -> bool:
+            st = pending.get(key)
+            return st is not None and st.decoded and all(a.done == a.expected for a in st.accs.values())
+
+        def fail(key: int, reason: str, error: TaggerError | None) -> None:
+            with lock:
+                st = pending.pop(key, None)
+            failed.add(key)
+            if st is not None:
+                results.put(TrackFailure(st.path, reason, error))
+
+        def infer(i: int, batch: list[tuple[int, np.ndarray]]) -> None:
+            model = self.models[i]
+            t0 = time.perf_counter()
+            try:
+                stacked = np.stack([w for _, w in batch])
+                front = self.fronts.get(i)
+                outs = (model.run_all(stacked) if front is None else
+                        dict(zip(model.output_names, front.run(model, stacked, model.output_names))))
+            except Exception as exc:  # onnxruntime failure (memory, a bad graph): these files fail, the run goes on
+                for key in {k for k, _ in batch}:
+                    st = pending.get(key)
+                    err = ModelError(model.path, f"inference failed on {st.path if st else key}: {exc}")
+                    err.__cause__ = exc
+                    fail(key, err.reason, err)
+                return
+            dt = time.perf_counter() - t0
+            self.heartbeat = time.monotonic()
+            self.stats["infer_seconds"] += dt
+            self.stats["windows"] += len(batch)
+            self.stats["batches"] += 1
+            pm = self.per_model[model.card.id]
+            pm["windows"] += len(batch)
+            pm["batches"] += 1
+            pm["seconds"] += dt
+            touched = set()
+            tags_name = model.card.tags.name
+            for row, (key, _) in enumerate(batch):
+                st = pending.get(key)
+                if st is None:
+                    continue
+                st.accs[i].add(outs, row, tags_name, self.keep_window_tags)
+                touched.add(key)
+            for key in touched:
+                if complete(key):
+                    finish(key)
+
+        def inferrer() -> None:
+            batches: dict[int, list[tuple[int, np.ndarray]]] = {i: [] for i in every}
+
+            def flush_all() -> None:
+                for i, b in batches.items():
+                    if b:
+                        batches[i] = []
+                        infer(i, b)
+
+            try:
+                while True:
+                    try:
+                        item = windows.get(timeout=0.1)
+                    except queue.Empty:
+                        if stop.is_set():  # the consumer went away; its drain may have eaten our sentinel
+                            return
+                        continue
+                    while True:
+                        key, payload = item[0], item[1]
+                        if key == -1 and payload is _END:
+                            flush_all()
+                            for k in [k for k, st in pending.items() if not st.decoded]:
+                                fail(k, "decoder ended without a result", None)  # defensive: never wait forever
+                            results.put(_END)
+                            return
+                        if key in failed:
+                            pass
+                        elif isinstance(payload, int) and not isinstance(payload, bool):
+                            b = batches[payload]
+                            b.append((key, item[2]))
+                            if len(b) >= self.batch_of[payload]:
+                                batches[payload] = []
+                                infer(payload, b)
+                        elif payload is _END:
+                            st = pending[key]
+                            for i, n in item[2].items():
+                                st.accs[i].expected = n
+                            st.decoded, st.duration, st.fingerprint, st.info = True, item[3], item[4], item[5]
+                            if complete(key):
+                                finish(key)
+                        else:  # a decode error
+                            for i in batches:
+                                batches[i] = [(k, w) for k, w in batches[i] if k != key]
+                            fail(key, payload.reason, payload)
+                        try:
+                            item = windows.get_nowait()
+                        except queue.Empty:
+                            break
+                    flush_all()  # the queue ran dry: run what we have rather than wait
+            except BaseException as exc:  # never die silently: surface it to the consumer
+                results.put(exc)
+                results.put(_END)
+
+        threads = [threading.Thread(target=feeder, name="tagger-feeder", daemon=True),
+                   threading.Thread(target=inferrer, name="tagger-infer", daemon=True)]
+        for t in threads:
+            t.start()
+        try:
+            while True:
+                item = results.get()
+                if item is _END:
+                    break
+                if isinstance(item, BaseException):
+                    raise item
+                yield item  # type: ignore[misc]
+        finally:
+            stop.set()
+            while any(t.is_alive() for t in threads):  # drain so blocked producers can exit
+                try:
+                    windows.get(timeout=0.05)
+                except queue.Empty:
+                    pass
+            for t in threads:
+                t.join()
+
+
+def batch_sizes(models: Sequence[Model], max_batch: int) -> list[int]:
+    """Windows per inference call, per model: ``max_batch`` counts 3-second windows, so a model with
+    29-second windows gets proportionally fewer per call (the same activation memory)."""
+    return [max(1, max_batch * REFERENCE_WINDOW // m.card.window) for m in models]
