@@ -32,4 +32,5 @@ demo: setup
 # Large buffers (model arenas, decoded audio) are mapped and unmapped rather than kept in the heap after use,
 # so one pytest process running every model stays under 2 GB.
 test: setup-dev
+	$(PY) -m mypy
 	MALLOC_MMAP_THRESHOLD_=1048576 $(PY) -m pytest -q $(ARGS)

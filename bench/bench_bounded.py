@@ -22,10 +22,10 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tagger.config import load_config  # noqa: E402
 from tagger.analysis.engine import Engine, TrackResult  # noqa: E402
-from tagger.pipeline.scanner import load_models  # noqa: E402
+from tagger.config import load_config  # noqa: E402
 from tagger.library.store import Store  # noqa: E402
+from tagger.pipeline.scanner import load_models  # noqa: E402
 
 
 def run(models, files, max_windows: int) -> tuple[dict, float]:

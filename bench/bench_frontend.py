@@ -16,8 +16,8 @@ sys.path.insert(0, str(ROOT))
 
 from bench.common import save  # noqa: E402
 from tagger.analysis.engine import Engine, TrackResult  # noqa: E402
-from tagger.models.shared_front import find_shared_fronts  # noqa: E402
 from tagger.models.session import load_model  # noqa: E402
+from tagger.models.shared_front import find_shared_fronts  # noqa: E402
 
 DEFAULT_SET = ["musicnn-msd", "fcn-jamendo", "musicnn-jamendo", "fcn-mtat"]
 

@@ -33,8 +33,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.common import machine, median_time  # noqa: E402
-from tagger.analysis.engine import Engine, TrackResult
 from tagger.analysis.cut import decode_windows
+from tagger.analysis.engine import Engine, TrackResult
 from tagger.errors import ModelError  # noqa: E402
 from tagger.models.session import load_model  # noqa: E402
 

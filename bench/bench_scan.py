@@ -27,13 +27,14 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 from audiofiles import music_like, write_audio  # noqa: E402
+
 from bench.common import save  # noqa: E402
-from tagger.config import load_config  # noqa: E402
 from tagger.analysis.decode import decode, stream_mono  # noqa: E402
+from tagger.analysis.windows import iter_windows  # noqa: E402
+from tagger.config import load_config  # noqa: E402
+from tagger.library.store import Store  # noqa: E402
 from tagger.models.session import load_model  # noqa: E402
 from tagger.pipeline.scanner import scan  # noqa: E402
-from tagger.library.store import Store  # noqa: E402
-from tagger.analysis.windows import iter_windows  # noqa: E402
 
 SHARED = ROOT.parent / "shared" / "audio"
 FORMATS = [".mp3", ".flac", ".ogg", ".m4a", ".opus", ".wav"]

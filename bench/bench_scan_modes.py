@@ -23,6 +23,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from bench.common import machine  # noqa: E402
+
 MODES = {"default: shared arena, int8 variants, 32 windows": {"memory": "shared", "max_windows": 32},
          "shared arena, float, 32 windows": {"memory": "shared", "max_windows": 32, "precision": "float"},
          "lean (no arenas), int8 variants, 32 windows": {"memory": "lean", "max_windows": 32},

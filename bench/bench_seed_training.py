@@ -26,6 +26,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
 import groove  # noqa: E402
+
 from exporter.training.archs import ARCHS  # noqa: E402
 from exporter.training.data import load  # noqa: E402
 from exporter.training.loop import TrainConfig, train  # noqa: E402

@@ -22,12 +22,13 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from audiofiles import music_like, write_audio  # noqa: E402
+
 from bench.common import save  # noqa: E402
 from tagger.config import load_config  # noqa: E402
+from tagger.library.store import Store  # noqa: E402
 from tagger.models.session import load_model  # noqa: E402
 from tagger.pipeline.scanner import scan  # noqa: E402
 from tagger.serving.http import ServeConfig, make_server  # noqa: E402
-from tagger.library.store import Store  # noqa: E402
 
 
 def timed_get(addr, path: str) -> tuple[int, float]:

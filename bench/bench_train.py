@@ -23,10 +23,10 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tagger.models.card import Card  # noqa: E402
+from exporter.heads import TrainOptions, train  # noqa: E402
 from tagger.config import load_config  # noqa: E402
 from tagger.library.store import Store  # noqa: E402
-from exporter.heads import TrainOptions, train  # noqa: E402
+from tagger.models.card import Card  # noqa: E402
 
 
 def main() -> None:

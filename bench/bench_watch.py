@@ -28,6 +28,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 from audiofiles import music_like, write_audio  # noqa: E402
+
 from bench.common import save  # noqa: E402
 
 FORMATS = [".mp3", ".flac", ".ogg", ".m4a", ".wav"]

@@ -28,9 +28,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.common import save  # noqa: E402
 from tagger.config import load_config  # noqa: E402
+from tagger.library.store import Store  # noqa: E402
 from tagger.models.session import load_model  # noqa: E402
 from tagger.serving.http import ServeConfig, make_server  # noqa: E402
-from tagger.library.store import Store  # noqa: E402
 
 GENRES = ["Rock", "Pop", "Jazz", "Classical", "Electronic", "Folk", "Metal", "Ambient", "Soundtrack", "Blues"]
 MOODS = ["Calm", "Happy", "Sad", "Energetic", "Dark", "Romantic"]

@@ -9,6 +9,13 @@ Public API::
 ``my_module(waveform[B, window]) -> (tags[B, n_labels], embedding[B, dim])``. The export is checked in
 onnxruntime against torch on random and real audio before the file is written.
 """
-from .export import METADATA_KEY, ExportError, ModelCard, export_onnx, read_card, verify_onnx
+from .export import (
+    METADATA_KEY,
+    ExportError,
+    ModelCard,
+    export_onnx,
+    read_card,
+    verify_onnx,
+)
 
 __all__ = ["METADATA_KEY", "ExportError", "ModelCard", "export_onnx", "read_card", "verify_onnx"]

@@ -88,8 +88,8 @@ def int8_main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     try:
         from tagger.analysis.cut import decode_windows
-        from tagger.models.session import load_model
         from tagger.analysis.windows import iter_windows
+        from tagger.models.session import load_model
 
         files = _audio_files(args.verify)  # before anything slow: a wrong path fails at once
         if not files:

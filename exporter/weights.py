@@ -17,8 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .checkpoint import CheckpointError, parse_bundle
 from tagger.models.session import sha256_file  # noqa: F401  (re-exported: the one file digest, shared with the runtime)
+
+from .checkpoint import CheckpointError, parse_bundle
 
 WHEEL_NAME = "musicnn"
 WHEEL_VERSION = "0.1.0"

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from conftest import SHARED
 
 torch = pytest.importorskip("torch")
@@ -97,6 +96,7 @@ def test_the_card_groups_what_the_decision_reads(port):
 
 def test_bundled_model_is_what_the_exporter_makes(tmp_path):
     from conftest import assert_same_onnx
+
     from exporter.__main__ import main
     from tagger.models.session import BUNDLED_DIR
 

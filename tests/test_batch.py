@@ -16,16 +16,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from audiofiles import music_like, write_audio
 from conftest import EXPORTER_DATA, ROOT
-from tagger.config import load_config
+
 from tagger.analysis.engine import Engine
+from tagger.config import load_config
 from tagger.errors import ConfigError
+from tagger.fsutil import path_key
+from tagger.library.store import Store
 from tagger.models.session import load_model
 from tagger.pipeline.scanner import scan
-from tagger.library.store import Store
-from tagger.fsutil import path_key
 
 ray = pytest.importorskip("ray")
 pytest.importorskip("faiss")

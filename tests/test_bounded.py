@@ -2,11 +2,11 @@
 from __future__ import annotations
 
 import numpy as np
-
 from conftest import EXPORTER_DATA
-from tagger.models.card import Card, Output
+
 from tagger.analysis.engine import Engine, TrackResult
 from tagger.analysis.windows import Windower, expected_windows, spread
+from tagger.models.card import Card, Output
 
 
 def _card(window=100, hop=100, tail="drop") -> Card:

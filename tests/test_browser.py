@@ -15,13 +15,13 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-
 from audiofiles import music_like, write_audio
 from conftest import EXPORTER_DATA, serving
+
 from tagger.config import load_config
+from tagger.library.store import Store
 from tagger.pipeline.scanner import load_models, scan
 from tagger.serving.http import ServeConfig, make_server
-from tagger.library.store import Store
 
 CHROMIUM = os.environ.get("TAGGER_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
 if os.environ.get("TAGGER_REQUIRE_BROWSER") == "1":  # CI sets it: there a missing browser is a failure

@@ -5,8 +5,8 @@ import json
 import shutil
 
 import pytest
-
 from conftest import TRUMPET
+
 from tagger.cli import main
 from tagger.config import load_config
 from tagger.errors import ConfigError

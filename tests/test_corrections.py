@@ -11,15 +11,16 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-
 from conftest import TRUMPET
 from test_readers import USER, _with_user_tags
+
 from tagger.config import load_config
-from tagger.library.inbox import Correction, Inbox, apply_correction, apply_now, lock_holder, read_status
 from tagger.errors import TagWriteError
-from tagger.pipeline.scanner import scan
-from tagger.library.store import Store
 from tagger.fsutil import path_key
+from tagger.library.inbox import Correction, Inbox, lock_holder, read_status
+from tagger.library.store import Store
+from tagger.pipeline.corrections import apply_correction, apply_now
+from tagger.pipeline.scanner import scan
 from tagger.tagging.plan import Change, plan_changes, plan_correction, user_values
 from tagger.tagging.writer import read_fields, write_changes
 

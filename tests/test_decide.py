@@ -4,9 +4,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tagger.models.card import Card, Output
 from tagger.config import load_config
-from tagger.decision.decide import FieldPolicy, calibrated, decide, decide_field, model_values
+from tagger.decision.decide import calibrated, decide, decide_field, model_values
+from tagger.fields import FieldPolicy
+from tagger.models.card import Card, Output
 
 GENRE = FieldPolicy("fill", 2, 0.30, 0.8, 2, "share")
 VOCAB = {"Classical": ["classical", "classic", "orchestral"], "Jazz": ["jazz"], "Electronic": ["electronic", "techno"],

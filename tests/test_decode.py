@@ -5,14 +5,14 @@ import shutil
 
 import numpy as np
 import pytest
-
 from audiofiles import ALL_FORMATS, music_like, write_audio
+
 from tagger.analysis.decode import decode
-from tagger.analysis.formats import sniff
 from tagger.analysis.digests import native_digest
+from tagger.analysis.formats import sniff
+from tagger.analysis.windows import iter_windows
 from tagger.errors import DecodeError
 from tagger.models.card import Card, Output
-from tagger.analysis.windows import iter_windows
 
 DECODER = {".wav": "pedalboard", ".aiff": "pedalboard", ".flac": "pyav", ".ogg": "pedalboard",
            ".mp3": "pedalboard", ".opus": "pyav", ".m4a": "pyav", ".alac.m4a": "pyav", ".wma": "pyav"}

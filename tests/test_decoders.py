@@ -7,10 +7,10 @@ import signal
 
 import numpy as np
 import pytest
-
 from audiofiles import music_like, write_audio
-from tagger.analysis.workers import DecoderProcess
+
 from tagger.analysis.engine import Engine, TrackFailure
+from tagger.analysis.workers import DecoderProcess
 
 
 @pytest.fixture(scope="module")

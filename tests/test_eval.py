@@ -5,8 +5,8 @@ import json
 import shutil
 
 import pytest
-
 from conftest import EXPORTER_DATA, TRUMPET
+
 from tagger.cli import main
 from tagger.decision.evaluate import Case, calibrate, evaluate
 from tagger.tagging.plan import Change

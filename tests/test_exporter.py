@@ -1,10 +1,8 @@
 """The PyTorch ports match the original musicnn outputs; the ONNX exports match end to end."""
 from __future__ import annotations
 
-
 import numpy as np
 import pytest
-
 from conftest import EXPORTER_DATA, REFERENCE, needs_shared, reference_clips
 
 torch = pytest.importorskip("torch")
@@ -151,6 +149,7 @@ def test_metadata_makes_the_file_self_describing(exported):
 def test_bundled_models_are_reproduced_by_a_fresh_export(exported, model_id):
     """The committed ONNX files are exactly what the exporter makes: same weights, metadata, outputs."""
     from conftest import assert_same_onnx
+
     from tagger.models.session import BUNDLED_DIR
 
     assert_same_onnx(exported[model_id], BUNDLED_DIR / f"{model_id}.onnx")
@@ -259,8 +258,8 @@ class _TwoHeads(torch.nn.Module):
 
 
 def test_a_card_with_several_named_outputs_exports_and_runs(tmp_path):
-    from tagger.models.card import Card, Output
     from tagger.analysis.engine import Engine
+    from tagger.models.card import Card, Output
     from tagger.models.session import Model
 
     card = Card(id="two-heads", version="1", sample_rate=8000, window=1600, hop=1600, outputs=(
@@ -300,9 +299,10 @@ def test_card_validation_names_the_problem():
 def test_the_batch_stages_keep_every_head_of_a_multi_output_card(tmp_path):
     """`tagger batch` stores each label output by name (a genre head and a mood head), equal to the engine's."""
     from audiofiles import music_like, write_audio
+
+    from tagger.analysis.engine import Engine
     from tagger.batch.stages import Item, infer, prepare
     from tagger.models.card import Card, Output
-    from tagger.analysis.engine import Engine
     from tagger.models.session import Model
 
     card = Card(id="two-heads", version="1", sample_rate=8000, window=1600, hop=1600, outputs=(

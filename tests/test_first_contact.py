@@ -12,12 +12,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from audiofiles import music_like, write_audio
 from conftest import AUDIO, EXPORTER_DATA, ROOT, TRUMPET
+
+from tagger.analysis.decode import decode
 from tagger.cli import main
 from tagger.config import DEFAULTS_FILE, load_config
-from tagger.analysis.decode import decode
 from tagger.errors import DecodeError, StoreError, TagWriteError
 from tagger.library.store import Store
 from tagger.tagging.plan import PROVENANCE, Change, plan_changes

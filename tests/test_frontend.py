@@ -15,8 +15,14 @@ from onnx import TensorProto, helper, numpy_helper
 
 from tagger.analysis.decode import decode
 from tagger.analysis.engine import Engine, TrackResult
-from tagger.models.shared_front import _outer_refs, _read_split, _write_split, find_shared_fronts, split_shared_prefix
 from tagger.models.session import load_model
+from tagger.models.shared_front import (
+    _outer_refs,
+    _read_split,
+    _write_split,
+    find_shared_fronts,
+    split_shared_prefix,
+)
 
 BRAHMS = next(EXPORTER_DATA.glob("Hungarian*.ogg"))
 

@@ -12,10 +12,10 @@ import pytest
 
 import tagger.analysis.engine as engine_mod
 import tagger.models.session as tagger_model
-from tagger.config import load_config
 from tagger.analysis.engine import pipeline_settings
-from tagger.models.session import load_model
 from tagger.analysis.windows import iter_windows
+from tagger.config import load_config
+from tagger.models.session import load_model
 
 CLIP = Path(__file__).resolve().parent.parent / "exporter" / "data" / "sorohanro_-_solo-trumpet-06.ogg"
 

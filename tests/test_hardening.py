@@ -12,15 +12,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from audiofiles import music_like, write_audio
 from conftest import TRUMPET
+
+from tagger.analysis.engine import Engine, TrackFailure
 from tagger.cli import main
 from tagger.config import load_config
-from tagger.analysis.engine import Engine, TrackFailure
 from tagger.errors import TagWriteError
-from tagger.pipeline.scanner import scan
 from tagger.library.store import Store
+from tagger.pipeline.scanner import scan
 from tagger.tagging.plan import Change
 from tagger.tagging.writer import read_fields, write_changes
 
@@ -255,7 +255,7 @@ def test_sighup_with_a_bad_model_name_keeps_the_daemon_running(cfg, msd_model, t
 
 def test_a_file_queued_twice_while_in_flight_does_not_crash_the_scanner(cfg, msd_model, tmp_path):
     """The daemon can hand the same path in again while its first analysis is still running."""
-    from tagger.pipeline.scanner import ScanReport, Scanner
+    from tagger.pipeline.scanner import Scanner, ScanReport
 
     song = write_audio(tmp_path / "a.flac", music_like(4.0, 44100, 2), 44100)
     st = os.stat(song)
@@ -367,7 +367,7 @@ def test_json_output_survives_file_names_that_are_not_utf8(tmp_path, capsys):
 
 
 def test_an_analysis_of_a_file_that_changed_before_its_write_is_dropped(cfg, msd_model, tmp_path):
-    from tagger.pipeline.scanner import ScanReport, Scanner
+    from tagger.pipeline.scanner import Scanner, ScanReport
 
     song = write_audio(tmp_path / "a.flac", music_like(4.0, 44100, 2), 44100)
     st = os.stat(song)

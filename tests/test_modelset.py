@@ -8,14 +8,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from audiofiles import music_like, write_audio
 from conftest import TRUMPET
+
 from tagger.cli import main
 from tagger.config import load_config
+from tagger.library.store import Store
 from tagger.models.session import load_model
 from tagger.pipeline.scanner import scan
-from tagger.library.store import Store
 
 
 @pytest.fixture(scope="module")
@@ -72,8 +72,8 @@ def test_adding_a_model_later_analyses_only_what_it_lacks(cfg, lib, pair):
         scan([lib], cfg, [msd], store)
         first = {p.name: store.get(p, "musicnn-msd") for p in lib.iterdir()}
     with Store(cfg.database) as store:
-        from tagger.pipeline.scanner import Scanner, ScanReport
         from tagger.library.files import discover
+        from tagger.pipeline.scanner import Scanner, ScanReport
 
         scanner = Scanner(cfg, [msd, fcn], store)
         files, _ = discover([lib], cfg.extensions)

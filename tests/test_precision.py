@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 
 onnx = pytest.importorskip("onnx")
+from conftest import AUDIO, EXPORTER_DATA  # noqa: E402
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
-from conftest import AUDIO, EXPORTER_DATA  # noqa: E402
 from exporter import quantize  # noqa: E402
-from tagger.models import session as tagger_model  # noqa: E402
 from tagger.errors import ModelError  # noqa: E402
+from tagger.models import session as tagger_model  # noqa: E402
 from tagger.models.session import BUNDLED_DIR, VARIANT_KEY, Model, load_model  # noqa: E402
 
 VARIANTS = sorted(p.stem for p in (BUNDLED_DIR / "int8").glob("*.onnx"))
@@ -236,9 +236,9 @@ def test_config_and_command_line_select_precision(tmp_path, monkeypatch):
 
 @pytest.mark.slow
 def test_exporter_writes_nothing_when_the_variant_misses_the_bar(tmp_path, monkeypatch):
+    from exporter.zoo import verification_audio
     from tagger.analysis.cut import decode_windows
     from tagger.analysis.windows import iter_windows
-    from exporter.zoo import verification_audio
 
     card = load_model("musicnn-msd", device="cpu").card
     calib = [np.stack(list(iter_windows([clip], card)))[:4] for clip in verification_audio()]

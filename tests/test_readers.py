@@ -10,8 +10,8 @@ import time
 from pathlib import Path
 
 import pytest
-
 from audiofiles import music_like, write_audio
+
 from tagger.errors import TagWriteError
 from tagger.tagging.plan import Change, plan_undo
 from tagger.tagging.writer import read_fields, write_changes

@@ -2,9 +2,9 @@
 from __future__ import annotations
 
 import numpy as np
-
 from audiofiles import write_audio
 from conftest import REFERENCE, needs_shared, reference_clips
+
 from tagger.analysis.decode import StreamInfo, _pedalboard_blocks
 from tagger.analysis.engine import Engine
 

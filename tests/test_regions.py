@@ -8,13 +8,12 @@ import numpy as np
 import pytest
 from audiofiles import write_audio
 
-from tagger.models.card import Card, Output
+from tagger.analysis.cut import decode_windows
 from tagger.analysis.decode import RegionReader, StreamInfo
 from tagger.analysis.formats import REGION_FORMATS, sniff
-from tagger.analysis.cut import decode_windows
+from tagger.analysis.windows import MAX_FRACTION, Windower, plan_regions
 from tagger.errors import DecodeError
-from tagger.analysis.windows import MAX_FRACTION, plan_regions
-from tagger.analysis.windows import Windower
+from tagger.models.card import Card, Output
 
 RATE = 44100
 

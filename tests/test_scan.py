@@ -11,14 +11,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from audiofiles import music_like, write_audio
 from conftest import ROOT, TRUMPET
+
+from tagger.analysis.digests import native_digest
 from tagger.cli import main
 from tagger.config import load_config
-from tagger.analysis.digests import native_digest
-from tagger.pipeline.scanner import scan
 from tagger.library.store import Store
+from tagger.pipeline.scanner import scan
 
 
 @pytest.fixture

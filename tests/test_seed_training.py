@@ -5,10 +5,9 @@ from __future__ import annotations
 import csv
 import json
 
+import groove
 import numpy as np
 import pytest
-
-import groove
 from conftest import SHARED
 
 torch = pytest.importorskip("torch")

@@ -6,14 +6,14 @@ import json
 from dataclasses import replace
 
 import pytest
-
 from audiofiles import music_like, write_audio
 from conftest import serving
+
 from tagger.config import load_config
 from tagger.errors import ConfigError
+from tagger.library.store import Store
 from tagger.pipeline.scanner import scan
 from tagger.serving.http import ServeConfig, make_server
-from tagger.library.store import Store
 
 
 @pytest.fixture(scope="module")

@@ -6,14 +6,14 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
-
 from audiofiles import music_like, write_audio
 from conftest import AUDIO, needs_shared
+
 from tagger.cli import main
 from tagger.config import load_config
-from tagger.pipeline.scanner import scan
-from tagger.lookup.similar import Library, playlist, top_k
 from tagger.library.store import Store
+from tagger.lookup.similar import Library, playlist, top_k
+from tagger.pipeline.scanner import scan
 
 
 def test_top_k_is_exact_and_deterministic():

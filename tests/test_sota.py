@@ -5,10 +5,8 @@ committed in exporter/sota_weights, so the torch side needs nothing else.
 """
 from __future__ import annotations
 
-
 import numpy as np
 import pytest
-
 from conftest import AUDIO, SHARED
 
 torch = pytest.importorskip("torch")
@@ -74,6 +72,7 @@ def test_exported_onnx_matches_the_original_per_window(arch, dataset, tmp_path):
 @pytest.mark.parametrize("model_id", ["fcn-jamendo", "fcn-mtat"])
 def test_bundled_models_are_what_the_exporter_makes(model_id, tmp_path):
     from conftest import assert_same_onnx
+
     from exporter.__main__ import main
     from tagger.models.session import BUNDLED_DIR
 

@@ -6,15 +6,15 @@ import stat
 from dataclasses import replace
 
 import pytest
+from audiofiles import music_like, write_audio
 from mutagen.flac import FLAC
 from mutagen.id3 import ID3
 from mutagen.mp4 import MP4
 from mutagen.oggopus import OggOpus
 from mutagen.oggvorbis import OggVorbis
 
-from audiofiles import music_like, write_audio
-from tagger.config import load_config
 from tagger.analysis.digests import native_digest
+from tagger.config import load_config
 from tagger.errors import TagWriteError
 from tagger.tagging.plan import Change, plan_changes, plan_undo
 from tagger.tagging.writer import read_fields, write_changes

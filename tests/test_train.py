@@ -10,12 +10,12 @@ import json
 from collections import Counter
 from pathlib import Path
 
-import mutagen
-from mutagen.id3 import TCON, TPE1
-import pytest
-
 import groove
+import mutagen
+import pytest
 from conftest import SHARED
+from mutagen.id3 import TCON, TPE1
+
 from tagger.cli import main
 
 taglib = pytest.importorskip("taglib")

@@ -6,12 +6,17 @@ import itertools
 import numpy as np
 import pytest
 
-from tagger.models.card import Card, CardError, Output, Source
-from tagger.decision.decide import FieldPolicy
-from tagger.decision.track import decide_head
-from exporter.heads.calibrate import (average_precision, equal_rate_threshold, precision_threshold, reliability,
-                                    roc_auc)
+from exporter.heads.calibrate import (
+    average_precision,
+    equal_rate_threshold,
+    precision_threshold,
+    reliability,
+    roc_auc,
+)
 from exporter.heads.split import group_folds, group_key, groups_per_label, track_folds
+from tagger.decision.track import decide_head
+from tagger.fields import FieldPolicy
+from tagger.models.card import Card, CardError, Output, Source
 
 
 def test_equal_rate_threshold_on_a_known_case():
@@ -145,7 +150,7 @@ def test_context_vote_asks_the_album_then_the_folder_and_needs_agreement():
 
 
 def test_a_damaged_head_is_skipped_with_its_name_logged_and_the_field_falls_back(tmp_path, caplog):
-    from tagger.decision.track import load_heads
+    from tagger.models.heads import load_heads
 
     (tmp_path / "heads").mkdir()
     (tmp_path / "heads" / "genre.onnx").write_bytes(b"not a model")

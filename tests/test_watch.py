@@ -14,16 +14,22 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from watchdog.events import (DirMovedEvent, FileClosedEvent, FileCreatedEvent, FileDeletedEvent,
-                             FileModifiedEvent, FileMovedEvent)
-
 from audiofiles import music_like, write_audio
 from conftest import ROOT
-from tagger.config import load_config
+from watchdog.events import (
+    DirMovedEvent,
+    FileClosedEvent,
+    FileCreatedEvent,
+    FileDeletedEvent,
+    FileModifiedEvent,
+    FileMovedEvent,
+)
+
 from tagger.analysis.digests import native_digest
-from tagger.library.store import Store
-from tagger.daemon.watch import Daemon
+from tagger.config import load_config
 from tagger.daemon.events import Debouncer, LibraryEventHandler, Op
+from tagger.daemon.watch import Daemon
+from tagger.library.store import Store
 
 EXT = load_config(None).extensions
 

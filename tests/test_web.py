@@ -11,13 +11,13 @@ import time
 from dataclasses import replace
 
 import pytest
-
 from audiofiles import music_like, write_audio
 from conftest import serving
+
 from tagger.config import load_config
+from tagger.library.store import Store
 from tagger.pipeline.scanner import scan
 from tagger.serving.http import ServeConfig, make_server
-from tagger.library.store import Store
 from tagger.serving.web.catalogue import Catalogue, Query
 from tagger.serving.web.media import RangeError, parse_range
 from tagger.tagging.writer import read_fields
@@ -243,7 +243,7 @@ def test_browser_login_by_token_sets_a_strict_cookie(server):
 
 def test_a_large_library_is_reopened_in_the_background(tmp_path, msd_model, monkeypatch):
     """Past SYNC_REBUILD_S the view is rebuilt by a thread while requests are answered from the previous one."""
-    from tagger.serving.http import _State
+    from tagger.serving.state import LibraryState
 
     lib = tmp_path / "lib"
     lib.mkdir()
@@ -251,7 +251,7 @@ def test_a_large_library_is_reopened_in_the_background(tmp_path, msd_model, monk
     cfg = replace(load_config(None), database=tmp_path / "db", write_enabled=False, models=("musicnn-msd",))
     with Store(cfg.database) as store:
         scan([lib], cfg, msd_model, store)
-    monkeypatch.setattr(_State, "SYNC_REBUILD_S", -1.0)  # every reopening counts as slow
+    monkeypatch.setattr(LibraryState, "SYNC_REBUILD_S", -1.0)  # every reopening counts as slow
     with serving(make_server(cfg, msd_model, ServeConfig(port=0)), "tagger-test-web-bg") as srv:
         write_audio(lib / "b.flac", music_like(5.0, 22050, 1, seed=2), 22050)
         with Store(cfg.database) as store:

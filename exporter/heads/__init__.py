@@ -22,21 +22,23 @@ from pathlib import Path
 
 import numpy as np
 
-from tagger.models.card import Card, Output
-from tagger.decision.decide import FIELD_GROUPS, FieldPolicy
-from tagger.decision.track import heads_dir
-from tagger.library.store import Store
+from tagger import fields as field_registry
+from tagger.fields import FieldPolicy
 from tagger.fsutil import fsync_dir
+from tagger.library.store import Store
+from tagger.models.card import Card, Output
+from tagger.models.heads import heads_dir
+
 from .calibrate import label_metrics, precision_threshold, reliability
 from .dataset import Dataset, collect
 from .split import group_folds, group_key, groups_per_label, track_folds
 
-TRAINABLE = ("genre", "mood")  # the fields a user fills in themselves (descriptors belong to the tool)
+TRAINABLE = field_registry.trainable()  # the fields a user fills in themselves (tagger.fields declares them)
 
 
 @dataclass
 class TrainOptions:
-    fields: tuple[str, ...] = TRAINABLE
+    fields: tuple[str, ...] = field(default_factory=field_registry.trainable)
     calibration: str = "precision"  # precision | equal-rate
     precision: float = 0.9  # held-out precision a label must reach to be written
     folds: int = 5
@@ -191,7 +193,7 @@ def train_field(store: Store, cards: list[Card], field_name: str, policy: FieldP
     progress.step()
     digest = hashlib.sha256(final.weight.tobytes() + final.bias.tobytes()
                             + json.dumps([ds.labels, thresholds, context["scopes"]]).encode()).hexdigest()[:12]
-    group = FIELD_GROUPS.get(field_name, (field_name,))[0]
+    group = field_registry.groups_of(field_name)[0]
     report = {"field": field_name, "kind": kind, "tracks": len(ds.X), "untagged_tracks": ds.unlabelled,
               "labels": {label: int((ds.Y[:, j] > 0).sum()) for j, label in enumerate(ds.labels)},
               "left_out_rare": ds.left_out, "calibration": opts.calibration, "precision_target": opts.precision,

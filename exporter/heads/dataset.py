@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from tagger.models.card import Card, Source
 from tagger.decision.context import normalise
 from tagger.library.store import Store
+from tagger.models.card import Card, Source
 
 
 @dataclass

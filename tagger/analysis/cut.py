@@ -101,7 +101,8 @@ def decode_windows(path: Path, cards: Sequence[Card], wanted: Sequence[int], max
             cut.feed(rate, block)
         if stop is not None and stop():
             raise DecodeStopped
-    for rate, conv in converters.items():
+    for rate, conv in converters.items():  # set, with the cutters, when the first block arrived
+        assert cut is not None
         tail = conv.finish()
         if rate == FINGERPRINT_RATE:
             fp.update(tail)

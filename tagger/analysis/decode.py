@@ -14,6 +14,7 @@ from contextlib import nullcontext
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
+from typing import Any, Literal
 
 import numpy as np
 
@@ -41,6 +42,11 @@ class StreamInfo:
     declared_frames: int = 0  # the length the header announces (0: unknown), known before the first block
 
 
+def _source(name: str | None, handle: Any) -> Any:
+    """What the decoders open: the path as text, or an open binary file when the name is not UTF-8."""
+    return name if name is not None else handle
+
+
 def _utf8_name(path: Path) -> str | None:
     """The path as text the C++ decoders accept, or None when it is not valid UTF-8 on disk."""
     name = str(path)
@@ -53,7 +59,7 @@ def _utf8_name(path: Path) -> str | None:
 
 def _file_chunks(f, start: int, size: int, big_endian: bool) -> Iterator[tuple[bytes, int, int]]:
     """(id, data offset, declared length) of each RIFF/IFF chunk, seeking through the whole file."""
-    order = "big" if big_endian else "little"
+    order: Literal["big", "little"] = "big" if big_endian else "little"
     pos = start
     while pos + 8 <= size:
         f.seek(pos)
@@ -167,7 +173,7 @@ def _pedalboard_blocks(path: Path, fmt: str, info: StreamInfo) -> Iterator[np.nd
     from pedalboard.io import AudioFile
 
     name = _utf8_name(path)
-    with (open(path, "rb") if name is None else nullcontext()) as handle, AudioFile(name or handle) as f:
+    with (open(path, "rb") if name is None else nullcontext()) as handle, AudioFile(_source(name, handle)) as f:
         first, end = _pedalboard_bounds(f, path, fmt, info)
         yield from _pedalboard_read(f, first, end, info.source_rate)
 
@@ -176,7 +182,7 @@ def _pyav_blocks(path: Path, info: StreamInfo) -> Iterator[np.ndarray]:
     import av
 
     name = _utf8_name(path)
-    with (open(path, "rb") if name is None else nullcontext()) as handle, av.open(name or handle) as container:
+    with (open(path, "rb") if name is None else nullcontext()) as handle, av.open(_source(name, handle), "r") as container:
         if not container.streams.audio:
             raise DecodeError(path, "container has no audio stream")
         stream = container.streams.audio[0]
@@ -288,8 +294,8 @@ class RegionReader:
 
     def __init__(self, path: Path, info: StreamInfo) -> None:
         self.path, self.info = path, info
-        self._file = None  # pedalboard's AudioFile, or PyAV's container for FLAC
-        self._handle = None
+        self._file: Any = None  # pedalboard's AudioFile, or PyAV's container for FLAC
+        self._handle: Any = None
         self._offset = 0
         self.frames = 0
 
@@ -319,7 +325,7 @@ class RegionReader:
         name = _utf8_name(self.path)
         if name is None:
             self._handle = open(self.path, "rb")
-        self._file = AudioFile(name or self._handle)
+        self._file = AudioFile(_source(name, self._handle))
         self.info.decoder = "pedalboard"
         self._offset, end = _pedalboard_bounds(self._file, self.path, fmt, self.info)
         self.frames = end - self._offset
@@ -330,7 +336,7 @@ class RegionReader:
         name = _utf8_name(self.path)
         if name is None:
             self._handle = open(self.path, "rb")
-        self._file = av.open(name or self._handle)
+        self._file = av.open(_source(name, self._handle), "r")
         if not self._file.streams.audio:
             raise DecodeError(self.path, "container has no audio stream")
         stream = self._file.streams.audio[0]

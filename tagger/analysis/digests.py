@@ -4,6 +4,7 @@ from __future__ import annotations
 import hashlib
 from contextlib import nullcontext
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -23,7 +24,7 @@ class NativeHash:
     into blocks, and no interleaving copy is needed."""
 
     def __init__(self) -> None:
-        self._per_channel: list["hashlib._Hash"] = []
+        self._per_channel: list[Any] = []  # one blake2b per channel
 
     def update(self, block: np.ndarray) -> None:
         block = block.reshape(1, -1) if block.ndim == 1 else block
@@ -76,7 +77,7 @@ def native_digest(path: str | Path) -> str:
     except DecodeError:
         raise
     except Exception as exc:
-        raise DecodeError(path, f"cannot decode {fmt}: {str(exc).strip() or type(exc).__name__}") from None
+        raise DecodeError(path, f"cannot decode {fmt}: {str(exc).strip() or type(exc).__name__}") from exc
     return digest.hexdigest(info.source_rate, info.channels)
 
 
@@ -118,7 +119,7 @@ def packet_digest(path: str | Path) -> str:
     h = hashlib.sha256()
     name = _utf8_name(path)
     try:
-        with (open(path, "rb") if name is None else nullcontext()) as handle, av.open(name or handle) as box:
+        with (open(path, "rb") if name is None else nullcontext()) as handle, av.open(name if name is not None else handle, "r") as box:
             if not box.streams.audio:
                 raise DecodeError(path, "container has no audio stream")
             stream = box.streams.audio[0]
@@ -138,7 +139,7 @@ def packet_digest(path: str | Path) -> str:
     except DecodeError:
         raise
     except Exception as exc:
-        raise DecodeError(path, f"cannot demux: {str(exc).strip() or type(exc).__name__}") from None
+        raise DecodeError(path, f"cannot demux: {str(exc).strip() or type(exc).__name__}") from exc
     if count == 0:
         raise DecodeError(path, "no audio packets")
     return h.hexdigest()

@@ -18,10 +18,11 @@ import os
 import queue
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Generator, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -31,6 +32,9 @@ from tagger.errors import DecodeError, ModelError, TaggerError
 from tagger.models.card import Card
 from tagger.models.session import Model
 from tagger.models.shared_front import find_shared_fronts
+
+if TYPE_CHECKING:
+    from tagger.analysis.workers import DecoderPool
 
 log = logging.getLogger(__name__)
 
@@ -198,7 +202,7 @@ class Engine:
         self.fronts = find_shared_fronts(self.models) if len(self.models) > 1 else {}
         # Decode in worker processes (one per decode worker, started on first use) instead of threads.
         self.decode_processes = decode_processes
-        self._decoder_pool = None
+        self._decoder_pool: DecoderPool | None = None
         self.stats = {"windows": 0, "batches": 0, "infer_seconds": 0.0}
         self.heartbeat = time.monotonic()  # the last moment real work was done (a block decoded, a batch run)
         self.per_model = {m.card.id: {"windows": 0, "batches": 0, "seconds": 0.0} for m in self.models}
@@ -248,7 +252,7 @@ class Engine:
 
     # -- the pipeline ----------------------------------------------------------------------------
     def analyse(self, items: Iterable[Path | str | tuple[Path | str, Iterable[str] | None]]
-                ) -> Iterator[TrackResult | TrackFailure]:
+                ) -> Generator[TrackResult | TrackFailure, None, None]:
         """Yield one result per item. An item is a path (every model) or ``(path, model ids)``.
 
         Items are consumed lazily, so a generator is fine (the daemon keeps feeding one).

@@ -45,7 +45,7 @@ def sniff(path: str | Path) -> str:
         with open(path, "rb") as f:
             head = f.read(4096)
     except OSError as exc:
-        raise DecodeError(path, f"cannot read file: {exc.strerror or exc}") from None
+        raise DecodeError(path, f"cannot read file: {exc.strerror or exc}") from exc
     if not head:
         raise DecodeError(path, "file is empty (0 bytes)")
     if head[:4] == b"RIFF" and head[8:12] == b"WAVE":

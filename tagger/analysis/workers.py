@@ -78,9 +78,9 @@ class DecoderProcess:
                 continue
             try:
                 msg = self.conn.recv()
-            except (EOFError, OSError):
+            except (EOFError, OSError) as exc:
                 self.proc.join(timeout=5)
-                raise DecodeError(path, f"the decoder process died (exit code {self.proc.exitcode})") from None
+                raise DecodeError(path, f"the decoder process died (exit code {self.proc.exitcode})") from exc
             if msg[0] == "w":
                 emit(msg[1], msg[2])
             elif msg[0] == "end":

@@ -68,7 +68,7 @@ def write_index(vectors: np.ndarray, meta: list[dict[str, Any]], out: Path, abou
     nbits = min(params.nbits, int(math.log2(max(n, 1) / MIN_TRAIN_PER_LIST)) if n >= MIN_TRAIN_PER_LIST else 0)
     if n >= nlist * MIN_TRAIN_PER_LIST and nbits >= 4:
         quantizer = faiss.IndexFlatIP(dim)
-        index = faiss.IndexIVFPQ(quantizer, dim, nlist, m, nbits, faiss.METRIC_INNER_PRODUCT)
+        index: Any = faiss.IndexIVFPQ(quantizer, dim, nlist, m, nbits, faiss.METRIC_INNER_PRODUCT)
         train = unit if n <= 200_000 else unit[np.random.default_rng(0).choice(n, 200_000, replace=False)]
         index.train(train)
         kind = "ivfpq"
@@ -95,13 +95,14 @@ class Index:
 
         try:
             self.info = json.loads((folder / "index.json").read_text())
-            self.index = faiss.read_index(str(folder / "index.faiss"))
+            self.index: Any = faiss.read_index(str(folder / "index.faiss"))
             self.unit = np.load(folder / "vectors.npy", mmap_mode="r")
             self.meta = pq.read_table(folder / "tracks.parquet").to_pylist()
         except (OSError, ValueError, RuntimeError) as exc:
-            raise StoreError(folder, f"not a usable index: {exc}") from None
+            raise StoreError(folder, f"not a usable index: {exc}") from exc
         if self.info["kind"] == "ivfpq":
-            self.index.nprobe = nprobe or self.info["nprobe"]
+            ivf: Any = self.index
+            ivf.nprobe = nprobe or self.info["nprobe"]
         self.rerank = rerank or self.info["rerank"]
         self.row_of = {m["path"]: i for i, m in enumerate(self.meta)}
 

@@ -132,7 +132,7 @@ def run_batch(items: Sequence[Item], models: Sequence[Model], opts: BatchOptions
         if gpus and opts.actors * gpus > resources.get("GPU", 0):
             raise ConfigError("batch", f"{opts.actors} actor(s) x {gpus} GPU; the Ray cluster has "
                                        f"{resources.get('GPU', 0):g} GPU(s)")
-        ds = ray.data.from_items([{"id": it.id, "path": it.path} for it in todo],
+        ds: Any = ray.data.from_items([{"id": it.id, "path": it.path} for it in todo],
                                  override_num_blocks=min(len(todo), 10_000))
         # The decode tasks state their memory (one decoder and a track's windows): it is honest scheduling
         # information, and it keeps Ray from fusing decoding into the inference actors (operators with
@@ -149,7 +149,7 @@ def run_batch(items: Sequence[Item], models: Sequence[Model], opts: BatchOptions
                                                    "threads": opts.threads_per_actor, "max_batch": opts.max_batch})
         per_track: dict[str, list[dict[str, Any]]] = {}
         for table in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
-            rows = table.to_pylist()
+            rows = table.to_pylist()  # pyarrow batches (batch_format above)
             writer.add(rows)
             report.rows += len(rows)
             for r in rows:

@@ -21,12 +21,12 @@ def _rows(path: Path) -> list[dict[str, str]]:
         try:
             return [{k: ("" if v is None else str(v)) for k, v in r.items()} for r in pq.read_table(path).to_pylist()]
         except Exception as exc:
-            raise ConfigError(path, f"cannot read the manifest: {exc}") from None
+            raise ConfigError(path, f"cannot read the manifest: {exc}") from exc
     try:
         with open(path, newline="", encoding="utf-8") as f:
             return list(csv.DictReader(f, delimiter="\t" if path.suffix.lower() == ".tsv" else ","))
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise ConfigError(path, f"cannot read the manifest: {exc}") from None
+        raise ConfigError(path, f"cannot read the manifest: {exc}") from exc
 
 
 def read_manifest(path: Path) -> list[Item]:

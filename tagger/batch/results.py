@@ -97,7 +97,7 @@ def read_rows(folder: Path, columns: Sequence[str] | None = None) -> Iterator[di
         try:
             table = pq.read_table(part, columns=list(columns) if columns else None)
         except Exception as exc:
-            raise StoreError(part, f"unreadable Parquet part ({exc}); move it aside and rerun to redo its tracks") from None
+            raise StoreError(part, f"unreadable Parquet part ({exc}); move it aside and rerun to redo its tracks") from exc
         yield from table.to_pylist()
 
 

@@ -8,6 +8,7 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from tagger.cli.exits import EXIT_FILES_FAILED, EXIT_OK
 from tagger.cli.options import bars, decider_for, load_models, settings_from
@@ -28,7 +29,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
                     decode_processes=cfg.decode_processes)
     paths = [Path(p) for p in args.files]
     failed = 0
-    out = []
+    out: list[dict[str, Any]] = []
     try:
         for res in engine.analyse(paths):
             if isinstance(res, TrackFailure):
@@ -40,7 +41,8 @@ def cmd_analyze(args: argparse.Namespace) -> int:
                 continue
             vectors = {mid: (m.card.analyser, m.tags, m.embedding) for mid, m in res.models.items()}
             try:
-                album = (read_fields(res.path, names=("ALBUM",))["ALBUM"] or [None])[0]
+                albums = read_fields(res.path, names=("ALBUM",))["ALBUM"]
+                album: str | None = albums[0] if albums else None
             except TaggerError:
                 album = None
             decision = decider.decide(vectors, path_key(res.path), album)

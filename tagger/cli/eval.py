@@ -9,6 +9,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from tagger import fields as field_registry
 from tagger.cli.exits import EXIT_FILES_FAILED, EXIT_OK
 from tagger.cli.options import load_models, settings_from
 from tagger.errors import ConfigError
@@ -18,11 +19,12 @@ log = logging.getLogger("tagger")
 
 def cmd_eval(args: argparse.Namespace) -> int:
     """The tool's decisions on the user's own tagged tracks, against those tags; optionally calibrated."""
+    from tagger import fields as field_registry
     from tagger.decision.evaluate import Calibration, Case, calibrate, evaluate
-    from tagger.decision.track import Decider, stored_vectors
+    from tagger.decision.track import Decider
     from tagger.fsutil import path_key
     from tagger.library.store import Store
-    from tagger.tagging.plan import CORRECTABLE
+    from tagger.library.vectors import stored_vectors
 
     cfg = settings_from(args)
     if args.remove_calibration:
@@ -33,7 +35,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         raise ConfigError("--precision", f"must be in (0, 1], got {args.precision}")
     if args.min_tracks < 1:
         raise ConfigError("--min-tracks", f"must be at least 1, got {args.min_tracks}")
-    fields = tuple(args.field or CORRECTABLE)
+    fields = tuple(args.field or field_registry.trainable())
     models = load_models(cfg)
     cards = {m.card.id: m.card for m in models}
     first = next(iter(cards))
@@ -107,7 +109,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def add_parsers(sub: argparse._SubParsersAction, common: Callable[[argparse.ArgumentParser], None]) -> None:
     ev = sub.add_parser("eval", help="how right the tool would be on your library: its decisions against your tags")
     ev.add_argument("paths", nargs="*", help="only tracks under these folders (default: every analysed track)")
-    ev.add_argument("--field", action="append", choices=["genre", "mood"], help="only this field (repeatable)")
+    ev.add_argument("--field", action="append", choices=field_registry.trainable(), help="only this field (repeatable)")
     ev.add_argument("--json", action="store_true")
     ev.add_argument("--calibrate", action="store_true",
                     help="store per-value thresholds so that what scans write reaches --precision on your tracks")

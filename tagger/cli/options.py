@@ -6,10 +6,11 @@ import logging
 import os
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from tagger.config import Config, load_config
+from tagger.config import Config, load_config, schema
 from tagger.errors import ConfigError
 from tagger.models.session import Model, load_model
 
@@ -17,29 +18,18 @@ log = logging.getLogger("tagger")
 
 
 def settings_from(args: argparse.Namespace) -> Config:
+    """The config file's settings with the command line's flags over them, each flag checked by the same rule
+    as its key in the file (:mod:`tagger.config.schema`)."""
     cfg = load_config(Path(args.config) if args.config else None)
-    overrides: dict[str, Any] = {}
+    overrides: dict[str, Any] = schema.from_flags(args)
+    for attr, value in list(overrides.items()):
+        if schema.BY_ATTR[attr].kind == "path":
+            overrides[attr] = Path(value).expanduser()
     if getattr(args, "model", None):
-        overrides["models"] = tuple(args.model)
-    from tagger.config import BOUNDS
-    if getattr(args, "model_precision", None):
-        overrides["precision"] = args.model_precision
-    for name in ("device", "threads", "batch_size", "max_windows"):
-        value = getattr(args, name, None)
-        if value is not None:
-            if name in BOUNDS and not BOUNDS[name][0] <= value <= BOUNDS[name][1]:
-                lo, hi = BOUNDS[name]
-                raise ConfigError(f"--{name.replace('_', '-')}", f"must be an integer >= {lo} and <= {hi}, got {value}")
-            overrides[name] = value
-    if getattr(args, "database", None):
-        overrides["database"] = Path(args.database).expanduser()
+        overrides["models"] = schema.check(schema.BY_KEY["models"], args.model, "--model")
     if getattr(args, "no_write", False):
         overrides["write_enabled"] = False
-    if overrides:
-        from dataclasses import replace
-
-        cfg = replace(cfg, **overrides)
-    return cfg
+    return replace(cfg, **overrides) if overrides else cfg
 
 
 def load_models(cfg: Config) -> list[Model]:
@@ -120,14 +110,7 @@ def common(sp: argparse.ArgumentParser) -> None:
     sp.add_argument("--config", help="config file (default $XDG_CONFIG_HOME/tagger/config.yaml, if present)")
     sp.add_argument("--model", action="append",
                     help="model name or .onnx path; repeat for a set (replaces the configured `models`)")
-    sp.add_argument("--device", choices=["auto", "cpu", "cuda"])
-    sp.add_argument("--model-precision", choices=["auto", "float", "int8"], dest="model_precision",
-                    help="auto: verified int8 variants where the CPU has VNNI/AMX (default) | float | int8")
-    sp.add_argument("--threads", type=int)
-    sp.add_argument("--batch-size", type=int, dest="batch_size")
-    sp.add_argument("--max-windows", type=int, dest="max_windows",
-                    help="analyse at most N windows per track and model, spread evenly (0: all)")
-    sp.add_argument("--database", help="database folder (overrides config)")
+    schema.add_flags(sp)  # --device, --model-precision, --threads, ...: the settings that have a flag
     sp.add_argument("--verbose", "-v", action="store_true")
 
 

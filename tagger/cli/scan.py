@@ -32,6 +32,7 @@ def _print_diff(outcome, out=None) -> None:
 def cmd_scan(args: argparse.Namespace) -> int:
     from tagger.library.inbox import Inbox
     from tagger.library.store import Store
+    from tagger.pipeline.corrections import drain
     from tagger.pipeline.scanner import scan
 
     cfg = settings_from(args)
@@ -45,11 +46,11 @@ def cmd_scan(args: argparse.Namespace) -> int:
         store = Store(cfg.database, writer=True)
     try:
         if store is not None and not args.pretend:  # corrections made in the web page while no daemon ran
-            Inbox(cfg.database).drain(store, cfg)
+            drain(Inbox(cfg.database), store, cfg)
         report = scan(roots, cfg, models, store, force=args.force, pretend=args.pretend,
                       progress=None if args.json else Progress())
         if store is not None and not args.pretend:
-            Inbox(cfg.database).drain(store, cfg)
+            drain(Inbox(cfg.database), store, cfg)
     finally:
         if store is not None:
             store.close()

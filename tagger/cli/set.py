@@ -8,6 +8,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from tagger import fields as field_registry
 from tagger.cli.exits import EXIT_FILES_FAILED, EXIT_OK
 from tagger.cli.options import settings_from
 from tagger.errors import ConfigError, StoreLockedError
@@ -18,14 +19,16 @@ log = logging.getLogger("tagger")
 def cmd_set(args: argparse.Namespace) -> int:
     """The web page's correction from the command line: through the running daemon when there is one."""
     from tagger.fsutil import path_key
-    from tagger.library.inbox import Correction, Inbox, correct_files
+    from tagger.library.inbox import Correction, Inbox
     from tagger.library.store import Store
+    from tagger.pipeline.corrections import correct_files
 
     cfg = settings_from(args)
-    ops = [(f, list(v)) for f, v in (("genre", args.genre), ("mood", args.mood)) if v]
+    names = field_registry.correctable()
+    ops: list[tuple[str, list[str] | None]] = [(f, list(v)) for f in names if (v := getattr(args, f, None))]
     ops += [(f, []) for f in args.clear or ()] + [(f, None) for f in args.unlock or ()]
     if not ops:
-        raise ConfigError("set", "give --genre/--mood values, --clear FIELD or --unlock FIELD")
+        raise ConfigError("set", f"give {'/'.join('--' + f for f in names)} values, --clear FIELD or --unlock FIELD")
     from tagger.tagging.plan import clean_values
 
     for field, values in ops:
@@ -33,7 +36,7 @@ def cmd_set(args: argparse.Namespace) -> int:
             try:
                 clean_values(field, values)
             except ValueError as exc:
-                raise ConfigError(f"--{field}", str(exc)) from None
+                raise ConfigError(f"--{field}", str(exc)) from exc
     paths = [Path(p).expanduser().absolute() for p in args.files]
     results: list[dict] = []
     try:
@@ -53,19 +56,20 @@ def cmd_set(args: argparse.Namespace) -> int:
     for r in results:
         if r.get("ok"):
             print(f"{r['path']}: {r['field']} = {', '.join(r['values']) or '(none)'}"
-                  + (" (locked)" if r["field"].upper() in r["locked"] else " (unlocked)"))
+                  + (" (locked)" if field_registry.field(r["field"]).tag in r["locked"] else " (unlocked)"))
         else:
             print(f"tagger: not changed: {r.get('path', '')}: {r.get('error')}", file=sys.stderr)
     return EXIT_OK if all(r.get("ok") for r in results) else EXIT_FILES_FAILED
 
 
 def add_parsers(sub: argparse._SubParsersAction, common: Callable[[argparse.ArgumentParser], None]) -> None:
-    st = sub.add_parser("set", help="set your own genre/mood (locked: the tool never overwrites it)")
+    names = field_registry.correctable()
+    st = sub.add_parser("set", help=f"set your own {'/'.join(names)} (locked: the tool never overwrites it)")
     st.add_argument("files", nargs="+")
-    st.add_argument("--genre", action="append", help="a genre value (repeat for several)")
-    st.add_argument("--mood", action="append", help="a mood value (repeat for several)")
-    st.add_argument("--clear", action="append", choices=["genre", "mood"], help="remove the field's values and lock it")
-    st.add_argument("--unlock", action="append", choices=["genre", "mood"],
+    for name in names:
+        st.add_argument(f"--{name}", action="append", help=f"a {name} value (repeat for several)")
+    st.add_argument("--clear", action="append", choices=names, help="remove the field's values and lock it")
+    st.add_argument("--unlock", action="append", choices=names,
                     help="give the field back to the tool (its values stay as yours)")
     common(st)
     st.set_defaults(func=cmd_set)

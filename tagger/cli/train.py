@@ -17,8 +17,8 @@ log = logging.getLogger("tagger")
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from tagger.decision.track import heads_dir, remove_heads
     from tagger.library.store import Store
+    from tagger.models.heads import heads_dir, remove_heads
 
     cfg = settings_from(args)
     fields = tuple(args.field) if args.field else None
@@ -40,9 +40,10 @@ def cmd_train(args: argparse.Namespace) -> int:
                                    "pip install 'tagger[train]' (or `make setup-dev`)")
     if not 0.0 < args.precision <= 1.0:
         raise ConfigError("--precision", f"must be in (0, 1], got {args.precision}")
-    from exporter.heads import TRAINABLE, TrainOptions, train
+    from exporter.heads import TrainOptions, train
+    from tagger import fields as field_registry
 
-    opts = TrainOptions(fields=fields or TRAINABLE, calibration=args.calibration, precision=args.precision,
+    opts = TrainOptions(fields=fields or field_registry.trainable(), calibration=args.calibration, precision=args.precision,
                         min_tracks=args.min_tracks)
     if not (Path(cfg.database) / "records.json").exists():
         raise ConfigError(str(cfg.database), "no database yet: run `tagger scan` first")

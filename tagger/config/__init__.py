@@ -12,14 +12,12 @@ from typing import Any
 
 import yaml
 
-from tagger.decision.decide import FieldPolicy
+from tagger import fields as field_registry
+from tagger.config import schema
 from tagger.errors import ConfigError
+from tagger.fields import FieldPolicy
 
 DEFAULTS_FILE = Path(__file__).parent / "default.yaml"
-FIELDS = ("genre", "mood", "descriptors")
-# Integer settings that the config file and the command line both take: their bounds, declared once.
-# threads: onnxruntime takes a C int; 1024 is beyond any machine and far below what overflows it.
-BOUNDS = {"threads": (0, 1024), "batch_size": (0, 4096), "decode_workers": (0, 64), "max_windows": (0, 100_000)}
 POLICIES = ("fill", "merge", "replace")
 
 
@@ -86,7 +84,11 @@ def _merge(defaults: Any, user: Any, where: str) -> Any:
         for key, value in user.items():
             path = f"{where}.{key}" if where else str(key)
             if key not in defaults:
-                raise ConfigError(path, f"unknown key (known: {', '.join(map(str, defaults))})")
+                if where == "write.fields" and key in field_registry.names():  # a field registered by an extension
+                    out[key] = value
+                    continue
+                known = {*map(str, defaults), *(field_registry.names() if where == "write.fields" else ())}
+                raise ConfigError(path, f"unknown key (known: {', '.join(sorted(known))})")
             out[key] = _merge(defaults[key], value, path)
         return out
     return user
@@ -101,25 +103,6 @@ def _int(raw: dict, key: str, lo: int, hi: int | None = None) -> int:
     v = raw[key]
     _need(isinstance(v, int) and not isinstance(v, bool) and v >= lo and (hi is None or v <= hi), key,
           f"must be an integer >= {lo}" + (f" and <= {hi}" if hi is not None else "") + f", got {v!r}")
-    return v
-
-
-def _bool(raw: dict, key: str) -> bool:
-    value = raw[key]
-    _need(isinstance(value, bool), key, f"must be true or false, got {value!r}")
-    return value
-
-
-def _bool_or_auto(raw: dict, key: str) -> bool | None:
-    """true, false, or auto (None: the runtime decides from the machine)."""
-    value = raw[key]
-    _need(isinstance(value, bool) or value == "auto", key, f"must be true, false or auto, got {value!r}")
-    return None if value == "auto" else value
-
-
-def _choice(raw: dict, key: str, allowed: tuple[str, ...]) -> str:
-    v = raw[key]
-    _need(v in allowed, key, f"must be one of {', '.join(allowed)}, got {v!r}")
     return v
 
 
@@ -138,7 +121,7 @@ def _vocabulary(raw: Any) -> dict[str, dict[str, tuple[str, ...]]]:
     out: dict[str, dict[str, tuple[str, ...]]] = {}
     for field, table in raw.items():
         key = f"vocabulary.{field}"
-        _need(field in FIELDS, key, f"unknown field (known: {', '.join(FIELDS)})")
+        _need(field in field_registry.names(), key, f"unknown field (known: {', '.join(field_registry.names())})")
         _need(isinstance(table, dict), key, "must map written values to lists of model labels")
         values: dict[str, tuple[str, ...]] = {}
         for value, labels in table.items():
@@ -191,61 +174,35 @@ def load_config(path: Path | None = None, *, required: bool = False) -> Config:
             raw["vocabulary"] = {**defaults["vocabulary"], **user_vocab}
         return _build(raw, source)
     except ConfigError as exc:
-        raise ConfigError(f"{source}: {exc.subject}", exc.reason) from None
+        raise ConfigError(f"{source}: {exc.subject}", exc.reason) from exc
 
 
 def _build(raw: dict, source: str) -> Config:
+    values = schema.check_all(raw)  # every scalar setting, by the one table
+    for s in schema.SETTINGS:
+        if s.kind == "path":
+            values[s.attr] = expand_path(values[s.attr])
     lib = raw["library"]
     _need(isinstance(lib, list) and all(isinstance(x, str) for x in lib), "library", "must be a list of folders")
-    for key in ("models_dir", "database"):
-        _need(isinstance(raw[key], str) and raw[key].strip() != "", key, "must be a non-empty string")
-    models = raw["models"]
-    _need(isinstance(models, list) and models and all(isinstance(m, str) and m.strip() for m in models), "models",
-          "must be a non-empty list of model names or .onnx paths")
-    _need(len(set(models)) == len(models), "models", "lists a model twice")
-    _need(raw["device"] in ("auto", "cpu", "cuda"), "device", f"must be auto, cpu or cuda, got {raw['device']!r}")
     exts = raw["extensions"]
     _need(isinstance(exts, list) and all(isinstance(e, str) and e.startswith(".") for e in exts), "extensions",
           "must be a list like [.mp3, .flac]")
     w = raw["write"]
-    _need(isinstance(w["enabled"], bool), "write.enabled", "must be true or false")
-    _need(isinstance(w["provenance"], bool), "write.provenance", "must be true or false")
-    _need(isinstance(w["scores"], bool), "write.scores", "must be true or false")
-    _need(w["id3_version"] in (3, 4), "write.id3_version", f"must be 3 or 4, got {w['id3_version']!r}")
-    _need(isinstance(w["id3v23_separator"], str) and w["id3v23_separator"] != "", "write.id3v23_separator", "must be a non-empty string")
     fields = {}
-    for name in FIELDS:
-        f = w["fields"][name]
+    for name in field_registry.names():
         key = f"write.fields.{name}"
+        _need(name in w["fields"], key, "missing: every field needs its policy, max_values, min_score and relative")
+        f = w["fields"][name]
         required = {"policy", "max_values", "min_score", "relative"}
         optional = {"min_models", "rule", "solo_score", "counter_score"}
         _need(isinstance(f, dict) and required <= set(f) <= required | optional, key,
               f"needs policy, max_values, min_score, relative (and optionally {', '.join(sorted(optional))})")
         _need(f["policy"] in POLICIES, f"{key}.policy", f"must be one of {', '.join(POLICIES)}, got {f['policy']!r}")
-        rule = f.get("rule", "mean")
+        rule = f.get("rule", "share" if field_registry.field(name).exclusive else "mean")
         _need(rule in ("share", "mean"), f"{key}.rule", f"must be share or mean, got {rule!r}")
         fields[name] = FieldRule(f["policy"], _int(f, "max_values", 0), _score(f["min_score"], f"{key}.min_score"),
                                  _score(f["relative"], f"{key}.relative"),
                                  _int(f, "min_models", 1) if "min_models" in f else 1, rule,
                                  **{k: _score(f[k], f"{key}.{k}") for k in ("solo_score", "counter_score") if k in f})
-    wt = raw["watch"]
-    for key in ("settle_seconds", "rescan_hours", "poll_seconds"):
-        v = wt[key]
-        _need(isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0, f"watch.{key}", f"must be a number >= 0, got {v!r}")
-    _need(isinstance(wt["polling"], bool), "watch.polling", "must be true or false")
-    _need(wt["poll_seconds"] > 0, "watch.poll_seconds", "must be positive")
-    cs = raw["commit_seconds"]
-    _need(isinstance(cs, (int, float)) and not isinstance(cs, bool) and cs > 0, "commit_seconds", "must be a positive number")
-    return Config(
-        library=tuple(expand_path(x) for x in lib), models=tuple(models), models_dir=expand_path(raw["models_dir"]),
-        database=expand_path(raw["database"]), device=raw["device"], threads=_int(raw, "threads", *BOUNDS["threads"]),
-        batch_size=_int(raw, "batch_size", *BOUNDS["batch_size"]),
-        decode_workers=_int(raw, "decode_workers", *BOUNDS["decode_workers"]),
-        decode_processes=_bool_or_auto(raw, "decode_processes"),
-        max_windows=_int(raw, "max_windows", *BOUNDS["max_windows"]), memory=_choice(raw, "memory", ("shared", "lean", "fast")),
-        precision=_choice(raw, "precision", ("auto", "float", "int8")),
-        extensions=frozenset(e.lower() for e in exts), commit_every=_int(raw, "commit_every", 1),
-        commit_seconds=float(cs), write_enabled=w["enabled"], id3_version=w["id3_version"],
-        id3v23_separator=w["id3v23_separator"], provenance=w["provenance"], scores=w["scores"], fields=fields,
-        vocabulary=_vocabulary(raw["vocabulary"]), source=source, settle_seconds=float(wt["settle_seconds"]),
-        rescan_hours=float(wt["rescan_hours"]), polling=wt["polling"], poll_seconds=float(wt["poll_seconds"]))
+    return Config(library=tuple(expand_path(x) for x in lib), extensions=frozenset(e.lower() for e in exts),
+                  fields=fields, vocabulary=_vocabulary(raw["vocabulary"]), source=source, **values)

@@ -31,7 +31,7 @@ from pathlib import Path
 from watchdog.observers import Observer
 from watchdog.observers.polling import PollingObserver
 
-from tagger.config import Config, load_config
+from tagger.config import Config, load_config, schema
 from tagger.daemon.events import Debouncer, LibraryEventHandler, Op
 from tagger.daemon.notify import notify, watchdog_interval
 from tagger.errors import TaggerError
@@ -42,6 +42,7 @@ from tagger.library.inbox import Inbox, write_status
 from tagger.library.reconcile import Move
 from tagger.library.store import Store
 from tagger.models.session import Model
+from tagger.pipeline.corrections import drain
 from tagger.pipeline.scanner import FileOutcome, Scanner, ScanReport, load_models, scan
 
 log = logging.getLogger(__name__)
@@ -302,7 +303,7 @@ class Daemon:
     def serve_inbox(self) -> None:
         """Apply the corrections waiting in the inbox (this worker holds the writer lock)."""
         if self.store is not None and self.inbox.pending():
-            self.inbox.drain(self.store, self.cfg)
+            drain(self.inbox, self.store, self.cfg)
 
     def publish(self, force: bool = False) -> None:
         """The status the web page shows, at most once a second unless ``force``."""
@@ -318,6 +319,11 @@ class Daemon:
             "reconciliations": self.stats.reconciliations, "batches": self.stats.batches,
             "models": [m.card.analyser for m in self.models]})
 
+    def _on_sighup(self, *_: object) -> None:
+        """SIGHUP: reload the configuration at the worker's next turn."""
+        self.reload_event.set()
+        self.debouncer.wake()
+
     def _reload(self) -> None:
         # Heads trained or removed by `tagger train` take effect at the next reconciliation, which decides
         # the affected files again from their stored vectors (nothing is decoded).
@@ -331,7 +337,9 @@ class Daemon:
         except Exception as exc:
             log.error("SIGHUP: configuration not reloaded: %s", exc)
             return
-        if (new.models, new.device, new.threads) != (self.cfg.models, self.cfg.device, self.cfg.threads):
+        changed = schema.needs_reload(self.cfg, new)  # models, device, threads, precision, memory, models_dir
+        if changed:
+            log.info("SIGHUP: %s changed: loading the model set again", ", ".join(changed))
             try:
                 self.models = load_models(new)
             except TaggerError as exc:  # a typo must not kill a running daemon: keep the models it has
@@ -383,7 +391,7 @@ class Daemon:
         """Main thread: signals, supervision, systemd notifications."""
         signal.signal(signal.SIGTERM, lambda *_: self.stop())
         signal.signal(signal.SIGINT, lambda *_: self.stop())
-        signal.signal(signal.SIGHUP, lambda *_: (self.reload_event.set(), self.debouncer.wake()))
+        signal.signal(signal.SIGHUP, self._on_sighup)
         faulthandler.register(signal.SIGUSR1, all_threads=True)  # `kill -USR1` dumps every thread's stack
         if self.stop_event.is_set():  # asked to stop while still starting up
             return 0

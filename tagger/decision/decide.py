@@ -31,25 +31,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from tagger import fields as field_registry
+from tagger.fields import FieldPolicy
 from tagger.models.card import Card
-
-FIELD_GROUPS = {"genre": ("genre",), "mood": ("mood",), "descriptors": ("instrument", "vocals", "era")}
-
-
-@dataclass(frozen=True)
-class FieldPolicy:
-    policy: str  # fill | merge | replace
-    max_values: int
-    min_score: float
-    relative: float
-    min_models: int = 1
-    rule: str = "mean"  # share (exclusive: genre) | mean (independent labels)
-    # A value only one model of the set can name is written on that model alone when its own calibrated
-    # probability for the value reaches this (and it is that model's best value); 1.0 never.
-    solo_score: float = 0.5
-    # A model that cannot name a value still speaks against it when it names another value of the field as
-    # its best with at least this calibrated probability (cross-vocabulary counter-evidence); 1.0 never.
-    counter_score: float = 0.5
 
 
 @dataclass
@@ -115,7 +99,7 @@ def _label_index(vocabulary: Mapping[str, Sequence[str]]) -> list[tuple[str, str
 
 def model_values(card: Card, field_name: str, vocabulary: Mapping[str, Sequence[str]]) -> dict[str, list[str]]:
     """value -> this model's labels that support it (only labels its card puts in the field's groups)."""
-    groups = FIELD_GROUPS.get(field_name, (field_name,))
+    groups = field_registry.groups_of(field_name)
     by_lower: dict[str, list[str]] = {}
     for label in card.labels:
         if card.groups.get(label) in groups:

@@ -15,13 +15,14 @@ the scan, the daemon and ``analyze`` read them (see ``heads.Decider``).
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
 import os
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from tagger.decision.context import normalise
@@ -79,7 +80,7 @@ class Report:
     values: dict[str, ValueReport]
     confusion: dict[str, dict[str, int]]  # user's first value -> tool's first value ("(nothing)") -> count
     never_proposed: list[str]
-    wrong_examples: list[tuple[str, list[str], list[str]]] = field(default_factory=list)
+    wrong_examples: list[tuple[str, list[str], list[str]]] = dataclasses.field(default_factory=list)
 
     def to_json(self) -> dict:
         return {"field": self.field, "tracks": self.tracks, "right": self.right, "wrong": self.wrong,
@@ -102,7 +103,7 @@ def evaluate(field_name: str, cases: Sequence[Case]) -> Report:
     confusion: dict[str, Counter] = {}
     verdicts = Counter(c.verdict for c in cases)
     proposed: set[str] = set()
-    wrong_examples = []
+    wrong_examples: list[tuple[str, list[str], list[str]]] = []
     for c in cases:
         theirs = {normalise(v) for v in c.user}
         for v in dict.fromkeys(c.user):
@@ -157,7 +158,7 @@ class Calibration:
 
     @staticmethod
     def path(database: Path) -> Path:
-        from tagger.decision.track import heads_dir
+        from tagger.models.heads import heads_dir
 
         return heads_dir(database) / CALIBRATION_FILE
 

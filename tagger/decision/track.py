@@ -13,113 +13,24 @@ retrain.
 from __future__ import annotations
 
 import logging
-import shutil
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from tagger.decision.context import LibraryContext, Vote
-from tagger.decision.decide import (
-    Candidate,
-    Decision,
-    FieldDecision,
-    FieldPolicy,
-    decide,
-)
-from tagger.errors import ModelError
+from tagger.decision.decide import Candidate, Decision, FieldDecision, decide
+from tagger.fields import FieldPolicy
 from tagger.models.card import Card
+from tagger.models.heads import Head, Vectors, load_heads
 
 if TYPE_CHECKING:
-    from tagger.library.store import Store
+    pass
 
 log = logging.getLogger(__name__)
 
-HEADS_DIR = "heads"
 
-# model id -> (analyser "id@version", song-level tags, song-level embedding)
-Vectors = Mapping[str, tuple[str, np.ndarray, np.ndarray]]
-
-
-def stored_vectors(store: "Store", path: Path | str, cards: Mapping[str, Card], *,
-                   skip_missing: bool = False) -> dict[str, tuple[str, np.ndarray, np.ndarray]]:
-    """Every model's stored song-level (analyser, tags, embedding) for a track: the input of a decision made
-    without decoding. ``skip_missing`` leaves out a model whose vector file lost the row (else StoreError)."""
-    out: dict[str, tuple[str, np.ndarray, np.ndarray]] = {}
-    for mid, card in cards.items():
-        rec = store.get(path, mid)
-        if rec is None or rec.get("status") != "ok" or rec.get("slot") is None:
-            continue
-        if skip_missing and not store.has_vectors(rec):
-            continue
-        tags, emb = store.vectors(rec)
-        if len(tags) == len(card.labels):
-            out[mid] = (str(rec.get("analyser")), tags, emb)
-    return out
-
-
-def heads_dir(database: Path) -> Path:
-    return Path(database) / HEADS_DIR
-
-
-def remove_heads(database: Path, fields: tuple[str, ...] | None = None) -> list[Path]:
-    """Delete trained heads (all, or those of ``fields``) and their reports; returns what was removed."""
-    folder = heads_dir(database)
-    removed: list[Path] = []
-    if not folder.is_dir():
-        return removed
-    for path in sorted(folder.glob("*.onnx")):
-        if fields is None or path.stem in fields:
-            path.unlink()
-            removed.append(path)
-            report = folder / f"{path.stem}-report"
-            if report.is_dir():
-                shutil.rmtree(report)
-    return removed
-
-
-class Head:
-    """One trained head: its card and a small CPU session (a head is a single matrix product)."""
-
-    def __init__(self, path: Path) -> None:
-        from tagger.models.session import Model
-
-        self.path = Path(path)
-        self.model = Model(self.path, device="cpu", threads=1)
-        self.card: Card = self.model.card
-        if not self.card.is_head:
-            raise ModelError(path, "not a head (its card reads no stored vectors); audio models go in `models:`")
-
-    @property
-    def field(self) -> str:
-        return self.card.decides
-
-    @property
-    def analyser(self) -> str:
-        return self.card.analyser
-
-    def missing_sources(self, analysers: Mapping[str, str]) -> list[str]:
-        """The input blocks the model set cannot provide (``analysers``: model id -> id@version in the set)."""
-        return [s.analyser for s in self.card.reads if analysers.get(s.model) != s.analyser]
-
-    def features(self, vectors: Vectors) -> np.ndarray | None:
-        """The head's input row for one track, or None when a block is missing or from another model version."""
-        parts = []
-        for src in self.card.reads:
-            got = vectors.get(src.model)
-            if got is None or got[0] != src.analyser:
-                return None
-            block = got[1] if src.part == "tags" else got[2]
-            if len(block) != src.dim:
-                return None
-            parts.append(np.asarray(block, np.float32))
-        return np.concatenate(parts)
-
-    def predict(self, rows: np.ndarray) -> np.ndarray:
-        """Label scores (N, labels) for feature rows (N, input width)."""
-        out = self.model.run_all(np.atleast_2d(rows).astype(np.float32))
-        return out[self.card.tags.name]
 
 
 def decide_head(card: Card, scores: np.ndarray, policy: FieldPolicy) -> FieldDecision:
@@ -159,7 +70,7 @@ def with_context(fd: FieldDecision, vote: Vote | None, card: Card) -> FieldDecis
 
 
 def decide_track(vectors: Vectors, cards: Mapping[str, Card], heads: list[Head],
-                 policies: Mapping[str, FieldPolicy], vocabulary: Mapping[str, Mapping[str, list[str]]],
+                 policies: Mapping[str, FieldPolicy], vocabulary: Mapping[str, Mapping[str, Sequence[str]]],
                  context: Callable[[Head], Vote | None] | None = None) -> Decision:
     """The one decision rule (scan, daemon and ``analyze``): the model set's fused decision, with every
     field that has a usable trained head decided by the head instead (with its album/folder mates'
@@ -184,7 +95,7 @@ class Decider:
     heads and, for heads whose card enables it, the user's own values of album and folder mates."""
 
     def __init__(self, cards: Mapping[str, Card], policies: Mapping[str, FieldPolicy],
-                 vocabulary: Mapping[str, Mapping[str, list[str]]], database: Path | None,
+                 vocabulary: Mapping[str, Mapping[str, Sequence[str]]], database: Path | None,
                  records: Callable[[], list[dict]] | None = None, *, calibrated: bool = True) -> None:
         from tagger.decision.evaluate import Calibration
 
@@ -238,34 +149,3 @@ class Decider:
             ctx.add(path, album, list(user.get(name, [])))
 
 
-def load_heads(database: Path | None, analysers: Mapping[str, str]) -> list[Head]:
-    """The library's trained heads that the model set can feed, one per field (sorted by file name).
-
-    ``analysers``: model id -> id@version of the configured set. A head that cannot be fed, cannot be
-    loaded, or is a second head for a field is skipped with a log line that names the file and the reason.
-    """
-    if database is None:
-        return []
-    folder = heads_dir(database)
-    if not folder.is_dir():
-        return []
-    heads: list[Head] = []
-    seen: set[str] = set()
-    for path in sorted(folder.glob("*.onnx")):
-        try:
-            head = Head(path)
-        except ModelError as exc:  # a damaged head must not stop every scan (or the daemon): its field falls back
-            log.error("%s; not used: the model set decides its field (run `tagger train` again, or "
-                      "`tagger train --remove`)", exc)
-            continue
-        missing = head.missing_sources(analysers)
-        if missing:
-            log.warning("head %s (field %s) reads %s, which the model set does not provide; not used "
-                        "(run `tagger train` again)", path, head.field, ", ".join(missing))
-            continue
-        if head.field in seen:
-            log.error("%s: a second head for field %r; not used (remove one from %s)", path, head.field, folder)
-            continue
-        seen.add(head.field)
-        heads.append(head)
-    return heads

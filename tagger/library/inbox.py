@@ -19,17 +19,13 @@ import logging
 import os
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tagger.config import Config
-from tagger.errors import StoreLockedError, TaggerError, TagWriteError
-from tagger.fsutil import atomic_write_bytes, path_key
-from tagger.library.store import Store
-from tagger.tagging.plan import ALL_FIELDS, locked_fields, plan_correction, user_values
-from tagger.tagging.writer import read_fields, write_changes
+from tagger.errors import TaggerError
+from tagger.fsutil import atomic_write_bytes
 
 log = logging.getLogger(__name__)
 
@@ -58,41 +54,6 @@ class Correction:
         if values is not None and (not isinstance(values, list) or not all(isinstance(v, str) for v in values)):
             raise ValueError("values must be a list of strings or null")
         return cls(doc["path"], doc["field"], None if values is None else tuple(values))
-
-
-def apply_correction(store: Store, cfg: Config, c: Correction) -> dict[str, Any]:
-    """Write one correction into its file (the verified safe write) and into every record of the file.
-
-    The file's size and mtime are carried into a record only when the record described the file as it was
-    just before: a file that changed since its analysis keeps its stale record, so the next scan analyses
-    it again (and finds the lock in the file).
-    """
-    path = Path(c.path)
-    records = store.for_path(path)
-    if not records:
-        raise TagWriteError(path, "not in the database (scan it first)")
-    try:
-        st = os.stat(path)
-    except OSError as exc:
-        raise TagWriteError(path, f"cannot read the file: {exc.strerror}") from None
-    current = read_fields(path, id3_version=cfg.id3_version, v23_sep=cfg.id3v23_separator, names=ALL_FIELDS)
-    changes = plan_correction(current, c.field, c.values)
-    new_st = write_changes(path, changes, expect=(st.st_size, st.st_mtime_ns), id3_version=cfg.id3_version,
-                           v23_sep=cfg.id3v23_separator)
-    after = dict(current)
-    after.update({ch.field: list(ch.after) for ch in changes})
-    fields: dict[str, Any] = {"user": user_values(after), "locked": sorted(locked_fields(after))}
-    for rec in records:
-        update = dict(fields)
-        if (rec.get("size"), rec.get("mtime_ns")) == (st.st_size, st.st_mtime_ns):
-            update.update(size=new_st.st_size, mtime_ns=new_st.st_mtime_ns)
-        store.update(path, rec["model"], update)
-    store.commit()
-    name = c.field.upper()
-    log.info("%s: %s %s", os.fsdecode(path), c.field,
-             "unlocked" if c.values is None else f"set to {after.get(name, [])} and locked")
-    return {"ok": True, "path": os.fsdecode(path), "field": c.field, "values": after.get(name, []),
-            "locked": fields["locked"], "changed": bool(changes)}
 
 
 class Inbox:
@@ -140,15 +101,15 @@ class Inbox:
                 return got
             time.sleep(poll)
 
-    def drain(self, store: Store, cfg: Config) -> int:
-        """Apply every waiting request (the caller holds the writer lock); returns how many were answered.
-        One bad request is answered with its reason and never stops the others."""
+    def drain(self, apply: Callable[[Correction], dict[str, Any]]) -> int:
+        """Apply every waiting request with ``apply`` (the caller holds the writer lock); returns how many were
+        answered. One bad request is answered with its reason and never stops the others."""
         done = 0
         for rid in self.pending():
             req = self.root / f"{rid}.json"
             try:
                 c = Correction.from_json(json.loads(req.read_bytes()))
-                result = apply_correction(store, cfg, c)
+                result = apply(c)
             except FileNotFoundError:
                 continue
             except TaggerError as exc:
@@ -172,22 +133,6 @@ class Inbox:
                     os.unlink(e.path)
             except OSError:
                 pass
-
-
-def apply_now(cfg: Config) -> bool:
-    """Apply waiting requests if no other process holds the writer lock; False when one does (it will)."""
-    inbox = Inbox(cfg.database)
-    if not inbox.pending():
-        return True
-    try:
-        store = Store(cfg.database, writer=True)
-    except StoreLockedError:
-        return False
-    try:
-        inbox.drain(store, cfg)
-    finally:
-        store.close()
-    return True
 
 
 def lock_holder(database: Path) -> int | None:
@@ -234,18 +179,4 @@ def read_status(database: Path) -> dict[str, Any]:
     doc["inbox"] = len(Inbox(database).pending())
     return doc
 
-
-def correct_files(cfg: Config, store: Store, paths: Sequence[Path], field: str,
-                  values: Sequence[str] | None) -> list[dict[str, Any]]:
-    """`tagger set`: the same correction the page makes, applied directly by a process holding the lock."""
-    out = []
-    for p in paths:
-        try:
-            out.append(apply_correction(store, cfg, Correction(path_key(p), field,
-                                                               None if values is None else tuple(values))))
-        except TagWriteError as exc:
-            out.append({"ok": False, "path": os.fsdecode(p), "error": exc.reason})
-        except ValueError as exc:  # a value the plan refuses: this file is left as it is
-            out.append({"ok": False, "path": os.fsdecode(p), "error": str(exc)})
-    return out
 

@@ -100,13 +100,13 @@ def carry_moves(store: Store, model_id: str, roots: Iterable[Path], found: Seque
     if not new:
         return done
     present = {path_key(p) for p in found}
-    gone: dict[tuple[int, int], list[str]] = {}
+    gone: dict[tuple[int | None, int | None], list[str]] = {}
     for r in records:
         if r["path"].startswith(prefixes) and r["path"] not in present and not os.path.lexists(os.fsencode(r["path"])):
             gone.setdefault((r.get("size"), r.get("mtime_ns")), []).append(r["path"])
     if not gone:
         return done
-    by_stat: dict[tuple[int, int], list[Path]] = {}
+    by_stat: dict[tuple[int | None, int | None], list[Path]] = {}
     for p in new:
         try:
             st = os.stat(p)

@@ -65,7 +65,7 @@ class CommitStorage(Storage):
             try:
                 data = json.loads(raw)
             except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-                raise StoreError(self.path, f"database file is not valid JSON ({exc}); restore it or move it aside") from None
+                raise StoreError(self.path, f"database file is not valid JSON ({exc}); restore it or move it aside") from exc
             if not isinstance(data, dict) or not isinstance(data.get(TABLE, {}), dict):
                 raise StoreError(self.path, f"database file does not hold a {{'{TABLE}': {{id: record}}}} mapping; "
                                             "restore it or move it aside")
@@ -101,10 +101,10 @@ def replay_journal(journal: Path, rows: dict[str, Any], writer: bool) -> None:
             continue
         try:
             entry = json.loads(line)
-        except (json.JSONDecodeError, UnicodeDecodeError):
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             if i == len(lines) - 1:  # torn last append: the commit never completed
                 break
-            raise StoreError(journal, f"journal line {i + 1} is corrupt; restore the database or move it aside") from None
+            raise StoreError(journal, f"journal line {i + 1} is corrupt; restore the database or move it aside") from exc
         ok = isinstance(entry, dict) and entry.get("op") in ("put", "del") and isinstance(entry.get("id"), int)
         if ok and entry["op"] == "put":
             ok = valid_doc(entry.get("doc"))
@@ -130,11 +130,11 @@ def acquire_lock(root: Path) -> int:
         raise StoreError(path, f"cannot open the lock file: {exc.strerror or exc}") from exc
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
+    except BlockingIOError as exc:
         holder = os.read(fd, 64).decode(errors="replace").strip() or "unknown"
         os.close(fd)
         raise StoreLockedError(root, f"database is in use by another tagger process (pid {holder}); "
-                                          "stop it (or let `tagger watch` do the scanning) and try again") from None
+                                          "stop it (or let `tagger watch` do the scanning) and try again") from exc
     try:
         os.ftruncate(fd, 0)
         os.write(fd, str(os.getpid()).encode())  # who holds it, for the message another process prints

@@ -57,7 +57,7 @@ class Store:
             try:
                 (self.root / "vectors").mkdir(parents=True, exist_ok=True)
             except OSError as exc:
-                raise StoreError(self.root, f"cannot create database folder: {exc.strerror}") from None
+                raise StoreError(self.root, f"cannot create database folder: {exc.strerror}") from exc
             self._lock()
         elif not (self.root / RECORDS).exists():
             raise StoreError(self.root, "no database here yet (run `tagger scan` first)")
@@ -72,7 +72,7 @@ class Store:
         data = self._storage.read()
         assert data is not None
         self._rows: dict[str, dict[str, Any]] = data.setdefault(TABLE, {})  # TinyDB's own table: id -> doc
-        self._journal = self.root / JOURNAL
+        self._journal: Path = self.root / JOURNAL
         if writer and not (self.root / RECORDS).exists():
             try:
                 self._storage.rewrite()  # an empty database, so readers find one
@@ -96,7 +96,7 @@ class Store:
             self._docs[k] = doc
             self._ids[k] = int(doc_id)
         self._models: set[str] = {m for _, m in self._docs}  # every model id with a record (lookups by path)
-        self._next_id = max(self._ids.values(), default=0) + 1
+        self._next_id: int = max(self._ids.values(), default=0) + 1
         self._new: dict[tuple[str, str], dict[str, Any]] = {}
         self._changed: set[tuple[str, str]] = set()
         self._removed: dict[tuple[str, str], int] = {}
@@ -372,7 +372,7 @@ class Store:
         for k in self._new:
             self._ids[k] = self._next_id
             self._next_id += 1
-        lines = [{"op": "del", "id": i} for i in self._removed.values()]
+        lines: list[dict[str, Any]] = [{"op": "del", "id": i} for i in self._removed.values()]
         lines += [{"op": "put", "id": self._ids[k], "doc": self._docs[k]} for k in (*self._changed, *self._new)]
         payload = "".join(json.dumps(e, ensure_ascii=True, separators=(",", ":")) + "\n" for e in lines).encode()
         new_journal = not self._journal.exists()

@@ -4,12 +4,18 @@ from __future__ import annotations
 import errno
 import json
 import os
+from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from tagger.errors import StoreError
 from tagger.fsutil import atomic_write_bytes
+from tagger.models.card import Card
+
+if TYPE_CHECKING:
+    from tagger.library.store import Store
 
 
 def _read_meta(meta: Path) -> dict[str, int]:
@@ -19,7 +25,7 @@ def _read_meta(meta: Path) -> dict[str, int]:
         width, n_labels = int(stored["width"]), int(stored.get("n_labels", 0))
     except (OSError, ValueError, TypeError, KeyError, AttributeError) as exc:
         raise StoreError(meta, f"vector description is unreadable or malformed ({exc}); move the vectors folder "
-                               "aside and run `tagger scan` to rebuild it") from None
+                               "aside and run `tagger scan` to rebuild it") from exc
     if width <= 0 or n_labels < 0:
         raise StoreError(meta, "vector description has a non-positive width")
     return {"width": width, "n_labels": n_labels}
@@ -120,9 +126,9 @@ class VectorMatrix:
                                         "run `tagger scan` to re-analyse what is missing")
         try:
             return self._map[slots]
-        except IndexError:
+        except IndexError as exc:
             raise StoreError(self.path, f"vector file has {self.capacity} rows but the database points beyond "
-                                        "them (truncated?); run `tagger scan` to re-analyse what is missing") from None
+                                        "them (truncated?); run `tagger scan` to re-analyse what is missing") from exc
 
     def close(self) -> None:
         if self._map is not None:
@@ -132,3 +138,20 @@ class VectorMatrix:
                 raise StoreError(self.path, f"cannot write the vectors to disk: {exc.strerror or exc}") from exc
             finally:
                 self._map = None
+
+
+def stored_vectors(store: "Store", path: Path | str, cards: Mapping[str, Card], *,
+                   skip_missing: bool = False) -> dict[str, tuple[str, np.ndarray, np.ndarray]]:
+    """Every model's stored song-level (analyser, tags, embedding) for a track: the input of a decision made
+    without decoding. ``skip_missing`` leaves out a model whose vector file lost the row (else StoreError)."""
+    out: dict[str, tuple[str, np.ndarray, np.ndarray]] = {}
+    for mid, card in cards.items():
+        rec = store.get(path, mid)
+        if rec is None or rec.get("status") != "ok" or rec.get("slot") is None:
+            continue
+        if skip_missing and not store.has_vectors(rec):
+            continue
+        tags, emb = store.vectors(rec)
+        if len(tags) == len(card.labels):
+            out[mid] = (str(rec.get("analyser")), tags, emb)
+    return out

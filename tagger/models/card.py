@@ -218,7 +218,7 @@ class Card:
         try:
             raw = json.loads(text)
         except json.JSONDecodeError as exc:
-            raise CardError(f"metadata {METADATA_KEY!r} is not valid JSON: {exc}") from None
+            raise CardError(f"metadata {METADATA_KEY!r} is not valid JSON: {exc}") from exc
         if not isinstance(raw, dict):
             raise CardError(f"metadata {METADATA_KEY!r} must be a JSON object")
         schema = raw.get("schema")
@@ -228,11 +228,11 @@ class Card:
             if schema == SCHEMA:
                 return _from_v2(raw).validate()
         except KeyError as exc:
-            raise CardError(f"metadata lacks required field {exc.args[0]!r}") from None
+            raise CardError(f"metadata lacks required field {exc.args[0]!r}") from exc
         except (TypeError, ValueError, AttributeError) as exc:
             if isinstance(exc, CardError):
                 raise
-            raise CardError(f"metadata has a malformed field: {exc}") from None
+            raise CardError(f"metadata has a malformed field: {exc}") from exc
         raise CardError(f"metadata schema {schema!r} is not supported (expected 1 or {SCHEMA})")
 
 

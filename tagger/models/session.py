@@ -13,6 +13,7 @@ import logging
 import os
 import threading
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -20,7 +21,7 @@ from tagger.errors import ModelError
 from tagger.models.card import METADATA_KEY, Card, CardError
 
 log = logging.getLogger(__name__)
-_ANNOUNCED: set[tuple] = set()
+_ANNOUNCED: set[object] = set()  # what was logged once per process: provider lines, warnings
 
 BUNDLED_DIR = Path(__file__).parent / "bundled"
 VARIANT_KEY = "tagger.variant"
@@ -102,7 +103,7 @@ def card_from_metadata(path: Path | str, meta: dict[str, str]) -> Card:
     try:
         return Card.from_json(meta[METADATA_KEY])
     except CardError as exc:
-        raise ModelError(path, str(exc)) from None
+        raise ModelError(path, str(exc)) from exc
 
 
 def resolve_model_path(name_or_path: str, models_dir: Path | None = None) -> Path:
@@ -172,7 +173,7 @@ class Model:
         self._opts, self._providers = opts, providers
         gpu = providers[0] != "CPUExecutionProvider"
         self.file, self.precision, self.precision_reason = path, "float", "float model"
-        self.session = None
+        self.session: Any = None  # an onnxruntime.InferenceSession once opened
         if precision != "float":
             variant, why = (None, "a GPU runs the float model") if gpu \
                 else int8_candidate(path)
@@ -223,7 +224,7 @@ class Model:
         try:
             return ort.InferenceSession(str(file), opts, providers=_with_options(providers))
         except Exception as exc:  # onnxruntime raises its own exception types
-            raise ModelError(file, f"onnxruntime cannot load it: {exc}") from None
+            raise ModelError(file, f"onnxruntime cannot load it: {exc}") from exc
 
     def open_part(self, file: Path):
         """A session for part of this model's graph (a shared front end, or what follows it), with the same

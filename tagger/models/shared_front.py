@@ -24,6 +24,7 @@ import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -171,9 +172,9 @@ def _body(model, inferred, cut: str, dynamic: set[str]):
 class SharedFront:
     """One front-end session for a group of models, and a one-batch memory of its last input and output."""
 
-    session: object
+    session: Any  # onnxruntime.InferenceSession
     input_name: str
-    members: dict[int, tuple[object, str]] = field(default_factory=dict)  # id(model) -> (body session, cut)
+    members: dict[int, tuple[Any, str]] = field(default_factory=dict)  # id(model) -> (body session, cut)
     _last_in: np.ndarray | None = None
     _last_out: np.ndarray | None = None
     hits: int = 0

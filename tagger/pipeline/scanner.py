@@ -24,23 +24,26 @@ import numpy as np
 from tagger.analysis.engine import Engine, TrackFailure, TrackResult
 from tagger.config import Config
 from tagger.decision.decide import Decision
-from tagger.decision.track import Decider, Head, stored_vectors
+from tagger.decision.track import Decider
 from tagger.errors import TagWriteError
+from tagger.fields import INFO_FIELDS
 from tagger.fsutil import path_key
 from tagger.library import reconcile
 from tagger.library.files import discover
 from tagger.library.store import Store
+from tagger.library.vectors import stored_vectors
 from tagger.models.card import Card
+from tagger.models.heads import Head
 from tagger.models.session import Model
 from tagger.tagging.plan import (
-    ALL_FIELDS,
     PROVENANCE,
     Change,
+    all_tags,
     locked_fields,
     plan_changes,
     user_values,
 )
-from tagger.tagging.writer import INFO_FIELDS, read_fields, write_changes
+from tagger.tagging.writer import read_fields, write_changes
 
 log = logging.getLogger(__name__)
 
@@ -158,7 +161,8 @@ class Scanner:
         for mid, card in self.cards.items():
             rec = self.store.get(path, mid) if self.store is not None else None
             if needs_analysis(rec, st, card.analyser, force) or (
-                    rec is not None and rec.get("status") == "ok" and not self.store.has_vectors(rec)):
+                    rec is not None and self.store is not None and rec.get("status") == "ok"
+                    and not self.store.has_vectors(rec)):
                 out.append(mid)
         return out
 
@@ -330,7 +334,7 @@ class Scanner:
         stale = False  # the file changed under us: this analysis describes audio that is gone
         try:
             current = read_fields(path, id3_version=self.cfg.id3_version, v23_sep=self.cfg.id3v23_separator,
-                                  names=(*ALL_FIELDS, *INFO_FIELDS))
+                                  names=(*all_tags(), *INFO_FIELDS))
             track.update({name.lower(): current[name][0] for name in INFO_FIELDS if current.get(name)})
             track["user"] = user_values(current)
             track["locked"] = sorted(locked_fields(current))

@@ -20,7 +20,6 @@ import re
 import secrets
 import signal
 import threading
-import time
 from dataclasses import dataclass
 from http.cookies import SimpleCookie
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -30,9 +29,11 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 
 from tagger.config import Config
 from tagger.errors import ConfigError, DecodeError, StoreError
-from tagger.library.store import RECORDS, Store
+from tagger.library.store import Store
 from tagger.lookup.similar import Library, m3u_text, resolve_tags, tag_search
 from tagger.models.session import Model
+from tagger.serving.api import bounded_int, openapi
+from tagger.serving.state import LibraryState
 from tagger.serving.web.media import (
     CHUNK,
     RangeError,
@@ -40,12 +41,11 @@ from tagger.serving.web.media import (
     mime_type,
     parse_range,
 )
-from tagger.serving.web.site import Site, Snapshot
+from tagger.serving.web.site import Site
 from tagger.serving.web.taggram import Taggrams
 
 log = logging.getLogger(__name__)
 
-MAX_N = 500
 REQUEST_TIMEOUT = 30.0  # seconds a client may take to send a request or hold an idle connection
 MAX_BODY = 64 * 1024
 STATIC = Path(__file__).parent / "web" / "static"
@@ -53,18 +53,6 @@ STATIC_TYPES = {"app.js": "text/javascript; charset=utf-8", "style.css": "text/c
                 "icon.svg": "image/svg+xml"}
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; media-src 'self'; "
        "connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'")
-
-
-def bounded_int(query: dict[str, list[str]], name: str, default: int, lo: int = 1, hi: int = MAX_N) -> int:
-    """A query integer within [lo, hi]; ValueError (a 400) for anything else, never a silent clamp below lo."""
-    raw = query.get(name, [str(default)])[0]
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ValueError(f"{name} must be an integer, got {raw!r}") from None
-    if not lo <= value <= hi:
-        raise ValueError(f"{name} must be between {lo} and {hi}, got {value}")
-    return value
 
 
 class _Server(ThreadingHTTPServer):
@@ -101,126 +89,12 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def openapi(labels: tuple[str, ...]) -> dict[str, Any]:
-    track = {"type": "object", "properties": {"id": {"type": "integer"}, "path": {"type": "string"},
-                                              "score": {"type": "number"}, "artist": {"type": "string"},
-                                              "title": {"type": "string"}, "duration": {"type": "number"}}}
-    err = {"description": "error", "content": {"application/json": {"schema": {
-        "type": "object", "properties": {"error": {"type": "string"}}}}}}
-    idp = {"name": "id", "in": "path", "required": True, "schema": {"type": "integer", "minimum": 1}}
-    listing = {"description": "tracks, best first", "content": {"application/json": {"schema": {
-        "type": "array", "items": track}}}}
-    return {
-        "openapi": "3.0.3",
-        "info": {"title": "tagger", "version": "1", "description": "Read-only access to tagger's analysis."},
-        "components": {"securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
-        "security": [{"bearer": []}, {}],
-        "paths": {
-            "/health": {"get": {"summary": "liveness and library size", "responses": {"200": {"description": "ok"}}}},
-            "/tracks": {"get": {
-                "summary": "search by tags: tracks carrying every given label, best first",
-                "parameters": [{"name": "tag", "in": "query", "required": True, "explode": True,
-                                "schema": {"type": "array", "items": {"type": "string", "enum": list(labels)}}},
-                               {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": MAX_N}}],
-                "responses": {"200": listing, "400": err, "401": err, "403": err}}},
-            "/tracks/{id}": {"get": {
-                "summary": "one track: record and every label's song-level probability", "parameters": [idp],
-                "responses": {"200": {"description": "the track"}, "404": err, "401": err, "403": err}}},
-            "/tracks/{id}/similar": {"get": {
-                "summary": "nearest tracks by embedding cosine (seed and duplicates left out by default)",
-                "parameters": [idp, {"name": "n", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": MAX_N}},
-                               {"name": "include_duplicates", "in": "query", "schema": {"type": "boolean"}}],
-                "responses": {"200": listing, "404": err, "401": err, "403": err}}},
-        },
-    }
-
-
-class _State:
-    """The read-only store, library and page index, reopened when the writer commits.
-
-    A small library is reopened by the request that notices the commit. A large one (its last reopening took
-    more than SYNC_REBUILD_S) is reopened in a background thread while requests keep being answered from the
-    previous view, so a daemon committing every 30 s during a scan never stalls the pages for the 1.8 s a
-    100,000-track index takes. An old view is never closed under a request still using it: it is dropped
-    and collected when the last request lets go of it.
-    """
-
-    SYNC_REBUILD_S = 0.25
-
-    def __init__(self, cfg: Config, model: Model) -> None:
-        self.cfg, self.model = cfg, model
-        self.lock = threading.Lock()
-        self.stamp: tuple | None = None
-        self.store: Store | None = None
-        self.lib: Library | None = None
-        self.snap: Snapshot | None = None
-        self.build_s = 0.0
-        self.building: threading.Thread | None = None
-
-    def _stamp(self) -> tuple:
-        out = []
-        for name in (RECORDS, "records.journal"):
-            try:
-                st = (self.cfg.database / name).stat()
-                out.append((st.st_size, st.st_mtime_ns))
-            except FileNotFoundError:
-                out.append(None)
-        return tuple(out)
-
-    def _open(self) -> tuple[Store | None, Library | None, Snapshot | None]:
-        if not (self.cfg.database / RECORDS).exists():
-            return None, None, None
-        store = Store(self.cfg.database, writer=False)
-        if not len(store.slots(self.model.spec.id)[0]):
-            return store, None, None
-        lib = Library(store, self.model.spec.id, self.model.spec.labels)
-        return store, lib, Snapshot(self.cfg, store, lib)
-
-    def _swap(self, stamp: tuple, opened: tuple, seconds: float) -> None:
-        self.store, self.lib, self.snap = opened
-        self.stamp, self.build_s = stamp, seconds
-
-    def _rebuild(self, stamp: tuple) -> None:
-        t0 = time.monotonic()
-        try:
-            opened = self._open()
-        except Exception as exc:  # keep serving the previous view; the next request tries again
-            log.error("cannot reopen the database: %s", exc)
-            opened = None
-        with self.lock:
-            if opened is not None:
-                self._swap(stamp, opened, time.monotonic() - t0)
-            self.building = None
-
-    def current(self) -> tuple[Store | None, Library | None]:
-        """(store, library), or (None, None) while the database is empty or not created yet: the API
-        starts before the first scan and answers with empty results. A damaged database raises."""
-        with self.lock:
-            stamp = self._stamp()
-            if stamp == self.stamp:
-                return self.store, self.lib
-            if self.snap is not None and self.build_s > self.SYNC_REBUILD_S:
-                if self.building is None:
-                    self.building = threading.Thread(target=self._rebuild, args=(stamp,), name="tagger-serve-reopen",
-                                                     daemon=True)
-                    self.building.start()
-                return self.store, self.lib  # the previous view, until the new one is ready
-            t0 = time.monotonic()
-            self._swap(stamp, self._open(), time.monotonic() - t0)
-            return self.store, self.lib
-
-    def snapshot(self) -> Snapshot | None:
-        """The web pages' view of the current database (None while nothing is analysed)."""
-        self.current()
-        return self.snap
-
-
 class _Handler(BaseHTTPRequestHandler):
     server_version = "tagger"
     sys_version = ""
     protocol_version = "HTTP/1.1"  # keep-alive (range requests for previews come in series)
     timeout = REQUEST_TIMEOUT  # idle or slow connections are closed instead of holding a thread forever
-    state: _State
+    state: LibraryState
     sc: ServeConfig
     hosts: frozenset[str]
     site: Site
@@ -510,7 +384,7 @@ def make_server(cfg: Config, model: Model, sc: ServeConfig) -> ThreadingHTTPServ
     if not is_loopback(sc.host) and not sc.allow_remote:
         raise ConfigError("serve.host", f"{sc.host} is not a loopback address; binding it exposes your library "
                                         "to the network: pass --allow-remote (and set a --token) to do it")
-    state = _State(cfg, model)
+    state = LibraryState(cfg, model)
     state.current()  # fail now, not on the first request, if the database is damaged
     hosts = {"localhost", "127.0.0.1", "[::1]", sc.host.lower()} | {h.lower() for h in sc.allowed_hosts}
     handler = type("Handler", (_Handler,), {"state": state, "sc": sc, "hosts": frozenset(hosts),
@@ -522,7 +396,7 @@ def make_server(cfg: Config, model: Model, sc: ServeConfig) -> ThreadingHTTPServ
     try:
         return server_cls((sc.host.strip("[]"), sc.port), handler)
     except OSError as exc:
-        raise ConfigError(f"serve {sc.host}:{sc.port}", f"cannot listen there: {exc.strerror or exc}") from None
+        raise ConfigError(f"serve {sc.host}:{sc.port}", f"cannot listen there: {exc.strerror or exc}") from exc
 
 
 def serve(cfg: Config, model: Model, sc: ServeConfig) -> int:

@@ -14,16 +14,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from tagger import fields as field_registry
 from tagger.config import Config
 
-FIELD_NAMES = {"genre": "GENRE", "mood": "MOOD", "descriptors": "TAGGER_DESCRIPTORS"}
-OWN_FIELDS = {"TAGGER_DESCRIPTORS"}  # fields that belong to the tool: always replaced
 # TAGGER_PADDING: the file's metadata padding before the tool first wrote to it (set by the writer, which
 # knows the format), so that undo can give the file back its exact layout.
 PROVENANCE = ("TAGGER_MODEL", "TAGGER_DATE", "TAGGER_SCORES", "TAGGER_WRITTEN", "TAGGER_PADDING")
 PADDING = "TAGGER_PADDING"
 LOCKED = "TAGGER_LOCKED"  # field names (GENRE, MOOD) the user has taken over
-CORRECTABLE = ("genre", "mood")
 SCORES_KEPT = 10
 MAX_VALUE_CHARS = 100
 
@@ -54,8 +52,9 @@ def user_values(current: dict[str, list[str]]) -> dict[str, list[str]]:
     says the tool added): what ``tagger train`` learns from. Fields with none are left out."""
     ours = previously_written(current.get("TAGGER_WRITTEN", []))
     out = {}
-    for field, name in FIELD_NAMES.items():
-        if name in OWN_FIELDS:
+    own = field_registry.tool_tags()
+    for field, name in field_registry.tags().items():
+        if name in own:
             continue
         values = [v for v in current.get(name, []) if v.strip() and not _ci_in(v, ours.get(name, []))]
         if values:
@@ -88,9 +87,9 @@ def plan_correction(current: dict[str, list[str]], field: str, values: Sequence[
     the tool's claim on them is dropped from TAGGER_WRITTEN (they are the user's now: ``tagger train`` learns
     from them, ``undo`` keeps them), and the field is locked. ``values=None`` unlocks the field instead: its
     values stay as the user's, and the field's policy applies again at the next scan."""
-    if field not in CORRECTABLE:
-        raise ValueError(f"{field!r} cannot be corrected; choose one of {', '.join(CORRECTABLE)}")
-    name = FIELD_NAMES[field]
+    if field not in field_registry.correctable():
+        raise ValueError(f"{field!r} cannot be corrected; choose one of {', '.join(field_registry.correctable())}")
+    name = field_registry.field(field).tag
     locks = [v for v in current.get(LOCKED, []) if v.strip()]
     if values is None:
         after_locks = [v for v in locks if v.strip().upper() != name]
@@ -109,7 +108,7 @@ def plan_correction(current: dict[str, list[str]], field: str, values: Sequence[
 
 def plan_changes(current: dict[str, list[str]], selection: dict[str, list[tuple[str, str, float]]], cfg: Config,
                  *, analyser: str | Sequence[str], scores: dict[str, float], now: str) -> list[Change]:
-    """The fields to change, given the file's ``current`` values (every name in FIELD_NAMES and PROVENANCE).
+    """The fields to change, given the file's ``current`` values (every tag of :mod:`tagger.fields`, PROVENANCE).
 
     Returns an empty list when the file already says what it should: then nothing is written at all.
     """
@@ -118,7 +117,8 @@ def plan_changes(current: dict[str, list[str]], selection: dict[str, list[tuple[
     locked = locked_fields(current)
     changes: list[Change] = []
     written: list[str] = []
-    for field, name in FIELD_NAMES.items():
+    own = field_registry.tool_tags()
+    for field, name in field_registry.tags().items():
         before = current.get(name, [])
         ours = [v for v, _, _ in selection.get(field, [])]
         theirs = [v for v in before if not _ci_in(v, ours_before.get(name, []))]
@@ -126,7 +126,7 @@ def plan_changes(current: dict[str, list[str]], selection: dict[str, list[tuple[
         if name in locked:  # the user's: left exactly as it is, and what we wrote earlier stays ours
             written += [f"{name}={v}" for v in before if _ci_in(v, ours_before.get(name, []))]
             continue
-        if name in OWN_FIELDS:
+        if name in own:
             after = ours
         elif policy == "fill":
             after = theirs if theirs else ours
@@ -134,13 +134,13 @@ def plan_changes(current: dict[str, list[str]], selection: dict[str, list[tuple[
             after = theirs + [v for v in ours if not _ci_in(v, theirs)]
         else:  # replace, but never empty a user's field when we have nothing to offer
             after = ours if ours else theirs
-        if name not in OWN_FIELDS:
+        if name not in own:
             written += [f"{name}={v}" for v in after if not _ci_in(v, theirs)]
         if after != before:
             changes.append(Change(name, before, after))
     if not changes:  # nothing the user would see changes: the file is not opened for writing at all
         return []
-    if not written and not any(selection.get(f) for f, name in FIELD_NAMES.items() if name in OWN_FIELDS):
+    if not written and not any(selection.get(f) for f, name in field_registry.tags().items() if name in own):
         # None of our values is left in the file: our fields go too, and the padding is given back, so the
         # file is what it was before the tool first wrote to it.
         return [*changes, *(Change(name, current[name], []) for name in PROVENANCE if current.get(name))]
@@ -161,15 +161,17 @@ def plan_undo(current: dict[str, list[str]]) -> list[Change]:
     """Remove exactly what TAGGER_WRITTEN says this tool added, and the tool's own fields."""
     ours = previously_written(current.get("TAGGER_WRITTEN", []))
     changes = []
-    for name in ("GENRE", "MOOD"):
+    for name in field_registry.user_tags():
         before = current.get(name, [])
         after = [v for v in before if not _ci_in(v, ours.get(name, []))]
         if after != before:
             changes.append(Change(name, before, after))
-    for name in ("TAGGER_DESCRIPTORS", *PROVENANCE):
+    for name in (*field_registry.tool_tags(), *PROVENANCE):
         if current.get(name):
             changes.append(Change(name, current[name], []))
     return changes
 
 
-ALL_FIELDS = (*FIELD_NAMES.values(), *PROVENANCE, LOCKED)
+def all_tags() -> tuple[str, ...]:
+    """Every tag the tool reads to plan a change: each field's, its provenance and the user's locks."""
+    return (*field_registry.tags().values(), *PROVENANCE, LOCKED)

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-import mutagen
 from mutagen.aiff import AIFF
 from mutagen.flac import FLAC
 from mutagen.id3 import ID3, TCON, TMOO, TXXX, ID3NoHeaderError
@@ -25,20 +25,21 @@ from mutagen.oggopus import OggOpus
 from mutagen.oggvorbis import OggVorbis
 from mutagen.wave import WAVE
 
+from tagger import fields as field_registry
 from tagger.analysis.formats import FORMATS as AUDIO_FORMATS
 from tagger.analysis.formats import sniff
 from tagger.errors import DecodeError, TagWriteError
+from tagger.tagging._mutagen import (
+    id3_padding,
+    keep_unparsed_atom,
+    mp4_drop_empty_free,
+    mp4_ilst_padding,
+    mutagen_call,
+)
 from tagger.tagging.id3order import head_of, restore_order
 
-# Where each named field is stored, per family. Custom names (anything not listed) use the CUSTOM row.
-FIELD_TABLE: dict[str, dict[str, str]] = {
-    "GENRE": {"id3": "TCON", "id3v23": "TCON", "vorbis": "GENRE", "mp4": "\xa9gen"},
-    "MOOD": {"id3": "TMOO", "id3v23": "TXXX:MOOD", "vorbis": "MOOD", "mp4": "----:com.apple.iTunes:MOOD"},
-    # Read only (for playlists and filters), never written:
-    "ARTIST": {"id3": "TPE1", "id3v23": "TPE1", "vorbis": "ARTIST", "mp4": "\xa9ART"},
-    "ALBUM": {"id3": "TALB", "id3v23": "TALB", "vorbis": "ALBUM", "mp4": "\xa9alb"},
-    "TITLE": {"id3": "TIT2", "id3v23": "TIT2", "vorbis": "TITLE", "mp4": "\xa9nam"},
-}
+# Where each tag is stored per family comes from the field registry (tagger.fields); tags without declared
+# homes (the tool's own, provenance, an extension's field) use the CUSTOM row.
 CUSTOM = {"id3": "TXXX:{name}", "id3v23": "TXXX:{name}", "vorbis": "{name}", "mp4": "----:com.apple.iTunes:{name}"}
 
 # Formats the header sniffer names -> (mutagen class, tag family); the family is the format table's.
@@ -49,7 +50,7 @@ FORMATS: dict[str, tuple[type, str]] = {name: (cls, family) for name, cls in MUT
 
 
 def field_key(name: str, family: str) -> str:
-    row = FIELD_TABLE.get(name)
+    row = field_registry.storage().get(name)
     return row[family] if row else CUSTOM[family].format(name=name)
 
 
@@ -60,7 +61,7 @@ class TagFile:
     path: Path
     fmt: str
     family: str  # id3 | vorbis | mp4
-    audio: mutagen.FileType
+    audio: Any  # the mutagen.FileType subclass the header called for (MP3, FLAC, MP4...)
     id3_version: int = 4
     v23_sep: str = "; "
     v1_only_keys: frozenset[str] = frozenset()  # frames mutagen filled from an ID3v1 tag (not in any ID3v2 tag)
@@ -89,7 +90,7 @@ class TagFile:
             out: list[str] = []
             for fr in frames:
                 out += list(fr.genres) if isinstance(fr, TCON) else [str(t) for t in fr.text]
-            if self.id3_version == 3 and (name in ("GENRE", "MOOD") or name not in FIELD_TABLE):
+            if self.id3_version == 3 and name not in field_registry.INFO_STORAGE:
                 # v2.3 has one string per frame: split what was joined (the tool's values never hold the separator)
                 out = [part.strip() for v in out for part in v.split(self.v23_sep.strip() or self.v23_sep)]
             return [v for v in out if v != ""]
@@ -144,7 +145,7 @@ class TagFile:
             return str(sum(b.length for b in blocks)) if blocks else "none"
         if self.family == "mp4" and not _mp4_has_free(self.path):
             return "none"
-        return str(getattr(self.audio.tags, "_padding", 0) or 0) if self.audio.tags is not None else "0"
+        return str(id3_padding(self.audio.tags)) if self.audio.tags is not None else "0"
 
     def save(self, padding: str | None = None) -> None:
         """Write the tags. ``padding`` (a value of :attr:`padding`) restores that exact free space instead of
@@ -166,9 +167,8 @@ class TagFile:
             # parse, which it writes back byte for byte (tests/test_readers.py checks this against mutagen).
             # Looked up only here, when saving, so reading tags costs no second parse of the file.
             gnre = _raw_gnre(self.path)
-            if gnre:
+            if gnre and keep_unparsed_atom(tags, "gnre", gnre):
                 tags.pop("\xa9gen", None)
-                tags._failed_atoms["gnre"] = gnre
         if self.fmt == "vorbis" and self.audio.tags is not None:
             from tagger.tagging.oggpages import save_vorbis_comment
 
@@ -257,33 +257,19 @@ def _drop_empty_flac_padding(path: Path) -> None:
 
 
 def _mp4_has_free(path: Path) -> bool:
-    from mutagen.mp4 import AtomError, Atoms, _find_padding
+    from mutagen.mp4 import AtomError
 
     try:
         with open(path, "rb") as f:
-            return _find_padding(Atoms(f).path(b"moov", b"udta", b"meta", b"ilst")) is not None
+            return mp4_ilst_padding(f) is not None
     except (KeyError, OSError, AtomError):
         return False
 
 
 def _drop_empty_mp4_free(path: Path) -> None:
-    """Remove the empty ``free`` atom mutagen always writes after ``ilst``, for a file that had none. Uses
-    mutagen's own parent-size and chunk-offset updates (private, so the safe write's packet comparison and
-    tests/test_readers.py stand guard: a wrong offset changes the demuxed packets and the write is refused)."""
-    from mutagen._util import resize_bytes
-    from mutagen.mp4 import Atoms, MP4Tags, _find_padding
-
+    """Remove the empty ``free`` atom mutagen always writes after ``ilst``, for a file that had none."""
     with open(path, "r+b") as f:
-        atoms = Atoms(f)
-        ilst_path = atoms.path(b"moov", b"udta", b"meta", b"ilst")
-        free = _find_padding(ilst_path)
-        if free is None or free.length != 8:
-            return
-        at = free.offset
-        resize_bytes(f, 8, 0, at)
-        helper = MP4Tags()
-        helper._MP4Tags__update_parents(f, ilst_path[:-1], -8)
-        helper._MP4Tags__update_offsets(f, atoms, -8, at)
+        mp4_drop_empty_free(f)
 
 
 def open_tags(path: Path, *, id3_version: int = 4, v23_sep: str = "; ") -> TagFile:
@@ -291,14 +277,11 @@ def open_tags(path: Path, *, id3_version: int = 4, v23_sep: str = "; ") -> TagFi
     try:
         fmt = sniff(path)
     except DecodeError as exc:
-        raise TagWriteError(path, exc.reason) from None
+        raise TagWriteError(path, exc.reason) from exc
     if fmt not in FORMATS:
         raise TagWriteError(path, f"writing tags to {fmt} files is not supported")
     cls, family = FORMATS[fmt]
-    try:
-        audio = cls(str(path))
-    except Exception as exc:  # mutagen raises format-specific errors; wrap them with the path
-        raise TagWriteError(path, f"cannot read tags ({type(exc).__name__}: {exc})") from None
+    audio = mutagen_call(path, "read tags", cls, str(path))
     tf = TagFile(path, fmt, family, audio, id3_version, v23_sep)
     if family == "id3":
         _id3_layout(tf)
@@ -387,4 +370,4 @@ def _id3_layout(tf: TagFile) -> None:
         tf.v1_only_keys = frozenset(set(tags.keys()) - own)
 
 
-__all__ = ["FIELD_TABLE", "FORMATS", "TagFile", "field_key", "open_tags", "ID3"]
+__all__ = ["FORMATS", "TagFile", "field_key", "open_tags", "ID3"]

@@ -27,16 +27,15 @@ from tagger.analysis.digests import native_digest, packet_digest
 from tagger.analysis.formats import sniff
 from tagger.errors import DecodeError, TagWriteError
 from tagger.fsutil import TEMP_MARK, fsync_dir
-from tagger.tagging.plan import ALL_FIELDS, PADDING, Change
+from tagger.tagging.plan import PADDING, Change, all_tags
 from tagger.tagging.tagio import open_tags
-
-INFO_FIELDS = ("ARTIST", "ALBUM", "TITLE")
 
 
 def read_fields(path: Path, *, id3_version: int = 4, v23_sep: str = "; ",
-                names: tuple[str, ...] = ALL_FIELDS) -> dict[str, list[str]]:
+                names: tuple[str, ...] | None = None) -> dict[str, list[str]]:
+    """The values of ``names`` (default: every tag the tool plans with) as the file holds them."""
     tf = open_tags(path, id3_version=id3_version, v23_sep=v23_sep)
-    return {name: tf.get(name) for name in names}
+    return {name: tf.get(name) for name in (names if names is not None else all_tags())}
 
 
 def _temp_prefix(name: str, limit: int = 100) -> str:
@@ -135,7 +134,7 @@ def _write_changes(path: Path, changes: list[Change], *, expect: tuple[int, int]
     try:
         st = os.stat(path)
     except OSError as exc:
-        raise TagWriteError(shown, f"cannot stat: {exc.strerror}") from None
+        raise TagWriteError(shown, f"cannot stat: {exc.strerror}") from exc
     if not stat.S_ISREG(st.st_mode):
         raise TagWriteError(shown, "not a regular file; left alone")
     if st.st_nlink > 1:
@@ -163,7 +162,7 @@ def _write_changes(path: Path, changes: list[Change], *, expect: tuple[int, int]
         try:
             before_audio = native_digest(path)
         except DecodeError as exc:
-            raise TagWriteError(path, f"cannot verify audio before writing: {exc.reason}") from None
+            raise TagWriteError(path, f"cannot verify audio before writing: {exc.reason}") from exc
     _check_taggable(path)
     sample = content_sample(path)
     fd, tmp_name = tempfile.mkstemp(prefix=_temp_prefix(path.name), suffix=".tmp", dir=path.parent)
@@ -177,8 +176,8 @@ def _write_changes(path: Path, changes: list[Change], *, expect: tuple[int, int]
         if (st.st_uid, st.st_gid) != (os.stat(tmp).st_uid, os.stat(tmp).st_gid):
             try:
                 os.chown(tmp, st.st_uid, st.st_gid)
-            except PermissionError:
-                raise TagWriteError(path, "cannot keep the file's owner on the rewritten copy; left alone") from None
+            except PermissionError as exc:
+                raise TagWriteError(path, "cannot keep the file's owner on the rewritten copy; left alone") from exc
         tf = open_tags(tmp, id3_version=id3_version, v23_sep=v23_sep)
         changes = _with_padding_record(tf, changes)
         restore = next((c.before[0] for c in changes if c.field == PADDING and c.before and not c.after), None)
@@ -187,7 +186,7 @@ def _write_changes(path: Path, changes: list[Change], *, expect: tuple[int, int]
         try:
             tf.save(padding=restore)
         except Exception as exc:
-            raise TagWriteError(path, f"mutagen could not save tags ({type(exc).__name__}: {exc}); left alone") from None
+            raise TagWriteError(path, f"mutagen could not save tags ({type(exc).__name__}: {exc}); left alone") from exc
         check = open_tags(tmp, id3_version=id3_version, v23_sep=v23_sep)
         for ch in changes:
             got = check.get(ch.field)
@@ -197,7 +196,7 @@ def _write_changes(path: Path, changes: list[Change], *, expect: tuple[int, int]
         try:
             after_audio = digest(tmp)
         except DecodeError as exc:
-            raise TagWriteError(path, f"tagged copy {unreadable} ({exc.reason}); left alone") from None
+            raise TagWriteError(path, f"tagged copy {unreadable} ({exc.reason}); left alone") from exc
         if after_audio != before_audio:
             raise TagWriteError(path, f"{differs}; left alone")
         with open(tmp, "rb+") as f:

@@ -19,7 +19,14 @@ from typing import Any
 
 import numpy as np
 
-FACETS = ("genre", "mood", "instrument", "vocals", "era", "model", "folder")
+from tagger import fields as field_registry
+
+
+def facet_names() -> tuple[str, ...]:
+    """The facets, in page order: the registry's facet fields, the descriptor groups, then model and folder."""
+    return (*field_registry.facets(), *field_registry.GROUP_FACETS, "model", "folder")
+
+
 SORTS = ("title", "artist", "album", "genre", "duration", "added", "path")
 PAGE_SIZES = (25, 50, 100, 200)
 
@@ -47,13 +54,13 @@ class Query:
             raise ValueError(f"order must be asc or desc, got {order!r}")
         try:
             page, per_page = int(one("page", "1")), int(one("per_page", "50"))
-        except ValueError:
-            raise ValueError("page and per_page must be integers") from None
+        except ValueError as exc:
+            raise ValueError("page and per_page must be integers") from exc
         if page < 1 or page > 10**7:
             raise ValueError(f"page must be between 1 and 10000000, got {page}")
         if per_page not in PAGE_SIZES:
             raise ValueError(f"per_page must be one of {PAGE_SIZES}, got {per_page}")
-        chosen = {f: tuple(v for v in params[f] if v) for f in FACETS if params.get(f)}
+        chosen = {f: tuple(v for v in params[f] if v) for f in facet_names() if params.get(f)}
         return cls(one("q", "").strip()[:200], {f: v for f, v in chosen.items() if v}, sort, order == "desc",
                    page, per_page)
 
@@ -74,14 +81,14 @@ def descriptor_groups(cards: Iterable[Any], vocabulary: Mapping[str, Mapping[str
             for label, group in out.groups.items():
                 groups.setdefault(label.lower(), group)
     facet_of = {"instrument": "instrument", "vocals": "vocals", "era": "era"}
-    out: dict[str, str] = {}
+    facets: dict[str, str] = {}
     for value, labels in vocabulary.get("descriptors", {}).items():
         for label in labels:
             g = groups.get(str(label).split(":")[-1].lower())
             if g in facet_of:
-                out[value] = facet_of[g]
+                facets[value] = facet_of[g]
                 break
-    return out
+    return facets
 
 
 class _Facet:
@@ -123,18 +130,19 @@ class Catalogue:
         duration, analysed_at, user, decided, locked and ``models`` (analysers that analysed it)."""
         self.tracks = tracks
         groups = groups or {}
-        self.facets = {f: _Facet() for f in FACETS}
+        self.facets = {f: _Facet() for f in facet_names()}
+        own = [f.name for f in field_registry.all_fields() if not f.facet and set(f.groups) & set(field_registry.GROUP_FACETS)]
         hay = []
         for i, t in enumerate(tracks):
             user, decided = t.get("user") or {}, t.get("decided") or {}
             locked = {x.lower() for x in t.get("locked") or ()}
-            for fld in ("genre", "mood"):
+            for fld in field_registry.facets():
                 vals = user.get(fld) or ([] if fld in locked else decided.get(fld) or [])
                 t[f"_{fld}"] = vals
                 for v in vals:
                     self.facets[fld].add(i, v)
-            for v in decided.get("descriptors") or ():
-                self.facets[groups.get(v, "instrument")].add(i, v)
+            for v in (v for fld in own for v in decided.get(fld) or ()):  # descriptors: faceted by their group
+                self.facets[groups.get(v, field_registry.GROUP_FACETS[0])].add(i, v)
             for m in t.get("models") or ():  # "musicnn-msd@0.1.0+tagger.1": people choose by name, not version
                 self.facets["model"].add(i, str(m).partition("@")[0])
             self.facets["folder"].add(i, _folder(t["path"], roots))

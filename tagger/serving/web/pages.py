@@ -12,10 +12,15 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import urlencode
 
-from tagger.serving.web.catalogue import FACETS, PAGE_SIZES, Query, Result
+from tagger import fields as field_registry
+from tagger.serving.web.catalogue import PAGE_SIZES, Query, Result, facet_names
 
-FACET_TITLES = {"genre": "Genre", "mood": "Mood", "instrument": "Instrument", "vocals": "Vocals", "era": "Era",
-                "model": "Model", "folder": "Folder"}
+
+def facet_title(name: str) -> str:
+    f = field_registry.all_fields()
+    return next((x.heading for x in f if x.name == name), name.capitalize())
+
+
 FACET_SHOWN = 40
 # Drawn, not a font glyph: the padlock emoji is a blank box where no emoji font is installed.
 LOCK_ICON = ('<svg class=lock-icon viewBox="0 0 16 16" width=14 height=14 role=img aria-label="locked: your value">'
@@ -91,7 +96,7 @@ def _params(q: Query, **change: Any) -> dict[str, Any]:
 
 def library_page(result: Result, q: Query, *, csrf: str, library_size: int) -> str:
     facets = []
-    for name in FACETS:
+    for name in facet_names():
         values = result.facets.get(name, [])
         if not values:
             continue
@@ -105,7 +110,7 @@ def library_page(result: Result, q: Query, *, csrf: str, library_size: int) -> s
             items.append(f'<li{cls}><a href="{e(href)}" data-facet="{e(name)}" data-value="{e(value)}">'
                          f'{e(value)}</a> <span class=count>{count}</span></li>')
         more = (f'<li class=more>{len(values) - len(shown)} more</li>' if len(values) > len(shown) else "")
-        facets.append(f'<section class=facet data-name="{e(name)}"><h3>{FACET_TITLES[name]}</h3>'
+        facets.append(f'<section class=facet data-name="{e(name)}"><h3>{facet_title(name)}</h3>'
                       f'<ul>{"".join(items)}{more}</ul></section>')
     heads = []
     for key, label in (("title", "Title"), ("artist", "Artist"), ("album", "Album"), ("genre", "Genre"),
@@ -163,8 +168,8 @@ def track_page(t: Mapping[str, Any], *, csrf: str, models: Sequence[Mapping[str,
     # What the file says, what the tool decided, and the user's corrections.
     locked = {x.upper() for x in (file_tags or {}).get("TAGGER_LOCKED", [])}
     rows = []
-    for fld in ("genre", "mood"):
-        name = fld.upper()
+    for fld in field_registry.correctable():
+        name = field_registry.field(fld).tag
         now = (file_tags or {}).get(name, [])
         d = decision.get(fld, {})
         written = [w.partition("=")[2] for w in (file_tags or {}).get("TAGGER_WRITTEN", [])
@@ -172,7 +177,7 @@ def track_page(t: Mapping[str, Any], *, csrf: str, models: Sequence[Mapping[str,
         lock = ownership(now, written, name in locked, (policies or {}).get(fld, "fill"))
         options = "".join(f"<option value=\"{e(v)}\">" for v in known.get(fld, ()))
         rows.append(
-            f'<tr data-field="{fld}"><th>{fld.title()}</th><td class=in-file>{e(", ".join(now)) or "<em>none</em>"}'
+            f'<tr data-field="{fld}"><th>{field_registry.field(fld).heading}</th><td class=in-file>{e(", ".join(now)) or "<em>none</em>"}'
             f'<div class=lock>{lock}</div></td>'
             f'<td class=decided>{e(", ".join(d.get("values", []))) or "<em>none</em>"}'
             f'<div class=reason>{e(d.get("reason", ""))}</div></td>'
@@ -188,11 +193,11 @@ def track_page(t: Mapping[str, Any], *, csrf: str, models: Sequence[Mapping[str,
         parts.append(f'<p class=error>The file\'s tags cannot be read: {e(file_error)}</p>')
     elif file_tags:
         other = "".join(f"<tr><th>{e(k)}</th><td>{e('; '.join(v))}</td></tr>" for k, v in file_tags.items()
-                        if v and k not in ("GENRE", "MOOD"))
+                        if v and k not in {field_registry.field(f).tag for f in field_registry.correctable()})
         if other:
             parts.append(f'<details><summary>Other fields the tool reads</summary><table class=raw>{other}</table>'
                          '</details>')
-    extra = [(k, v) for k, v in decision.items() if k not in ("genre", "mood") and v.get("values")]
+    extra = [(k, v) for k, v in decision.items() if k not in field_registry.correctable() and v.get("values")]
     if extra:
         parts.append("<p>" + "; ".join(f"{e(k)}: {e(', '.join(v['values']))}" for k, v in extra) + "</p>")
     parts.append("</section>")

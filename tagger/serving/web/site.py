@@ -12,18 +12,21 @@ from typing import Any
 
 import numpy as np
 
+from tagger import fields as field_registry
 from tagger.config import Config
 from tagger.decision.track import Decider
 from tagger.errors import ConfigError, TaggerError
-from tagger.library.inbox import Correction, Inbox, apply_now, lock_holder, read_status
+from tagger.fields import INFO_FIELDS
+from tagger.library.inbox import Correction, Inbox, lock_holder, read_status
 from tagger.library.store import Store
 from tagger.lookup.similar import Library, build_playlist, resolve_tags
 from tagger.models.card import Card
+from tagger.pipeline.corrections import apply_now
 from tagger.serving.web import pages
 from tagger.serving.web.catalogue import Catalogue, Query, descriptor_groups
 from tagger.serving.web.media import cover_art
-from tagger.tagging.plan import ALL_FIELDS, CORRECTABLE, clean_values
-from tagger.tagging.writer import INFO_FIELDS, read_fields
+from tagger.tagging.plan import all_tags, clean_values
+from tagger.tagging.writer import read_fields
 
 ANSWER_WAIT_S = 20.0
 
@@ -64,7 +67,7 @@ class Snapshot:
     def known_values(self) -> dict[str, list[str]]:
         """Values offered while correcting: the vocabulary's and every value the library already uses."""
         out = {}
-        for fld in CORRECTABLE:
+        for fld in field_registry.correctable():
             seen = {v.casefold(): v for v in self.cfg.vocabulary.get(fld, {})}
             for v, _ in self.catalogue.facets[fld].codes.items():
                 seen.setdefault(v.casefold(), v)
@@ -119,7 +122,7 @@ class Site:
         decided = {name: {"values": fd.written, "reason": fd.reason} for name, fd in decision.fields.items()}
         try:
             file_tags = read_fields(Path(t["path"]), id3_version=self.cfg.id3_version,
-                                    v23_sep=self.cfg.id3v23_separator, names=(*ALL_FIELDS, *INFO_FIELDS))
+                                    v23_sep=self.cfg.id3v23_separator, names=(*all_tags(), *INFO_FIELDS))
             file_error = ""
         except TaggerError as exc:
             file_tags, file_error = None, exc.reason
@@ -141,8 +144,8 @@ class Site:
         tags = [x.strip() for x in ",".join(params.get("tags", [])).split(",") if x.strip()]
         try:
             n = int(params.get("n", ["20"])[0])
-        except ValueError:
-            raise ValueError("n must be an integer") from None
+        except ValueError as exc:
+            raise ValueError("n must be an integer") from exc
         if not 1 <= n <= 200:
             raise ValueError(f"n must be between 1 and 200, got {n}")
         seed = None
@@ -189,8 +192,8 @@ class Site:
         t = snap.by_id.get(tid) if snap else None
         if t is None:
             return 404, {"error": "no such track"}
-        if not isinstance(body, dict) or body.get("field") not in CORRECTABLE:
-            return 400, {"error": f"field must be one of {', '.join(CORRECTABLE)}"}
+        if not isinstance(body, dict) or body.get("field") not in field_registry.correctable():
+            return 400, {"error": f"field must be one of {', '.join(field_registry.correctable())}"}
         action = body.get("action", "set")
         if action == "unlock":
             values = None

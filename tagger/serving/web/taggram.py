@@ -34,7 +34,7 @@ class Taggrams:
         try:
             st = os.stat(path)
         except OSError as exc:
-            raise DecodeError(path, f"cannot read the file: {exc.strerror}") from None
+            raise DecodeError(path, f"cannot read the file: {exc.strerror}") from exc
         key = (os.fsdecode(path), st.st_size, st.st_mtime_ns, self.model.card.analyser)
         with self.lock:
             hit = self.cache.get(key)
