@@ -138,3 +138,13 @@ def test_a_reload_is_needed_exactly_when_a_model_setting_changes():
     assert schema.needs_reload(cfg, replace(cfg, batch_size=8, settle_seconds=1.0)) == []
     assert schema.needs_reload(cfg, replace(cfg, precision="float")) == ["precision"]
     assert schema.needs_reload(cfg, replace(cfg, memory="lean", models_dir=cfg.models_dir / "x")) == ["models_dir", "memory"]
+
+
+def test_a_commands_own_option_never_collides_with_a_setting_flag(tmp_path):
+    """`eval --precision 0.9` is the calibration target; `--model-precision` the setting (a past collision)."""
+    from tagger.cli import build_parser
+    from tagger.cli.options import settings_from
+
+    args = build_parser().parse_args(["eval", "--precision", "0.8", "--model-precision", "float",
+                                      "--database", str(tmp_path / "db")])
+    assert args.precision == 0.8 and settings_from(args).precision == "float"

@@ -142,7 +142,7 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
     for s in SETTINGS:
         if s.flag is None:
             continue
-        kw: dict[str, Any] = {"dest": s.attr, "help": s.help or None}
+        kw: dict[str, Any] = {"dest": _dest(s), "help": s.help or None}
         if s.kind == "choice":
             kw["choices"] = [str(c) for c in s.choices]
         elif s.kind == "int":
@@ -152,11 +152,17 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
         parser.add_argument(s.flag, **kw)
 
 
+def _dest(s: Setting) -> str:
+    """Where argparse keeps a setting's flag: a name of its own, so a command's own options (``eval
+    --precision``, a calibration target) never collide with a setting's attribute (``precision``)."""
+    return "setting_" + s.attr
+
+
 def from_flags(args: argparse.Namespace) -> dict[str, Any]:
     """Config attribute -> value for every flag given, checked with the setting's own rule."""
     out = {}
     for s in SETTINGS:
-        value = getattr(args, s.attr, None) if s.flag else None
+        value = getattr(args, _dest(s), None) if s.flag else None
         if value is not None:
             out[s.attr] = check(s, value, s.flag)
     return out
