@@ -123,16 +123,59 @@ def give_memory_back():
         pass
 
 
+# Threads that libraries start once per process and keep on purpose (not a test's leak): Ray's workers and
+# log monitors, the multiprocessing resource tracker's feeder, Playwright's event loop.
+LIBRARY_THREADS = ("ray_", "Thread-", "asyncio_", "QueueFeederThread", "ThreadPoolExecutor-")
+
+
 @pytest.fixture(autouse=True)
-def no_leaked_threads():
-    """Fail any test that leaves a tagger thread running: stoppable threads must be stopped."""
+def no_leaks():
+    """Fail any test that leaves a thread of its own or a child process running: stoppable threads must be
+    stopped, decoder processes joined. Threads a library keeps for the process are named above."""
+    import multiprocessing
+
     before = set(threading.enumerate())
+    children = set(multiprocessing.active_children())
     yield
-    leaked = [t for t in threading.enumerate() if t not in before and t.is_alive() and t.name.startswith("tagger")]
+    leaked = [t for t in threading.enumerate() if t not in before and t.is_alive()]
     for t in leaked:
         t.join(timeout=5)
-    still = [t.name for t in leaked if t.is_alive()]
+    still = [t.name for t in leaked if t.is_alive() and (t.name.startswith("tagger") or not t.daemon)
+             and not t.name.startswith(LIBRARY_THREADS)]
     assert not still, f"threads leaked by the test: {still}"
+    orphans = [c for c in multiprocessing.active_children() if c not in children]
+    for c in orphans:
+        c.join(timeout=5)
+    alive = [f"{c.name} (pid {c.pid})" for c in orphans if c.is_alive()]
+    assert not alive, f"child processes leaked by the test: {alive}"
+
+
+# What makes a test slow: it runs a real model. A fixture that loads one (directly or through another fixture)
+# or a test body that does, marks the test `slow` (`pytest -m "not slow"` runs the rest in seconds).
+_LOADS_MODELS = ("load_model(", "load_models(", "Model(", "msd_model", "scan(", "Engine(", "Daemon(", 'main(["scan"',
+                 'main(["analyze"', 'main(["analyse"', 'main(["watch"', 'main(["train"', 'main(["eval"', "run_batch(")
+
+
+def _loads_models(func, seen: dict) -> bool:
+    import inspect
+
+    key = id(func)
+    if key not in seen:
+        try:
+            src = inspect.getsource(func)
+        except (OSError, TypeError):
+            src = ""
+        seen[key] = any(m in src for m in _LOADS_MODELS)
+    return seen[key]
+
+
+def pytest_collection_modifyitems(config, items):
+    seen: dict = {}
+    for item in items:
+        fixturedefs = getattr(getattr(item, "_fixtureinfo", None), "name2fixturedefs", {})
+        funcs = [getattr(item, "function", None)] + [d.func for defs in fixturedefs.values() for d in defs]
+        if any(f is not None and _loads_models(f, seen) for f in funcs):
+            item.add_marker(pytest.mark.slow)
 
 
 def serving(srv, name: str = "tagger-test-serve"):

@@ -48,7 +48,7 @@ def get(srv, path, headers=None, method="GET"):
 
 def test_routes(server):
     status, spec = get(server, "/openapi.json")
-    assert status == 200 and spec["openapi"].startswith("3.") and "/tracks/{id}/similar" in spec["paths"]
+    assert status == 200 and spec["openapi"].startswith("3.") and "/api/v1/tracks/{id}/similar" in spec["paths"]
     status, health = get(server, "/health")
     assert status == 200 and health["tracks"] == 4
     status, track = get(server, "/tracks/1")
@@ -147,3 +147,33 @@ def test_200_concurrent_clients_are_all_answered(server):
     with ThreadPoolExecutor(200) as pool:
         codes = list(pool.map(lambda _: get(server, "/health")[0], range(200)))
     assert codes == [200] * 200
+
+
+def _raw(srv, path):
+    conn = http.client.HTTPConnection(*srv.server_address[:2], timeout=10)
+    conn.request("GET", path)
+    resp = conn.getresponse()
+    body = resp.read()
+    conn.close()
+    return resp, json.loads(body)
+
+
+@pytest.mark.parametrize("old, new", [("/health", "/api/v1/health"), ("/tracks/1", "/api/v1/tracks/1"),
+                                      ("/tracks/1/similar?n=2", "/api/v1/tracks/1/similar?n=2"),
+                                      ("/openapi.json", "/api/v1/openapi.json")])
+def test_the_versioned_api_answers_and_the_old_urls_still_do_marked_deprecated(server, old, new):
+    new_resp, new_body = _raw(server, new)
+    old_resp, old_body = _raw(server, old)
+    assert new_resp.status == old_resp.status == 200 and new_body == old_body
+    assert new_resp.getheader("Deprecation") is None
+    assert old_resp.getheader("Deprecation") == "true"
+    assert old_resp.getheader("Link") == f'<{new.split("?")[0]}>; rel="successor-version"'
+
+
+def test_the_openapi_paths_are_the_route_tables_api_routes(server):
+    from tagger.serving.routes import ROUTES
+
+    _, spec = _raw(server, "/api/v1/openapi.json")
+    assert set(spec["paths"]) <= {r.path for r in ROUTES if r.kind == "api"}
+    assert all(p.startswith("/api/v1/") for p in spec["paths"])
+    assert spec["paths"]["/api/v1/tracks/{id}/similar"]["get"]["parameters"][1]["schema"]["maximum"] == 500

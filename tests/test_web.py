@@ -8,6 +8,7 @@ import json
 import os
 import re
 import time
+from pathlib import Path
 from dataclasses import replace
 
 import pytest
@@ -167,7 +168,7 @@ def test_previews_stream_by_id_with_ranges(server, site):
     tid = int(re.search(rb'data-src="/audio/(\d+)"', page).group(1))
     _, view = call(server, f"/api/tracks/{tid}/view")
     path = json.loads(view)["track"]["path"]
-    data = open(path, "rb").read()
+    data = Path(path).read_bytes()
     resp, whole = call(server, f"/audio/{tid}")
     assert resp.status == 200 and whole == data and resp.getheader("Accept-Ranges") == "bytes"
     assert resp.getheader("Content-Type") == "audio/flac"

@@ -17,44 +17,34 @@ log = logging.getLogger("tagger")
 def cmd_show(args: argparse.Namespace) -> int:
     from tagger.fsutil import path_key
     from tagger.library.store import Store
-    from tagger.models.card import Card, CardError
+    from tagger.lookup.query import stored_cards, track_view
 
     cfg = settings_from(args)
     if args.top < 1:
         raise ConfigError("--top", f"must be at least 1, got {args.top}")
     store = Store(cfg.database, writer=False)
     path = Path(args.file)
-    recs = list(store.for_path(path_key(path)))
-    if not recs:
+    cards = stored_cards(store)
+    # decided by the models that have vectors for this file, as the scan that wrote it did
+    view = track_view(store, path_key(path), cards,
+                      lambda vectors, p, album: decider_for(cfg, {m: cards[m] for m in vectors}).decide(vectors, p, album))
+    if view is None:
         raise TaggerError(path, "not in the database (run `tagger scan` on it first)")  # exit 1: not a database fault
     out = []
-    vectors: dict = {}
-    cards: dict = {}
-    for rec in recs:
-        entry = {k: v for k, v in rec.items() if k != "slot"}
-        if rec.get("status") == "ok" and not store.has_vectors(rec):
-            entry["problem"] = "its vectors are missing from the database; `tagger scan` re-analyses it"
-        elif rec.get("status") == "ok":
-            tags, emb = store.vectors(rec)
-            text = store.card_json(rec["model"])
-            try:
-                card = Card.from_json(text) if text else None
-            except CardError:
-                card = None
-            if card is not None and len(card.labels) == len(tags):
-                cards[rec["model"]], vectors[rec["model"]] = card, (str(rec.get("analyser")), tags, emb)
-                entry["tags"] = {label: round(float(s), 6) for label, s in
-                                 sorted(zip(card.labels, tags), key=lambda kv: -kv[1])}
-            else:
-                entry["tags"] = [float(x) for x in tags]
+    for mv in view.models:
+        entry = dict(mv.record)
+        if mv.problem:
+            entry["problem"] = mv.problem
+        elif mv.labels is not None:
+            entry["tags"] = {label: round(score, 6) for label, score in mv.labels}
+        elif mv.scores is not None:
+            entry["tags"] = mv.scores
         out.append(entry)
-    decision = decider_for(cfg, cards).decide(vectors, recs[0]["path"], recs[0].get("album")) if vectors else None
-    decided = {name: {"values": fd.written, "reason": fd.reason} for name, fd in decision.fields.items()} \
-        if decision else {}
+    decided = view.decision
     if args.json:
-        print(json.dumps({"path": recs[0]["path"], "decision": decided, "models": out}, ensure_ascii=True, indent=1))
+        print(json.dumps({"path": view.path, "decision": decided, "models": out}, ensure_ascii=True, indent=1))
         return EXIT_OK
-    print(recs[0]["path"])
+    print(view.path)
     if decided:
         print(" decision (what a scan writes)")
         for name, d in decided.items():

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from tagger.fsutil import path_key
 from tagger.library.files import holds_audio
-from tagger.library.store import Store
+from tagger.library.records import RecordStore
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +59,7 @@ def looks_unmounted(root: Path | str, has_audio: bool, records_under: int) -> bo
     return False
 
 
-def _drop_gone(store: Store, paths_models: Iterable[tuple[str, str]], done: Reconciled,
+def _drop_gone(store: RecordStore, paths_models: Iterable[tuple[str, str]], done: Reconciled,
                keep: frozenset[str] = frozenset()) -> None:
     gone: set[str] = set()
     for p, m in paths_models:
@@ -70,7 +70,7 @@ def _drop_gone(store: Store, paths_models: Iterable[tuple[str, str]], done: Reco
             gone.add(p)
 
 
-def prune(store: Store, roots: Iterable[Path], found: Sequence[Path], unreadable: Iterable[str] = ()) -> Reconciled:
+def prune(store: RecordStore, roots: Iterable[Path], found: Sequence[Path], unreadable: Iterable[str] = ()) -> Reconciled:
     """Drop records of files that are gone, after a full listing of the roots (``found``)."""
     done = Reconciled()
     present = frozenset(path_key(p) for p in found)
@@ -88,7 +88,7 @@ def prune(store: Store, roots: Iterable[Path], found: Sequence[Path], unreadable
     return done
 
 
-def carry_moves(store: Store, model_id: str, roots: Iterable[Path], found: Sequence[Path]) -> Reconciled:
+def carry_moves(store: RecordStore, model_id: str, roots: Iterable[Path], found: Sequence[Path]) -> Reconciled:
     """Files moved or renamed while nobody watched: a new path whose size and mtime equal those of a record
     whose file is gone takes over that record instead of being analysed again. A move keeps size and
     mtime; an ambiguous match (several candidates) is left alone."""
@@ -122,7 +122,7 @@ def carry_moves(store: Store, model_id: str, roots: Iterable[Path], found: Seque
     return done
 
 
-def apply_moves(store: Store, model_ids: Sequence[str], roots: Sequence[Path], moves: Iterable[Move]) -> Reconciled:
+def apply_moves(store: RecordStore, model_ids: Sequence[str], roots: Sequence[Path], moves: Iterable[Move]) -> Reconciled:
     """Moves the file system reported: records follow unchanged files; a file moved out of the library is
     forgotten; a moved and changed (or unknown) file is listed in ``reanalyse``."""
     done = Reconciled()
@@ -156,7 +156,7 @@ def apply_moves(store: Store, model_ids: Sequence[str], roots: Sequence[Path], m
     return done
 
 
-def apply_deletes(store: Store, roots: Sequence[Path], extensions: frozenset[str],
+def apply_deletes(store: RecordStore, roots: Sequence[Path], extensions: frozenset[str],
                   deleted: Sequence[Move]) -> Reconciled:
     """Deletions the file system reported (``dest`` unused), judged together per root: a root that holds no
     audio any more looks unmounted and keeps its records."""

@@ -12,6 +12,7 @@ import numpy as np
 
 from tagger.errors import StoreError
 from tagger.fsutil import atomic_write_bytes
+from tagger.library.records import Status
 from tagger.models.card import Card
 
 if TYPE_CHECKING:
@@ -147,7 +148,7 @@ def stored_vectors(store: "Store", path: Path | str, cards: Mapping[str, Card], 
     out: dict[str, tuple[str, np.ndarray, np.ndarray]] = {}
     for mid, card in cards.items():
         rec = store.get(path, mid)
-        if rec is None or rec.get("status") != "ok" or rec.get("slot") is None:
+        if rec is None or rec.get("status") != Status.OK or rec.get("slot") is None:
             continue
         if skip_missing and not store.has_vectors(rec):
             continue

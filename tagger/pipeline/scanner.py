@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 import os
 import time
-import uuid
 from collections import defaultdict, deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -30,6 +29,7 @@ from tagger.fields import INFO_FIELDS
 from tagger.fsutil import path_key
 from tagger.library import reconcile
 from tagger.library.files import discover
+from tagger.library.records import Status, new_track_id
 from tagger.library.store import Store
 from tagger.library.vectors import stored_vectors
 from tagger.models.card import Card
@@ -161,7 +161,7 @@ class Scanner:
         for mid, card in self.cards.items():
             rec = self.store.get(path, mid) if self.store is not None else None
             if needs_analysis(rec, st, card.analyser, force) or (
-                    rec is not None and self.store is not None and rec.get("status") == "ok"
+                    rec is not None and self.store is not None and rec.get("status") == Status.OK
                     and not self.store.has_vectors(rec)):
                 out.append(mid)
         return out
@@ -177,7 +177,7 @@ class Scanner:
         if self.store is None:
             return False
         rec = self.store.get(path, next(iter(self.cards)))
-        if rec is None or rec.get("status") != "ok":
+        if rec is None or rec.get("status") != Status.OK:
             return False
         return rec.get("heads") != self.head_analysers or (self.write and rec.get("applied") is False)
 
@@ -265,11 +265,7 @@ class Scanner:
         """The track's stable id: kept from any existing record of the file (renames and moves carry it,
         re-analysis keeps it), else a new random one."""
         assert self.store is not None
-        for mid in self.cards:
-            rec = self.store.get(path, mid)
-            if rec is not None and rec.get("track_id"):
-                return str(rec["track_id"])
-        return uuid.uuid4().hex[:16]
+        return new_track_id(self.store.get(path, mid) for mid in self.cards)
 
     def track_vectors(self, path: Path, fresh: TrackResult | None = None) -> dict[str, tuple[str, np.ndarray, np.ndarray]]:
         """Every model's song-level (analyser, tags, embedding) for the track: fresh from this pass, else
@@ -294,8 +290,8 @@ class Scanner:
             if self.store is not None and not self.pretend:
                 for mid, card in self.cards.items():
                     rec = self.store.get(res.path, mid)
-                    if rec is None or needs_analysis(rec, st, card.analyser, False) or rec.get("status") != "ok":
-                        self.store.put({**base, "model": mid, "analyser": card.analyser, "status": "failed",
+                    if rec is None or needs_analysis(rec, st, card.analyser, False) or rec.get("status") != Status.OK:
+                        self.store.put({**base, "model": mid, "analyser": card.analyser, "status": Status.FAILED.value,
                                         "reason": res.reason})
             return FileOutcome(res.path, "failed", res.reason)
         report.analysed += 1
@@ -307,7 +303,7 @@ class Scanner:
             track.update(fingerprint=res.fingerprint, duration=round(res.duration, 2), format=res.info.format)
             base.update(size=track.pop("size"), mtime_ns=track.pop("mtime_ns"))
             for mid, mres in res.models.items():
-                record = {**base, **track, "model": mid, "analyser": self.cards[mid].analyser, "status": "ok",
+                record = {**base, **track, "model": mid, "analyser": self.cards[mid].analyser, "status": Status.OK.value,
                           "windows": mres.n_windows}
                 self.store.put(record, mres.tags, mres.embedding)
             for mid in self.cards:

@@ -16,7 +16,6 @@ import ipaddress
 import json
 import logging
 import os
-import re
 import secrets
 import signal
 import threading
@@ -30,9 +29,11 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 from tagger.config import Config
 from tagger.errors import ConfigError, DecodeError, StoreError
 from tagger.library.store import Store
+from tagger.lookup.query import bounded
 from tagger.lookup.similar import Library, m3u_text, resolve_tags, tag_search
 from tagger.models.session import Model
-from tagger.serving.api import bounded_int, openapi
+from tagger.serving import routes
+from tagger.serving.api import openapi
 from tagger.serving.state import LibraryState
 from tagger.serving.web.media import (
     CHUNK,
@@ -41,7 +42,7 @@ from tagger.serving.web.media import (
     mime_type,
     parse_range,
 )
-from tagger.serving.web.site import Site
+from tagger.serving.web.site import Site, Snapshot
 from tagger.serving.web.taggram import Taggrams
 
 log = logging.getLogger(__name__)
@@ -110,7 +111,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("X-Content-Type-Options", "nosniff")
         self.send_header("Cache-Control", "no-store")
         self.send_header("Referrer-Policy", "no-referrer")
-        for k, v in (extra or {}).items():
+        for k, v in {**(extra or {}), **getattr(self, "_route_headers", {})}.items():
             self.send_header(k, v)
         self.end_headers()
         if self.command != "HEAD":
@@ -126,7 +127,8 @@ class _Handler(BaseHTTPRequestHandler):
     def _wants_html(self) -> bool:
         """A browser navigating (Accept: text/html) to a page that is not part of the JSON API."""
         path = urlsplit(self.path).path
-        api = path.startswith(("/api/", "/openapi.json", "/tracks", "/similar", "/search", "/health"))
+        found = routes.match("GET", path)
+        api = (found.route.kind == "api") if found else path.startswith(("/api/", "/tracks", "/health"))
         return not api and "text/html" in (self.headers.get("Accept") or "")
 
     def _send_html(self, code: int, page: str) -> None:
@@ -188,11 +190,101 @@ class _Handler(BaseHTTPRequestHandler):
         return False
 
     def do_POST(self) -> None:  # noqa: N802 - http.server naming
+        self._dispatch()
+
+    def do_PUT(self) -> None:  # noqa: N802
+        self._send(405, {"error": "method not allowed"}, {"Allow": "GET, HEAD, POST"})
+
+    do_DELETE = do_PATCH = do_OPTIONS = do_TRACE = do_CONNECT = do_PUT
+
+    def do_HEAD(self) -> None:  # noqa: N802
+        self._dispatch()
+
+    def do_GET(self) -> None:  # noqa: N802
+        self._dispatch()
+
+    def _dispatch(self) -> None:
+        """The one router: the route table (:mod:`tagger.serving.routes`) names the handler of every URL."""
+        self._route_headers: dict[str, str] = {}
         if not self._gate():
             return
-        m = re.fullmatch(r"/api/tracks/([1-9][0-9]{0,11})/correct", urlsplit(self.path).path)
-        if not m:
-            return self._send(405, {"error": "only corrections can be posted"}, {"Allow": "GET, HEAD"})
+        url = urlsplit(self.path)
+        found = routes.match(self.command, url.path)
+        if found is None:
+            if self.command == "POST":
+                return self._send(405, {"error": "only corrections can be posted"}, {"Allow": "GET, HEAD"})
+            return self._send(404, {"error": "no such resource"})
+        if found.deprecated:  # the previous release's URL: answered, with the way to the new one
+            self._route_headers = {"Deprecation": "true", "Link": f'<{found.successor}>; rel="successor-version"'}
+        try:
+            getattr(self, found.route.handler)(parse_qs(url.query), **found.params)
+        except StoreError as exc:
+            self._send(503, {"error": exc.reason})
+        except (ValueError, KeyError) as exc:
+            self._send(400, {"error": f"bad request: {exc}"})
+
+    # -- the web app --------------------------------------------------------------------------------
+    def page_library(self, query: dict[str, list[str]]) -> None:
+        self._send_html(200, self.site.library(self.state.snapshot(), query))
+
+    def static_file(self, query: dict[str, list[str]], name: str) -> None:
+        if name not in STATIC_TYPES:
+            return self._send(404, {"error": "no such file"})
+        self._send_bytes(200, (STATIC / name).read_bytes(), STATIC_TYPES[name], {"Cache-Control": "no-cache"})
+
+    def page_track(self, query: dict[str, list[str]], id: str) -> None:
+        snap = self.state.snapshot()
+        if snap is None or int(id) not in snap.by_id:
+            return self._send_html(404, self.site.not_found("No such track in the database."))
+        self._send_html(200, self.site.track(snap, int(id)))
+
+    def page_playlist(self, query: dict[str, list[str]]) -> None:
+        self._send_html(200, self.site.playlist(self.state.snapshot(), query))
+
+    def playlist_m3u(self, query: dict[str, list[str]]) -> None:
+        rows = self.site.playlist_rows(self.state.snapshot(), query)[0]
+        self._send_bytes(200, m3u_text(rows).encode("utf-8", "surrogateescape"), "audio/x-mpegurl; charset=utf-8",
+                         {"Content-Disposition": 'attachment; filename="tagger-playlist.m3u8"'})
+
+    def page_status(self, query: dict[str, list[str]]) -> None:
+        self._send_html(200, self.site.status(self.state.snapshot()))
+
+    def api_status(self, query: dict[str, list[str]]) -> None:
+        self._send(200, self.site.status_json(self.state.snapshot()))
+
+    def audio(self, query: dict[str, list[str]], id: str) -> None:
+        self._audio(int(id))
+
+    def cover(self, query: dict[str, list[str]], id: str) -> None:
+        snap = self.state.snapshot()
+        t = snap.by_id.get(int(id)) if snap else None
+        art = cover_art(t["path"]) if t is not None else None
+        if art is None:
+            return self._send(404, {"error": "this track has no cover art"})
+        self._send_bytes(200, art[0], art[1], {"Cache-Control": "private, max-age=300"})
+
+    def _snapshot_track(self, id: str) -> tuple[Snapshot | None, dict[str, Any] | None]:
+        snap = self.state.snapshot()
+        return snap, (snap.by_id.get(int(id)) if snap else None)
+
+    def api_view(self, query: dict[str, list[str]], id: str) -> None:
+        snap, t = self._snapshot_track(id)
+        if snap is None or t is None:
+            return self._send(404, {"error": "no such track"})
+        d = self.site.track_data(snap, int(id))
+        d["models"] = [{**x, "labels": x["labels"][:20]} for x in d["models"]]
+        self._send(200, d)
+
+    def api_taggram(self, query: dict[str, list[str]], id: str) -> None:
+        snap, t = self._snapshot_track(id)
+        if snap is None or t is None:
+            return self._send(404, {"error": "no such track"})
+        try:
+            self._send(200, self.taggrams.get(Path(t["path"])))
+        except DecodeError as exc:
+            self._send(422, {"error": str(exc)})
+
+    def api_correct(self, query: dict[str, list[str]], id: str) -> None:
         token = self.headers.get("X-CSRF-Token") or ""
         if not hmac.compare_digest(token.encode(), self.site.csrf.encode()) or not self._origin_ok():
             return self._send(403, {"error": "missing or wrong CSRF token, or a foreign Origin"})
@@ -208,88 +300,8 @@ class _Handler(BaseHTTPRequestHandler):
             body = json.loads(self.rfile.read(length))
         except ValueError:
             return self._send(400, {"error": "body is not JSON"})
-        try:
-            code, answer = self.site.correct(self.state.snapshot(), int(m.group(1)), body)
-        except StoreError as exc:
-            return self._send(503, {"error": exc.reason})
+        code, answer = self.site.correct(self.state.snapshot(), int(id), body)
         self._send(code, answer)
-
-    def do_PUT(self) -> None:  # noqa: N802
-        self._send(405, {"error": "method not allowed"}, {"Allow": "GET, HEAD, POST"})
-
-    do_DELETE = do_PATCH = do_OPTIONS = do_TRACE = do_CONNECT = do_PUT
-
-    def do_HEAD(self) -> None:  # noqa: N802
-        self.do_GET()
-
-    def do_GET(self) -> None:  # noqa: N802
-        if not self._gate():
-            return
-        url = urlsplit(self.path)
-        query = parse_qs(url.query)
-        try:
-            if not self._web(url.path, query):
-                self._route(url.path, query)
-        except StoreError as exc:
-            self._send(503, {"error": exc.reason})
-        except (ValueError, KeyError) as exc:
-            self._send(400, {"error": f"bad request: {exc}"})
-
-    # -- the web app --------------------------------------------------------------------------------
-    def _web(self, path: str, query: dict[str, list[str]]) -> bool:
-        """Serve a web-app route; False when ``path`` is an API route."""
-        if path == "/":
-            self._send_html(200, self.site.library(self.state.snapshot(), query))
-        elif path.startswith("/static/"):
-            name = path[len("/static/"):]
-            if name not in STATIC_TYPES:
-                self._send(404, {"error": "no such file"})
-            else:
-                self._send_bytes(200, (STATIC / name).read_bytes(), STATIC_TYPES[name],
-                                 {"Cache-Control": "no-cache"})
-        elif m := re.fullmatch(r"/track/([1-9][0-9]{0,11})", path):
-            snap = self.state.snapshot()
-            if snap is None or int(m.group(1)) not in snap.by_id:
-                self._send_html(404, self.site.not_found("No such track in the database."))
-            else:
-                self._send_html(200, self.site.track(snap, int(m.group(1))))
-        elif path == "/playlist":
-            self._send_html(200, self.site.playlist(self.state.snapshot(), query))
-        elif path == "/playlist.m3u8":
-            rows = self.site.playlist_rows(self.state.snapshot(), query)[0]
-            self._send_bytes(200, m3u_text(rows).encode("utf-8", "surrogateescape"), "audio/x-mpegurl; charset=utf-8",
-                             {"Content-Disposition": 'attachment; filename="tagger-playlist.m3u8"'})
-        elif path == "/status":
-            self._send_html(200, self.site.status(self.state.snapshot()))
-        elif path == "/api/status":
-            self._send(200, self.site.status_json(self.state.snapshot()))
-        elif m := re.fullmatch(r"/audio/([1-9][0-9]{0,11})", path):
-            self._audio(int(m.group(1)))
-        elif m := re.fullmatch(r"/cover/([1-9][0-9]{0,11})", path):
-            snap = self.state.snapshot()
-            t = snap.by_id.get(int(m.group(1))) if snap else None
-            art = cover_art(t["path"]) if t is not None else None
-            if art is None:
-                self._send(404, {"error": "this track has no cover art"})
-            else:
-                self._send_bytes(200, art[0], art[1], {"Cache-Control": "private, max-age=300"})
-        elif m := re.fullmatch(r"/api/tracks/([1-9][0-9]{0,11})/(taggram|view)", path):
-            snap = self.state.snapshot()
-            t = snap.by_id.get(int(m.group(1))) if snap else None
-            if snap is None or t is None:
-                self._send(404, {"error": "no such track"})
-            elif m.group(2) == "view":
-                d = self.site.track_data(snap, int(m.group(1)))
-                d["models"] = [{**x, "labels": x["labels"][:20]} for x in d["models"]]
-                self._send(200, d)
-            else:
-                try:
-                    self._send(200, self.taggrams.get(Path(t["path"])))
-                except DecodeError as exc:
-                    self._send(422, {"error": str(exc)})
-        else:
-            return False
-        return True
 
     def _audio(self, tid: int) -> None:
         snap = self.state.snapshot()
@@ -330,36 +342,52 @@ class _Handler(BaseHTTPRequestHandler):
                 self.wfile.write(chunk)
                 left -= len(chunk)
 
-    def _route(self, path: str, query: dict[str, list[str]]) -> None:
-        if path == "/openapi.json":
-            return self._send(200, openapi(self.state.model.spec.labels))
+    # -- the JSON API -------------------------------------------------------------------------------
+    def api_openapi(self, query: dict[str, list[str]]) -> None:
+        self._send(200, openapi(self.state.model.spec.labels))
+
+    def api_health(self, query: dict[str, list[str]]) -> None:
+        _, lib = self.state.current()
+        self._send(200, {"status": "ok" if lib is not None else "empty", "model": self.state.model.spec.analyser,
+                         "tracks": len(lib.records) if lib is not None else 0})
+
+    def api_search(self, query: dict[str, list[str]]) -> None:
         store, lib = self.state.current()
-        if path == "/health":
-            return self._send(200, {"status": "ok" if lib is not None else "empty",
-                                    "model": self.state.model.spec.analyser,
-                                    "tracks": len(lib.records) if lib is not None else 0})
         if store is None or lib is None:  # nothing analysed yet
-            if path == "/tracks":
-                return self._send(200, [])
-            return self._send(404, {"error": "no such track (the database is empty)"})
-        if path == "/tracks":
-            return self._search(store, lib, query)
-        m = re.fullmatch(r"/tracks/([1-9][0-9]{0,11})(/similar)?", path)
-        if not m:
-            return self._send(404, {"error": "no such resource"})
-        rec = store.by_id(int(m.group(1)))
+            return self._send(200, [])
+        self._search(store, lib, query)
+
+    def _lookup_record(self, id: str) -> tuple[Store, Library, dict[str, Any]] | None:
+        store, lib = self.state.current()
+        if store is None or lib is None:
+            self._send(404, {"error": "no such track (the database is empty)"})
+            return None
+        rec = store.by_id(int(id))
         if rec is None or rec.get("model") != lib.model or rec.get("slot") is None:
-            return self._send(404, {"error": "no such track"})
-        if m.group(2):
-            n = bounded_int(query, "n", 10)
-            incl = query.get("include_duplicates", ["false"])[0].lower() in ("1", "true", "yes")
-            hits = lib.similar(lib.embedding_of(rec), rec, n, include_duplicates=incl)
-            return self._send(200, [h.to_json(store.doc_id(h.record["path"], lib.model)) for h in hits])
+            self._send(404, {"error": "no such track"})
+            return None
+        return store, lib, rec
+
+    def api_similar(self, query: dict[str, list[str]], id: str) -> None:
+        found = self._lookup_record(id)
+        if found is None:
+            return
+        store, lib, rec = found
+        n = bounded("n", query.get("n", [None])[0], 10)
+        incl = query.get("include_duplicates", ["false"])[0].lower() in ("1", "true", "yes")
+        hits = lib.similar(lib.embedding_of(rec), rec, n, include_duplicates=incl)
+        self._send(200, [h.to_json(store.doc_id(h.record["path"], lib.model)) for h in hits])
+
+    def api_track(self, query: dict[str, list[str]], id: str) -> None:
+        found = self._lookup_record(id)
+        if found is None:
+            return
+        store, lib, rec = found
         tags = lib.tags_of(rec)
         body = {k: v for k, v in rec.items() if k not in ("slot", "size", "mtime_ns")}
-        body["id"] = int(m.group(1))
+        body["id"] = int(id)
         body["tags"] = {label: round(float(p), 6) for label, p in sorted(zip(lib.labels, tags), key=lambda kv: -kv[1])}
-        return self._send(200, body)
+        self._send(200, body)
 
     def _search(self, store: Store, lib: Library, query: dict[str, list[str]]) -> None:
         wanted = query.get("tag", [])
@@ -369,7 +397,7 @@ class _Handler(BaseHTTPRequestHandler):
             tags = resolve_tags(lib.labels, lib.records, wanted, "tag")
         except ConfigError as exc:
             return self._send(400, {"error": str(exc)})
-        limit = bounded_int(query, "limit", 20)
+        limit = bounded("limit", query.get("limit", [None])[0], 20)
         out = []
         for hit in tag_search(lib, tags)[:limit]:
             rec = hit.record

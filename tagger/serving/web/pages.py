@@ -247,7 +247,7 @@ def playlist_page(rows: Sequence[Mapping[str, Any]], *, csrf: str, seed: Mapping
 def status_page(status: Mapping[str, Any], *, csrf: str, tracks: int, models: Sequence[tuple[str, str]],
                 heads: Sequence[str], problems: Sequence[tuple[str, str, str]] = ()) -> str:
     names = ", ".join(f'<span title="{e(version)}">{e(name)}</span>' for name, version in models) or "none"
-    body = ('<h1>Status</h1><div id=status data-refresh="/api/status">' + status_block(status) + "</div>"
+    body = ('<h1>Status</h1><div id=status data-refresh="/api/v1/status">' + status_block(status) + "</div>"
             f"<h2>Library</h2><p>{tracks} tracks analysed. Models: {names}. "
             f"Trained heads: {e(', '.join(heads)) or 'none (run tagger train)'}.</p>")
     if problems:

@@ -10,15 +10,15 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from tagger import fields as field_registry
 from tagger.config import Config
 from tagger.decision.track import Decider
 from tagger.errors import ConfigError, TaggerError
 from tagger.fields import INFO_FIELDS
 from tagger.library.inbox import Correction, Inbox, lock_holder, read_status
+from tagger.library.records import Status
 from tagger.library.store import Store
+from tagger.lookup.query import bounded, track_view
 from tagger.lookup.similar import Library, build_playlist, resolve_tags
 from tagger.models.card import Card
 from tagger.pipeline.corrections import apply_now
@@ -45,13 +45,13 @@ class Snapshot:
         models: dict[str, list[str]] = {}
         problems: dict[str, tuple[str, str, str]] = {}  # path -> (path, what failed, why)
         for doc_id, doc in store.documents():
-            if doc.get("status") == "failed":
+            if doc.get("status") == Status.FAILED:
                 problems[doc["path"]] = (doc["path"], "analysis", str(doc.get("reason") or ""))
             elif doc.get("write_error") and doc["path"] not in problems:
                 problems[doc["path"]] = (doc["path"], "tag write", str(doc["write_error"]))
-            if doc.get("status") == "ok":
+            if doc.get("status") == Status.OK:
                 models.setdefault(doc["path"], []).append(str(doc.get("analyser") or doc["model"]))
-            if doc["model"] == lib.model and doc.get("status") == "ok" and doc.get("slot") is not None:
+            if doc["model"] == lib.model and doc.get("status") == Status.OK and doc.get("slot") is not None:
                 tracks[doc["path"]] = {**doc, "id": doc_id}
         rows = []
         for path, t in tracks.items():
@@ -105,21 +105,11 @@ class Site:
         t = snap.by_id.get(tid)
         if t is None:
             raise KeyError(tid)
-        vectors = {}
-        models = []
-        for rec in snap.store.for_path(t["path"]):
-            card = snap.cards.get(rec["model"])
-            if card is None or rec.get("status") != "ok" or rec.get("slot") is None:
-                continue
-            tags, emb = snap.store.vectors(rec)
-            if len(tags) != len(card.labels):
-                continue
-            vectors[rec["model"]] = (str(rec.get("analyser")), tags, emb)
-            order = np.argsort(-tags, kind="stable")
-            models.append({"model": rec["model"], "analyser": str(rec.get("analyser")),
-                           "labels": [(card.labels[i], float(tags[i])) for i in order.tolist()]})
-        decision = snap.decider.decide(vectors, t["path"], t.get("album"))
-        decided = {name: {"values": fd.written, "reason": fd.reason} for name, fd in decision.fields.items()}
+        view = track_view(snap.store, t["path"], snap.cards, snap.decider.decide)
+        assert view is not None  # the snapshot lists it: the store has its records
+        models = [{"model": mv.model, "analyser": mv.analyser, "labels": mv.labels} for mv in view.models
+                  if mv.labels is not None]
+        decided = view.decision
         try:
             file_tags = read_fields(Path(t["path"]), id3_version=self.cfg.id3_version,
                                     v23_sep=self.cfg.id3v23_separator, names=(*all_tags(), *INFO_FIELDS))
@@ -142,12 +132,7 @@ class Site:
                       ) -> tuple[list[dict[str, Any]], dict[str, Any] | None, list[str], int]:
         seed_id = params.get("seed", [""])[0]
         tags = [x.strip() for x in ",".join(params.get("tags", [])).split(",") if x.strip()]
-        try:
-            n = int(params.get("n", ["20"])[0])
-        except ValueError as exc:
-            raise ValueError("n must be an integer") from exc
-        if not 1 <= n <= 200:
-            raise ValueError(f"n must be between 1 and 200, got {n}")
+        n = bounded("n", params.get("n", [None])[0], 20)  # the API's bounds (tagger.lookup.query.LIMITS)
         seed = None
         if seed_id:
             if not seed_id.isdigit() or snap is None or int(seed_id) not in snap.by_id:

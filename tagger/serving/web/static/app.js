@@ -50,7 +50,7 @@ function setupCorrections() {
       out.textContent = "writing…";
       form.classList.add("busy");
       try {
-        const res = await fetch(`/api/tracks/${form.dataset.track}/correct`, {
+        const res = await fetch(`/api/v1/tracks/${form.dataset.track}/correct`, {
           method: "POST",
           headers: { "Content-Type": "application/json", "X-CSRF-Token": csrf() },
           body: JSON.stringify({ field: form.dataset.field, action, values }),
@@ -82,14 +82,14 @@ function setupCorrections() {
   }
 }
 
-// Taggram: labels over time, drawn on a canvas from /api/tracks/<id>/taggram.
+// Taggram: labels over time, drawn on a canvas from /api/v1/tracks/<id>/taggram.
 async function setupTaggram() {
   const box = document.querySelector(".taggram");
   if (!box) return;
   const state = box.querySelector(".state");
   let data;
   try {
-    const res = await fetch(`/api/tracks/${box.dataset.track}/taggram`);
+    const res = await fetch(`/api/v1/tracks/${box.dataset.track}/taggram`);
     data = await res.json();
     if (!res.ok) throw new Error(data.error || res.statusText);
   } catch (err) {
