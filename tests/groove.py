@@ -35,7 +35,8 @@ def available(shared: Path | None) -> str | None:
 
 def pick(shared: Path, styles: tuple[str, ...], per_style: int, min_s: float = 8.0, max_s: float = 60.0) -> list[dict]:
     """``per_style`` beat performances of each base style, spread over as many drummers as possible."""
-    rows = list(csv.DictReader(open(shared / "data/groove-midi/info.csv", newline="")))
+    with open(shared / "data/groove-midi/info.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
     out = []
     for style in styles:
         by_drummer: dict[str, list[dict]] = defaultdict(list)

@@ -252,7 +252,8 @@ def test_no_traceback_when_the_reader_closes_the_pipe(scanned, tmp_path):
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT,
                             env={**os.environ, "PYTHONPATH": str(ROOT)})
     proc.stdout.close()  # like `| head` that has what it wanted
-    err = proc.stderr.read().decode()
+    with proc.stderr:
+        err = proc.stderr.read().decode()
     assert proc.wait(timeout=120) == 141
     assert "Traceback" not in err and "Exception ignored" not in err
 

@@ -213,6 +213,7 @@ def test_mpd_reads_our_values_beside_the_users(tmp_path):
             else:
                 current.setdefault(key, []).append(value)
         has_mood = ("tagtype", "Mood") in mpd.command("tagtypes")
+        mpd.sock.close()
     finally:
         proc.terminate()
         proc.wait(timeout=20)

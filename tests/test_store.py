@@ -120,6 +120,7 @@ def test_kill_during_updates_leaves_a_consistent_database(tmp_path):
     time.sleep(0.01)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
+    proc.stdout.close()
     json.loads((tmp_path / "records.json").read_text())  # a whole file, never half
     with Store(tmp_path) as s:  # the lock died with the process
         assert len(s) == 50

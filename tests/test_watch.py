@@ -255,11 +255,29 @@ def test_inotify_limit_falls_back_to_polling(cfg, tmp_path, msd_model, monkeypat
 
 
 # -- the real process: signals, systemd notify, crash recovery -------------------------------------------
+_SPAWNED: list[subprocess.Popen] = []
+
+
+@pytest.fixture(autouse=True)
+def _close_spawned():
+    """Every daemon a test started is gone afterwards, its pipe closed."""
+    yield
+    while _SPAWNED:
+        proc = _SPAWNED.pop()
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(timeout=30)
+        if proc.stderr is not None:
+            proc.stderr.close()
+
+
 def _spawn(lib: Path, db: Path, tmp: Path, extra_env: dict | None = None) -> subprocess.Popen:
     env = {**os.environ, "XDG_CONFIG_HOME": str(tmp / "noconfig"), **(extra_env or {})}
-    return subprocess.Popen([sys.executable, "-m", "tagger", "watch", str(lib), "--database", str(db),
+    proc = subprocess.Popen([sys.executable, "-m", "tagger", "watch", str(lib), "--database", str(db),
                              "--settle", "0.3", "--threads", "2", "--model", "musicnn-msd"], cwd=ROOT, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    _SPAWNED.append(proc)
+    return proc
 
 
 def _library(tmp_path: Path, n: int) -> tuple[Path, dict]:
