@@ -1,6 +1,8 @@
 """Write test audio in every supported format: pedalboard for wav/aiff/flac/ogg/mp3, PyAV for the rest."""
 from __future__ import annotations
 
+import os
+import shutil
 from fractions import Fraction
 from pathlib import Path
 
@@ -73,3 +75,79 @@ def music_like(seconds: float, rate: int = 44100, channels: int = 2, seed: int =
     beat = (np.sin(2 * np.pi * 2 * t) > 0.95) * rng.standard_normal(len(t)) * 0.5
     mono = 0.4 * tone * (0.6 + 0.4 * np.sin(2 * np.pi * 0.25 * t)) + 0.2 * beat + 0.01 * rng.standard_normal(len(t))
     return np.stack([mono * (1.0 - 0.15 * c) for c in range(channels)]).astype(np.float32)
+
+
+# -- files as users have them: their own tags, a library with good and broken files ----------------------
+USER = {"ARTIST": "Some Artist", "TITLE": "A Title", "ALBUM": "An Album"}
+RG, MBID = "-6.20 dB", "a1b2c3d4-0000-4000-8000-123456789abc"
+
+
+def with_user_tags(tmp: Path, case: str) -> Path:
+    fmt = case.split("-")[0]
+    path = write_audio(tmp / f"song{fmt}", music_like(3.0, 44100, 2), 44100)
+    if fmt in (".mp3", ".aiff", ".wav"):
+        from mutagen.aiff import AIFF
+        from mutagen.id3 import TALB, TIT2, TPE1, TXXX, UFID
+        from mutagen.mp3 import MP3
+        from mutagen.wave import WAVE
+
+        f = {".mp3": MP3, ".aiff": AIFF, ".wav": WAVE}[fmt](path)
+        f.add_tags()
+        f.tags.add(TPE1(encoding=1, text=[USER["ARTIST"]]))
+        f.tags.add(TIT2(encoding=1, text=[USER["TITLE"]]))
+        f.tags.add(TALB(encoding=1, text=[USER["ALBUM"]]))
+        f.tags.add(TXXX(encoding=1, desc="replaygain_track_gain", text=[RG]))
+        f.tags.add(UFID(owner="http://musicbrainz.org", data=MBID.encode()))
+        f.save(v2_version=3 if case.endswith("v23") else 4)
+    elif fmt == ".m4a":
+        from mutagen.mp4 import MP4, MP4FreeForm
+
+        f = MP4(path)
+        f["\xa9ART"], f["\xa9nam"], f["\xa9alb"] = [USER["ARTIST"]], [USER["TITLE"]], [USER["ALBUM"]]
+        f["----:com.apple.iTunes:replaygain_track_gain"] = [MP4FreeForm(RG.encode())]
+        f["----:com.apple.iTunes:MusicBrainz Track Id"] = [MP4FreeForm(MBID.encode())]
+        f.save()
+    else:
+        import mutagen
+
+        f = mutagen.File(path)
+        for k, v in USER.items():
+            f[k] = [v]
+        f["REPLAYGAIN_TRACK_GAIN"], f["MUSICBRAINZ_TRACKID"] = [RG], [MBID]
+        f.save()
+    return path
+
+
+def good_and_bad(lib: Path) -> tuple[list[Path], list[Path]]:
+    good, bad = [], []
+    music = music_like(8.0, 44100, 2)
+    for fmt in (".mp3", ".flac", ".ogg", ".opus", ".m4a", ".wav", ".aiff"):
+        good.append(write_audio(lib / f"song{fmt}", music, 44100))
+    good.append(write_audio(lib / "short.flac", music_like(0.5, 44100, 2, seed=2), 44100))
+    good.append(write_audio(lib / "silence.flac", np.zeros((1, 44100 * 600), np.float32), 44100))
+    good.append(write_audio(lib / "lowrate.wav", music_like(4.0, 8000, 1, seed=3), 8000))
+    good.append(write_audio(lib / "surround.flac", music_like(4.0, 96000, 6, seed=4), 96000))
+    weird = os.path.join(os.fsencode(lib), b"caf\xe9-\xff.flac")
+    shutil.copy(good[1], weird)
+    good.append(Path(os.fsdecode(weird)))
+    (lib / "empty.mp3").write_bytes(b"")
+    (lib / "noise.mp3").write_bytes(np.random.default_rng(0).integers(0, 256, 50_000, dtype=np.uint8).tobytes())
+    (lib / "noise.flac").write_bytes(np.random.default_rng(1).integers(0, 256, 50_000, dtype=np.uint8).tobytes())
+    (lib / "image.mp3").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(2000))
+    bad += [lib / n for n in ("empty.mp3", "noise.mp3", "noise.flac", "image.mp3")]
+    for fmt in (".flac", ".mp3", ".wav"):
+        src = (lib / f"song{fmt}").read_bytes()
+        for pct in (1, 50, 99):
+            p = lib / f"cut{pct}{fmt}"
+            p.write_bytes(src[: len(src) * pct // 100])
+            bad.append(p)
+    return good, bad
+
+
+def native_audio(path):
+    """A Vorbis file's audio at its own rate, as the decoder delivers it: (channels, n), rate."""
+    from tagger.analysis.decode import StreamInfo, _pedalboard_blocks
+
+    info = StreamInfo()
+    audio = np.concatenate(list(_pedalboard_blocks(path, "vorbis", info)), axis=1)
+    return audio, info.source_rate

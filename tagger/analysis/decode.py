@@ -285,7 +285,7 @@ class RegionReader:
 
     Only formats whose decoder seeks to the exact sample are offered (``REGION_FORMATS``: pedalboard's
     WAV, AIFF, Ogg Vorbis and MP3, and FLAC through FFmpeg, whose frames carry their first sample's number;
-    ``tests/test_regions.py`` checks each against a full decode), and only when the header's length can be
+    ``tests/analysis/test_regions.py`` checks each against a full decode), and only when the header's length can be
     trusted (:func:`check_complete`); :meth:`open` returns None for anything else, and the caller decodes the
     whole file. Positions are frames at the file's own rate, after the MP3 encoder delay, as
     :func:`stream_native_mono` counts them. Call :meth:`check_end` after reading the last stretch: a FLAC

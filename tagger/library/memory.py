@@ -4,7 +4,7 @@
 the scan, the daemon's reconciling, the corrections and the decision use): records keyed by (path, model),
 a record id fixed at commit, vectors per record, rename and remove. It has no journal, lock or memory-mapped
 matrices; similarity search (:class:`tagger.lookup.similar.Library`) needs the real store.
-``tests/test_store_contract.py`` runs the same checks against both.
+``tests/library/test_store_contract.py`` runs the same checks against both.
 """
 from __future__ import annotations
 

@@ -2,8 +2,8 @@
 
 mutagen has no public way to keep a file's bytes exact where it would rewrite them (an MP4's numeric ``gnre``
 atom, the empty ``free`` atom it always adds, an ID3 tag's padding size). The tool uses its internals for
-those three things only, here. They were verified on mutagen 1.47 and 1.48 (tests/test_readers.py and the
-exact-bytes tests in tests/test_first_contact.py); on any other version they are not used and the files are
+those three things only, here. They were verified on mutagen 1.47 and 1.48 (tests/tagging/test_readers.py and the
+exact-bytes tests in tests/cli/test_first_contact.py); on any other version they are not used and the files are
 written through the public API alone: still correct, only not byte-identical after an undo. A mutagen upgrade
 therefore shows up in this module's tests, not in users' files.
 """

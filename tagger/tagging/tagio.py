@@ -164,7 +164,7 @@ class TagFile:
         if self.family == "mp4" and tags is not None and "\xa9gen" in tags and "\xa9gen" not in self.touched:
             # mutagen reads a numeric `gnre` atom as the text genre `©gen` and cannot write `gnre`: the user's
             # genre would change atoms on every save. Hand the original atom back to mutagen as one it could not
-            # parse, which it writes back byte for byte (tests/test_readers.py checks this against mutagen).
+            # parse, which it writes back byte for byte (tests/tagging/test_readers.py checks this against mutagen).
             # Looked up only here, when saving, so reading tags costs no second parse of the file.
             gnre = _raw_gnre(self.path)
             if gnre and keep_unparsed_atom(tags, "gnre", gnre):

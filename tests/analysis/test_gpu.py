@@ -3,12 +3,12 @@ when the provider does not start, and what "auto" resolves to on a GPU machine. 
 a CUDA device and onnxruntime's CUDA provider really work (``bench/bench_gpu.py`` measures the rest there)."""
 from __future__ import annotations
 
-from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
 import onnxruntime as ort
 import pytest
+from conftest import TRUMPET
 
 import tagger.analysis.engine as engine_mod
 import tagger.models.session as tagger_model
@@ -17,7 +17,7 @@ from tagger.analysis.windows import iter_windows
 from tagger.config import load_config
 from tagger.models.session import load_model
 
-CLIP = Path(__file__).resolve().parent.parent / "exporter" / "data" / "sorohanro_-_solo-trumpet-06.ogg"
+CLIP = TRUMPET
 
 
 def test_cuda_sessions_ask_for_full_float32_and_fall_back_loudly(monkeypatch, caplog):

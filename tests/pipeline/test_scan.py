@@ -9,9 +9,8 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
-from audiofiles import music_like, write_audio
+from audiofiles import good_and_bad, music_like, write_audio
 from conftest import ROOT, TRUMPET
 
 from tagger.analysis.digests import native_digest
@@ -38,36 +37,10 @@ def snapshot(root: Path) -> dict[bytes, tuple[bytes, int]]:
     return out
 
 
-def _good_and_bad(lib: Path) -> tuple[list[Path], list[Path]]:
-    good, bad = [], []
-    music = music_like(8.0, 44100, 2)
-    for fmt in (".mp3", ".flac", ".ogg", ".opus", ".m4a", ".wav", ".aiff"):
-        good.append(write_audio(lib / f"song{fmt}", music, 44100))
-    good.append(write_audio(lib / "short.flac", music_like(0.5, 44100, 2, seed=2), 44100))
-    good.append(write_audio(lib / "silence.flac", np.zeros((1, 44100 * 600), np.float32), 44100))
-    good.append(write_audio(lib / "lowrate.wav", music_like(4.0, 8000, 1, seed=3), 8000))
-    good.append(write_audio(lib / "surround.flac", music_like(4.0, 96000, 6, seed=4), 96000))
-    weird = os.path.join(os.fsencode(lib), b"caf\xe9-\xff.flac")
-    shutil.copy(good[1], weird)
-    good.append(Path(os.fsdecode(weird)))
-    (lib / "empty.mp3").write_bytes(b"")
-    (lib / "noise.mp3").write_bytes(np.random.default_rng(0).integers(0, 256, 50_000, dtype=np.uint8).tobytes())
-    (lib / "noise.flac").write_bytes(np.random.default_rng(1).integers(0, 256, 50_000, dtype=np.uint8).tobytes())
-    (lib / "image.mp3").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(2000))
-    bad += [lib / n for n in ("empty.mp3", "noise.mp3", "noise.flac", "image.mp3")]
-    for fmt in (".flac", ".mp3", ".wav"):
-        src = (lib / f"song{fmt}").read_bytes()
-        for pct in (1, 50, 99):
-            p = lib / f"cut{pct}{fmt}"
-            p.write_bytes(src[: len(src) * pct // 100])
-            bad.append(p)
-    return good, bad
-
-
 def test_bad_input_corpus(cfg, msd_model, tmp_path):
     lib = tmp_path / "lib"
     lib.mkdir()
-    good, cut_or_bad = _good_and_bad(lib)
+    good, cut_or_bad = good_and_bad(lib)
     ro = write_audio(lib / "readonly.flac", music_like(4.0, 44100, 2, seed=9), 44100)
     ro.chmod(0o444)
     digests = {p: native_digest(p) for p in good + [ro]}

@@ -423,13 +423,13 @@ def test_notify_never_blocks_on_a_full_receiver(tmp_path, monkeypatch):
 def test_daemon_runs_the_bad_input_corpus_to_completion(cfg, tmp_path, msd_model):
     """Every bad file arriving at a running daemon is reported with its reason; no good file is missed;
     the daemon keeps going (a FIFO included, which once stopped it for good)."""
-    from test_scan import _good_and_bad
+    from audiofiles import good_and_bad
 
     lib = tmp_path / "lib"
     lib.mkdir()
     src = tmp_path / "src"
     src.mkdir()
-    good, bad = _good_and_bad(src)
+    good, bad = good_and_bad(src)
     daemon = Daemon(cfg, [lib], model=msd_model)
     daemon.start()
     try:

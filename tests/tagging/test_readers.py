@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
-from audiofiles import music_like, write_audio
+from audiofiles import USER, music_like, with_user_tags, write_audio
 
 from tagger.errors import TagWriteError
 from tagger.tagging.plan import Change, plan_undo
@@ -19,49 +19,11 @@ from tagger.tagging.writer import read_fields, write_changes
 taglib = pytest.importorskip("taglib")
 mediafile = pytest.importorskip("mediafile")
 
-USER = {"ARTIST": "Some Artist", "TITLE": "A Title", "ALBUM": "An Album"}
-RG, MBID = "-6.20 dB", "a1b2c3d4-0000-4000-8000-123456789abc"
 OURS = [Change("GENRE", [], ["Jazz", "Blues"]), Change("MOOD", [], ["Relaxing"]),
         Change("TAGGER_DESCRIPTORS", [], ["instrumental", "piano"]),
         Change("TAGGER_MODEL", [], ["musicnn-msd@1", "fcn-jamendo@2"]),
         Change("TAGGER_WRITTEN", [], ["GENRE=Jazz", "GENRE=Blues", "MOOD=Relaxing"])]
 CASES = [".mp3", ".mp3-v23", ".flac", ".ogg", ".opus", ".m4a", ".aiff", ".wav"]
-
-
-def _with_user_tags(tmp: Path, case: str) -> Path:
-    fmt = case.split("-")[0]
-    path = write_audio(tmp / f"song{fmt}", music_like(3.0, 44100, 2), 44100)
-    if fmt in (".mp3", ".aiff", ".wav"):
-        from mutagen.aiff import AIFF
-        from mutagen.id3 import TALB, TIT2, TPE1, TXXX, UFID
-        from mutagen.mp3 import MP3
-        from mutagen.wave import WAVE
-
-        f = {".mp3": MP3, ".aiff": AIFF, ".wav": WAVE}[fmt](path)
-        f.add_tags()
-        f.tags.add(TPE1(encoding=1, text=[USER["ARTIST"]]))
-        f.tags.add(TIT2(encoding=1, text=[USER["TITLE"]]))
-        f.tags.add(TALB(encoding=1, text=[USER["ALBUM"]]))
-        f.tags.add(TXXX(encoding=1, desc="replaygain_track_gain", text=[RG]))
-        f.tags.add(UFID(owner="http://musicbrainz.org", data=MBID.encode()))
-        f.save(v2_version=3 if case.endswith("v23") else 4)
-    elif fmt == ".m4a":
-        from mutagen.mp4 import MP4, MP4FreeForm
-
-        f = MP4(path)
-        f["\xa9ART"], f["\xa9nam"], f["\xa9alb"] = [USER["ARTIST"]], [USER["TITLE"]], [USER["ALBUM"]]
-        f["----:com.apple.iTunes:replaygain_track_gain"] = [MP4FreeForm(RG.encode())]
-        f["----:com.apple.iTunes:MusicBrainz Track Id"] = [MP4FreeForm(MBID.encode())]
-        f.save()
-    else:
-        import mutagen
-
-        f = mutagen.File(path)
-        for k, v in USER.items():
-            f[k] = [v]
-        f["REPLAYGAIN_TRACK_GAIN"], f["MUSICBRAINZ_TRACKID"] = [RG], [MBID]
-        f.save()
-    return path
 
 
 def _taglib(path: Path) -> dict[str, list[str]]:
@@ -71,7 +33,7 @@ def _taglib(path: Path) -> dict[str, list[str]]:
 
 @pytest.mark.parametrize("case", CASES)
 def test_taglib_and_mediafile_read_our_values_beside_the_users(tmp_path, case):
-    path = _with_user_tags(tmp_path, case)
+    path = with_user_tags(tmp_path, case)
     original = path.read_bytes()
     before_taglib = _taglib(path)
     before_mf = mediafile.MediaFile(str(path))
@@ -187,7 +149,7 @@ def test_mpd_reads_our_values_beside_the_users(tmp_path):
     for case in CASES:
         sub = music / case.strip(".")
         sub.mkdir()
-        write_changes(_with_user_tags(sub, case), OURS, expect=None)
+        write_changes(with_user_tags(sub, case), OURS, expect=None)
     conf = tmp_path / "mpd.conf"
     sock = tmp_path / "mpd.sock"
     conf.write_text(f'music_directory "{music}"\ndb_file "{tmp_path}/mpd.db"\nlog_file "{tmp_path}/mpd.log"\n'
@@ -239,7 +201,7 @@ def test_m4a_numeric_genre_atom_is_kept_as_it_is(tmp_path):
     """A user's `gnre` (ID3v1-style number) stays a `gnre` atom through our writes and undo, not `©gen` text."""
     from mutagen.mp4 import MP4
 
-    path = _with_user_tags(tmp_path, ".m4a")
+    path = with_user_tags(tmp_path, ".m4a")
     f = MP4(path)
     f.tags._failed_atoms["gnre"] = [struct.pack(">I4sII", 18, b"data", 0, 0) + struct.pack(">H", 9)]  # 9: Jazz
     f.save()

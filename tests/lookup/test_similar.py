@@ -6,7 +6,7 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
-from audiofiles import music_like, write_audio
+from audiofiles import music_like, native_audio, write_audio
 from conftest import AUDIO, needs_shared
 
 from tagger.cli import main
@@ -40,9 +40,8 @@ def library(tmp_path_factory, msd_model):
     lib.mkdir()
     for clip in AUDIO.glob("*.ogg"):
         shutil.copy(clip, lib / clip.name)
-    from test_reference_formats import _native
 
-    audio, rate = _native(AUDIO / "Kevin_MacLeod_-_Vibe_Ace.ogg")
+    audio, rate = native_audio(AUDIO / "Kevin_MacLeod_-_Vibe_Ace.ogg")
     write_audio(lib / "vibe-ace-copy.mp3", audio, rate)  # V2 VBR, a different bitrate from the Vorbis original
     cfg = replace(load_config(None), database=root / "db", write_enabled=False)
     with Store(cfg.database) as store:

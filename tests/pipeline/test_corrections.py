@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from conftest import TRUMPET
-from test_readers import USER, _with_user_tags
+from audiofiles import USER, with_user_tags
 
 from tagger.config import load_config
 from tagger.errors import TagWriteError
@@ -76,7 +76,7 @@ def test_a_locked_field_is_never_written_whatever_the_policy():
 # -- the write, read back by real readers -------------------------------------------------------------
 def _tool_tagged(tmp: Path, ext: str) -> Path:
     """A file with the user's own tags (artist, title, album, ReplayGain, MusicBrainz id) and the tool's."""
-    path = _with_user_tags(tmp, ext)
+    path = with_user_tags(tmp, ext)
     write_changes(path, [Change("GENRE", [], ["Jazz"]), Change("MOOD", [], ["Relaxing"]),
                          Change("TAGGER_WRITTEN", [], ["GENRE=Jazz", "MOOD=Relaxing"])], expect=None)
     return path

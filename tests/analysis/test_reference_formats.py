@@ -2,10 +2,9 @@
 from __future__ import annotations
 
 import numpy as np
-from audiofiles import write_audio
+from audiofiles import native_audio, write_audio
 from conftest import REFERENCE, needs_shared, reference_clips
 
-from tagger.analysis.decode import StreamInfo, _pedalboard_blocks
 from tagger.analysis.engine import Engine
 
 # The clips already are Ogg Vorbis, so the originals stand for that format: a Vorbis-to-Vorbis re-encode
@@ -13,18 +12,12 @@ from tagger.analysis.engine import Engine
 FORMATS = [".wav", ".flac", ".mp3", ".aiff", ".opus", ".m4a"]
 
 
-def _native(path):
-    info = StreamInfo()
-    audio = np.concatenate(list(_pedalboard_blocks(path, "vorbis", info)), axis=1)
-    return audio, info.source_rate
-
-
 @needs_shared
 def test_song_level_tags_in_every_format_match_the_reference(msd_model, tmp_path):
     clips = reference_clips()
     files = {}
     for clip in clips:
-        audio, rate = _native(clip)
+        audio, rate = native_audio(clip)
         for fmt in FORMATS:
             files[(clip.stem, fmt)] = write_audio(tmp_path / f"{clip.stem}{fmt}", audio, rate, high_quality=True)
         files[(clip.stem, ".ogg")] = clip
