@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from exporter.errors import ExporterError
+
 from .crc32c import crc32c, unmask
 
 _TABLE_MAGIC = 0xDB4775248B80FB57
@@ -22,7 +24,7 @@ _FOOTER_LEN = 48
 _DT_FLOAT = 1
 
 
-class CheckpointError(Exception):
+class CheckpointError(ExporterError):
     """A checkpoint file is missing, damaged or uses a feature this reader does not support."""
 
     def __init__(self, path: Path | str, reason: str) -> None:

@@ -21,12 +21,13 @@ import onnx
 import torch
 from torch import nn
 
+from exporter.errors import ExporterError
 from tagger.models.card import METADATA_KEY, SCHEMA, Card, CardError, Output
 
 SCHEMA_VERSION = SCHEMA
 
 
-class ExportError(Exception):
+class ExportError(ExporterError):
     """The export failed its checks; nothing was written."""
 
 

@@ -50,13 +50,15 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from exporter.errors import ExporterError
+
 INPUT_MARGIN = 0.05  # widen the calibrated input range by 5 % each side (see loudest_window)
 GROUP = 8  # frequency positions per patch (4-12 measured within 3 % of each other at batch 1 and 4)
 MIN_BLOCK_CHANNELS = 8  # a conv block is quantised only with this many input channels...
 MIN_BLOCK_POSITIONS = 4096  # ...and this many output positions per window (see the module docstring)
 
 
-class QuantizeError(Exception):
+class QuantizeError(ExporterError):
     """A model has nothing this pass can quantise, or its variant failed verification."""
 
 

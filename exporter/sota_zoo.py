@@ -7,6 +7,7 @@ from pathlib import Path
 
 from torch import nn
 
+from exporter.errors import ExporterError
 from tagger.models.card import Card, Output
 
 from . import sota
@@ -56,7 +57,7 @@ EMBEDDINGS = {"fcn": "layer5 output after its max-pool, flattened (64)", "crnn":
               "musicnn": "ReLU(BN(dense1)) before the output layer (200)"}
 
 
-class WeightsMismatch(Exception):
+class WeightsMismatch(ExporterError):
     """The weights file is not the published checkpoint it claims to be."""
 
 

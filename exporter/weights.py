@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from exporter.errors import ExporterError
 from tagger.models.session import sha256_file  # noqa: F401  (re-exported: the one file digest, shared with the runtime)
 
 from .checkpoint import CheckpointError, parse_bundle
@@ -28,7 +29,7 @@ WHEEL_SHA256 = "f38a4890c648c1ddbb141c5d96d2b0a8cfcd36746002d896989f7b88beb65cfa
 WHEEL_URL = f"https://pypi.org/project/musicnn/{WHEEL_VERSION}/"
 
 
-class WeightsUnavailable(Exception):
+class WeightsUnavailable(ExporterError):
     """The weights could not be found or fetched; the message says what the user can do."""
 
 

@@ -24,13 +24,15 @@ from pathlib import Path
 
 import numpy as np
 
+from exporter.errors import ExporterError
+
 from ..heads.split import stable_hash
 from .archs import SAMPLE_RATE, HeadSpec
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".opus", ".mp3", ".m4a", ".aiff", ".aif")
 
 
-class DataError(ValueError):
+class DataError(ExporterError, ValueError):
     """The data source is unusable; the message names the file and the reason."""
 
 
