@@ -19,7 +19,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("tagger.tagging",),
     ("tagger.pipeline",),
     ("tagger.lookup",),
-    ("tagger.serving", "tagger.daemon", "tagger.batch"),
+    ("tagger.serving", "tagger.daemon", "tagger.batch", "tagger.integrations"),
     ("tagger.cli", "tagger.__main__"),
 ]
 

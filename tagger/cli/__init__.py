@@ -18,6 +18,7 @@ from tagger.cli import (
     config,
     eval,
     lookup,
+    mpd,
     scan,
     serve,
     set,
@@ -31,7 +32,7 @@ from tagger.cli.options import common
 from tagger.errors import ConfigError, TaggerError
 
 # every command module registers its parser(s); this order is the order of `tagger --help`
-COMMANDS = (scan, analyze, show, lookup, watch, serve, train, batch, set, eval, config, undo)
+COMMANDS = (scan, analyze, show, lookup, watch, serve, mpd, train, batch, set, eval, config, undo)
 
 
 class _JournalFormatter(logging.Formatter):

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -66,8 +67,14 @@ def _emit_tracks(args: argparse.Namespace, rows: list[dict], store, model_id: st
     from tagger.lookup.similar import write_m3u
 
     out_file = getattr(args, "m3u", None) or getattr(args, "output", None)
+    relative = Path(args.relative_to).expanduser().absolute() if getattr(args, "relative_to", None) else None
     if out_file:
-        write_m3u(rows, Path(out_file))
+        write_m3u(rows, Path(out_file), relative)
+    elif relative is not None:  # printed paths relative too (`tagger playlist ... --relative-to ~/Music | mpc add`)
+        from tagger.lookup.similar import m3u_text
+
+        m3u_text(rows, relative)  # every track must be under DIR
+        rows = [{**r, "path": os.path.relpath(r["path"], relative)} for r in rows]
     if args.json:
         for r in rows:
             r.setdefault("id", store.doc_id(r["path"], model_id))
@@ -153,6 +160,7 @@ def add_parsers(sub: argparse._SubParsersAction, common: Callable[[argparse.Argu
     si.add_argument("-n", type=int, default=10)
     si.add_argument("--json", action="store_true", help="a list of {path, score, id, ...}, best first")
     si.add_argument("--m3u", help="also write the result as an .m3u8 playlist")
+    si.add_argument("--relative-to", dest="relative_to", metavar="DIR", help="paths relative to DIR")
     si.add_argument("--include-duplicates", action="store_true", dest="include_duplicates",
                     help="keep copies of the same recording (other files, formats, bitrates)")
     si.add_argument("--tag", action="append", help="only tracks carrying this label (repeatable)")
@@ -170,5 +178,7 @@ def add_parsers(sub: argparse._SubParsersAction, common: Callable[[argparse.Argu
     pl.add_argument("-o", "--output", help="write the playlist here (.m3u8)")
     pl.add_argument("--json", action="store_true")
     pl.add_argument("--under", help="only tracks under this folder")
+    pl.add_argument("--relative-to", dest="relative_to", metavar="DIR",
+                    help="paths relative to DIR (MPD's music directory, a player's library root)")
     common(pl)
     pl.set_defaults(func=cmd_playlist)

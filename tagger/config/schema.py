@@ -143,6 +143,8 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
         if s.flag is None:
             continue
         kw: dict[str, Any] = {"dest": _dest(s), "help": s.help or None}
+        if s.kind != "choice":
+            kw["metavar"] = s.flag.lstrip("-").upper().replace("-", "_")
         if s.kind == "choice":
             kw["choices"] = [str(c) for c in s.choices]
         elif s.kind == "int":

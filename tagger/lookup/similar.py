@@ -274,21 +274,30 @@ def build_playlist(lib: Library, n: int, *, tags: TagQuery | None = None, seed: 
     return rows
 
 
-def m3u_text(tracks: list[dict[str, Any]]) -> str:
-    """An extended M3U (UTF-8, .m3u8) with absolute paths, which nearly every player imports."""
+def m3u_text(tracks: list[dict[str, Any]], relative_to: Path | None = None) -> str:
+    """An extended M3U (UTF-8, .m3u8) with absolute paths, which nearly every player imports; with
+    ``relative_to`` (MPD's music directory, a player's library root) paths relative to that folder, and a
+    track outside it is a usage error naming it (a player could not find it)."""
     lines = ["#EXTM3U"]
     for r in tracks:
         title = " - ".join(x for x in (r.get("artist"), r.get("title")) if x) or Path(r["path"]).stem
         lines.append(f"#EXTINF:{int(round(float(r.get('duration', -1))))},{title}")
-        lines.append(r["path"])
+        path = r["path"]
+        if relative_to is not None:
+            rel = os.path.relpath(path, relative_to)
+            if rel == ".." or rel.startswith(".." + os.sep):
+                raise ConfigError("--relative-to", f"{path} is not under {relative_to}")
+            path = rel
+        lines.append(path)
     return "\n".join(lines) + "\n"
 
 
-def write_m3u(tracks: list[dict[str, Any]], out: Path) -> None:
+def write_m3u(tracks: list[dict[str, Any]], out: Path, relative_to: Path | None = None) -> None:
     """Write the playlist; a folder that is missing or a full disk is an error naming the file."""
     from tagger.errors import TaggerError
 
+    text = m3u_text(tracks, relative_to)
     try:
-        out.write_bytes(m3u_text(tracks).encode("utf-8", "surrogateescape"))
+        out.write_bytes(text.encode("utf-8", "surrogateescape"))
     except OSError as exc:
         raise TaggerError(out, f"cannot write the playlist: {exc.strerror or exc}") from exc

@@ -11,8 +11,8 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from conftest import TRUMPET
 from audiofiles import USER, with_user_tags
+from conftest import TRUMPET
 
 from tagger.config import load_config
 from tagger.errors import TagWriteError

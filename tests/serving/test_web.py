@@ -8,8 +8,8 @@ import json
 import os
 import re
 import time
-from pathlib import Path
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 from audiofiles import music_like, write_audio
