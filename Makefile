@@ -15,6 +15,9 @@ $(VENV)/.runtime: pyproject.toml
 
 $(VENV)/.dev: $(VENV)/.runtime pyproject.toml
 	$(PY) -m pip install -q -e ".[dev]"
+	# A machine with an NVIDIA driver gets onnxruntime's GPU build instead of the CPU one (they share a module).
+	if command -v nvidia-smi >/dev/null 2>&1; then $(PY) -m pip uninstall -q -y onnxruntime && \
+		$(PY) -m pip install -q --force-reinstall --no-deps "onnxruntime-gpu>=1.18"; fi
 	$(PY) -m exporter fetch
 	touch $@
 

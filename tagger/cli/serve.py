@@ -6,6 +6,7 @@ import logging
 import os
 from collections.abc import Callable
 
+from tagger.cli.exits import EXIT_OK
 from tagger.cli.options import lookup_model, settings_from
 
 log = logging.getLogger("tagger")
@@ -26,7 +27,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except StoreError as exc:  # no usable database yet: the server itself reports that on start
         log.debug("choosing the lookup model without a database: %s", exc)
         model = lookup_model(cfg)
-    return serve(cfg, model, sc)
+    serve(cfg, model, sc)
+    return EXIT_OK
 
 
 def add_parsers(sub: argparse._SubParsersAction, common: Callable[[argparse.ArgumentParser], None]) -> None:

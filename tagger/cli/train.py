@@ -37,7 +37,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     missing = [m for m in ("torch", "onnx", "matplotlib", "exporter") if importlib.util.find_spec(m) is None]
     if missing:
         raise ConfigError("train", f"needs the training extra ({', '.join(missing)} missing): "
-                                   "pip install 'tagger[train]' (or `make setup-dev`)")
+                                   "pip install 'onnx-music-tagger[train]' (or `make setup-dev`)")
     if not 0.0 < args.precision <= 1.0:
         raise ConfigError("--precision", f"must be in (0, 1], got {args.precision}")
     from exporter.heads import TrainOptions, train

@@ -6,6 +6,7 @@ import logging
 from collections.abc import Callable
 from pathlib import Path
 
+from tagger.cli.exits import EXIT_OK
 from tagger.cli.options import settings_from
 
 log = logging.getLogger("tagger")
@@ -28,7 +29,8 @@ def cmd_watch(args: argparse.Namespace) -> int:
         cfg = replace(cfg, settle_seconds=args.settle)
     roots = [Path(p).expanduser() for p in args.paths] or list(cfg.library)
     daemon = Daemon(cfg, roots, config_path=Path(args.config) if args.config else None, stop_event=stop)
-    return daemon.run()
+    daemon.run()
+    return EXIT_OK
 
 
 def add_parsers(sub: argparse._SubParsersAction, common: Callable[[argparse.ArgumentParser], None]) -> None:

@@ -387,14 +387,15 @@ class Daemon:
         a finished file. A live thread alone proves nothing (a blocked decoder is alive too)."""
         return self.idle_for() < stall
 
-    def run(self) -> int:
-        """Main thread: signals, supervision, systemd notifications."""
+    def run(self) -> None:
+        """Main thread: signals, supervision, systemd notifications. Returns when stopped cleanly; a worker that
+        failed is raised here, after shutdown (the command line turns it into the exit code)."""
         signal.signal(signal.SIGTERM, lambda *_: self.stop())
         signal.signal(signal.SIGINT, lambda *_: self.stop())
         signal.signal(signal.SIGHUP, self._on_sighup)
         faulthandler.register(signal.SIGUSR1, all_threads=True)  # `kill -USR1` dumps every thread's stack
         if self.stop_event.is_set():  # asked to stop while still starting up
-            return 0
+            return
         self.start()
         if self.worker_error is None:
             notify("READY=1\nSTATUS=reconciling")
@@ -411,10 +412,12 @@ class Daemon:
                         log.error("no progress for %.0f s: withholding the watchdog keep-alive", self.idle_for())
         finally:
             self.shutdown()
+        if isinstance(self.worker_error, TaggerError):
+            raise self.worker_error
         if self.worker_error is not None:
-            return getattr(self.worker_error, "exit_code", 1)
+            raise TaggerError("watch", f"the worker stopped: {type(self.worker_error).__name__}: "
+                                       f"{self.worker_error}") from self.worker_error
         log.info("stopped cleanly")
-        return 0
 
 
 def _read_sysctl(name: str) -> str:

@@ -117,7 +117,9 @@ def resolve_model_path(name_or_path: str, models_dir: Path | None = None) -> Pat
         if d is not None and (d / f"{name_or_path}.onnx").is_file():
             return d / f"{name_or_path}.onnx"
     known = sorted(x.stem for d in (models_dir, BUNDLED_DIR) if d and d.is_dir() for x in d.glob("*.onnx"))
-    raise ModelError(name_or_path, f"no such model; available: {', '.join(known) or 'none'}")
+    hint = ("; musicnn-mtt and fcn-msd are not in the wheel: export them from a checkout with `python -m exporter` "
+            "into models_dir") if name_or_path in ("musicnn-mtt", "fcn-msd") else ""
+    raise ModelError(name_or_path, f"no such model; available: {', '.join(known) or 'none'}{hint}")
 
 
 def _with_options(providers: list[str]) -> list:

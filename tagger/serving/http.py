@@ -427,7 +427,8 @@ def make_server(cfg: Config, model: Model, sc: ServeConfig) -> ThreadingHTTPServ
         raise ConfigError(f"serve {sc.host}:{sc.port}", f"cannot listen there: {exc.strerror or exc}") from exc
 
 
-def serve(cfg: Config, model: Model, sc: ServeConfig) -> int:
+def serve(cfg: Config, model: Model, sc: ServeConfig) -> None:
+    """Answer until SIGTERM or Ctrl-C; a port in use or a refused address is raised (the CLI maps it)."""
     server = make_server(cfg, model, sc)
     host, port = server.server_address[:2]
     log.info("serving http://%s:%d/ (web app and API%s)", host, port, ", token required" if sc.token else "")
@@ -442,4 +443,3 @@ def serve(cfg: Config, model: Model, sc: ServeConfig) -> int:
         pass
     finally:
         server.server_close()
-    return 0
