@@ -53,6 +53,9 @@ INFO_STORAGE: dict[str, dict[str, str]] = {
     "ARTIST": {"id3": "TPE1", "id3v23": "TPE1", "vorbis": "ARTIST", "mp4": "\xa9ART"},
     "ALBUM": {"id3": "TALB", "id3v23": "TALB", "vorbis": "ALBUM", "mp4": "\xa9alb"},
     "TITLE": {"id3": "TIT2", "id3v23": "TIT2", "vorbis": "TITLE", "mp4": "\xa9nam"},
+    # the MusicBrainz recording id Picard writes: look-ups by MBID (OpenSubsonic servers, Navidrome)
+    "MUSICBRAINZ_TRACKID": {"id3": "UFID:http://musicbrainz.org", "id3v23": "UFID:http://musicbrainz.org",
+                            "vorbis": "MUSICBRAINZ_TRACKID", "mp4": "----:com.apple.iTunes:MusicBrainz Track Id"},
 }
 INFO_FIELDS = tuple(INFO_STORAGE)
 # Descriptor groups the web page shows as facets of their own (from the labels behind each value).

@@ -141,6 +141,7 @@ RECORD_FIELDS: dict[str, tuple[str, Any]] = {
     "artist": ("text", lambda v: isinstance(v, str)),
     "album": ("text", lambda v: isinstance(v, str)),
     "title": ("text", lambda v: isinstance(v, str)),
+    "musicbrainz_trackid": ("text", lambda v: isinstance(v, str)),
     "write_error": ("text or null", lambda v: v is None or isinstance(v, str)),
     "applied": ("true or false", lambda v: isinstance(v, bool)),
     "heads": ("a list of text", lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v)),

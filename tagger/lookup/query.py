@@ -13,13 +13,15 @@ from typing import Any
 import numpy as np
 
 from tagger.decision.decide import Decision
+from tagger.fsutil import path_key
 from tagger.library.records import Status
 from tagger.library.store import Store
-from tagger.lookup.similar import TagQuery, resolve_tags
+from tagger.lookup.similar import Library, TagQuery, is_duplicate, resolve_tags
 from tagger.models.card import Card, CardError
 from tagger.models.heads import Vectors
 
-__all__ = ["LIMITS", "ModelView", "TagQuery", "TrackView", "bounded", "resolve_tags", "stored_cards", "track_view"]
+__all__ = ["LIMITS", "ModelView", "TagQuery", "TrackView", "bounded", "find_tracks", "resolve_tags", "similarity",
+           "sonic_path", "stored_cards", "track_view"]
 
 # Every count a request may ask for, with its bounds: similar tracks (n), search results (limit), playlist
 # length (n). The API, the web pages and the command line all check against these.
@@ -107,3 +109,61 @@ def track_view(store: Store, path: str, cards: Mapping[str, Card],
         decision = decide(view.vectors, view.path, view.album)
         view.decision = {name: {"values": fd.written, "reason": fd.reason} for name, fd in decision.fields.items()}
     return view
+
+
+# -- look-ups by what other programs know of a track: its path, MusicBrainz id, artist and title ------------
+
+def _fold(text: Any) -> str:
+    return " ".join(str(text or "").casefold().split())
+
+
+def find_tracks(lib: Library, *, path: str | None = None, mbid: str | None = None, artist: str | None = None,
+                title: str | None = None, album: str | None = None, duration: float | None = None) -> list[dict]:
+    """The library's records matching, in this order of trust: the file path, the MusicBrainz recording id,
+    artist and title (case and spacing ignored; album and duration, when given, break ties)."""
+    if path:
+        rec = lib.by_path.get(path_key(path))
+        return [rec] if rec is not None else []
+    if mbid:
+        found = [r for r in lib.records if str(r.get("musicbrainz_trackid") or "").lower() == mbid.strip().lower()]
+        if found:
+            return found
+    if artist and title:
+        found = [r for r in lib.records if _fold(r.get("artist")) == _fold(artist) and _fold(r.get("title")) == _fold(title)]
+        if album and len(found) > 1:
+            found = [r for r in found if _fold(r.get("album")) == _fold(album)] or found
+        if duration and len(found) > 1:
+            found.sort(key=lambda r: abs(float(r.get("duration") or 0.0) - float(duration)))
+        return found
+    return []
+
+
+def similarity(cosine: float) -> float:
+    """Cosine of two unit embeddings (-1..1) as OpenSubsonic's similarity: 1.0 the same, 0.0 the most different."""
+    return round(min(1.0, max(0.0, (1.0 + float(cosine)) / 2.0)), 6)
+
+
+def sonic_path(lib: Library, start: dict, end: dict, count: int) -> list[tuple[dict, float]]:
+    """``count`` tracks from ``start`` to ``end`` (both included), easing from one sound to the other: each
+    step is the unused track nearest to the point that far along the line between the two embeddings; no
+    copy of a recording twice. Each comes with its similarity to the track before it."""
+    a, b = lib.embedding_of(start), lib.embedding_of(end)
+    chosen = [start]
+    used = {start["path"], end["path"]}
+    for k in range(1, max(count - 1, 1)):
+        t = k / (count - 1)
+        target = (1 - t) * a + t * b
+        target = target / max(float(np.linalg.norm(target)), 1e-12)
+        step = next((h.record for h in lib.similar(target, None, 8 + len(used))
+                     if h.record["path"] not in used
+                     and not any(is_duplicate(c, h.record, float(lib.embedding_of(c) @ lib.embedding_of(h.record)))
+                                 for c in chosen)), None)
+        if step is None:
+            break
+        chosen.append(step)
+        used.add(step["path"])
+    chosen.append(end)
+    out = [(chosen[0], 1.0)]
+    for prev, cur in zip(chosen, chosen[1:]):
+        out.append((cur, similarity(float(lib.embedding_of(prev) @ lib.embedding_of(cur)))))
+    return out

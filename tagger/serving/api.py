@@ -38,6 +38,12 @@ def _operations(labels: tuple[str, ...]) -> dict[str, dict[str, Any]]:
             "summary": "nearest tracks by embedding cosine (seed and duplicates left out by default)",
             "parameters": [idp, count("n"), {"name": "include_duplicates", "in": "query", "schema": {"type": "boolean"}}],
             "responses": {"200": listing, "404": err, "401": err, "403": err}},
+        "api_lookup": {
+            "summary": "tracks by file path, MusicBrainz recording id, or artist and title",
+            "parameters": [{"name": k, "in": "query", "schema": {"type": "string"}}
+                           for k in ("path", "mbid", "artist", "title", "album")],
+            "responses": {"200": {"description": "matching tracks: id, path, name, artist, album, mbid, duration"},
+                          "400": err}},
         "api_view": {
             "summary": "what the web page shows of a track: every model's labels, the decision, the file's tags",
             "parameters": [idp], "responses": {"200": {"description": "the view"}, "404": err}},

@@ -34,6 +34,7 @@ from tagger.lookup.similar import Library, m3u_text, resolve_tags, tag_search
 from tagger.models.session import Model
 from tagger.serving import routes
 from tagger.serving.api import openapi
+from tagger.serving.provider import ProviderRoutes
 from tagger.serving.state import LibraryState
 from tagger.serving.web.media import (
     CHUNK,
@@ -48,7 +49,6 @@ from tagger.serving.web.taggram import Taggrams
 log = logging.getLogger(__name__)
 
 REQUEST_TIMEOUT = 30.0  # seconds a client may take to send a request or hold an idle connection
-MAX_BODY = 64 * 1024
 STATIC = Path(__file__).parent / "web" / "static"
 STATIC_TYPES = {"app.js": "text/javascript; charset=utf-8", "style.css": "text/css; charset=utf-8",
                 "icon.svg": "image/svg+xml"}
@@ -90,7 +90,7 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(ProviderRoutes, BaseHTTPRequestHandler):
     server_version = "tagger"
     sys_version = ""
     protocol_version = "HTTP/1.1"  # keep-alive (range requests for previews come in series)
@@ -212,7 +212,8 @@ class _Handler(BaseHTTPRequestHandler):
         found = routes.match(self.command, url.path)
         if found is None:
             if self.command == "POST":
-                return self._send(405, {"error": "only corrections can be posted"}, {"Allow": "GET, HEAD"})
+                return self._send(405, {"error": "nothing can be posted here (corrections and sonic queries only)"},
+                                  {"Allow": "GET, HEAD"})
             return self._send(404, {"error": "no such resource"})
         if found.deprecated:  # the previous release's URL: answered, with the way to the new one
             self._route_headers = {"Deprecation": "true", "Link": f'<{found.successor}>; rel="successor-version"'}
@@ -288,18 +289,9 @@ class _Handler(BaseHTTPRequestHandler):
         token = self.headers.get("X-CSRF-Token") or ""
         if not hmac.compare_digest(token.encode(), self.site.csrf.encode()) or not self._origin_ok():
             return self._send(403, {"error": "missing or wrong CSRF token, or a foreign Origin"})
-        if (self.headers.get("Content-Type") or "").split(";")[0].strip() != "application/json":
-            return self._send(415, {"error": "send application/json"})
-        try:
-            length = int(self.headers.get("Content-Length") or "")
-        except ValueError:
-            return self._send(411, {"error": "Content-Length required"})
-        if not 0 < length <= MAX_BODY:
-            return self._send(413, {"error": f"body must be 1 to {MAX_BODY} bytes"})
-        try:
-            body = json.loads(self.rfile.read(length))
-        except ValueError:
-            return self._send(400, {"error": "body is not JSON"})
+        body = self._read_json()
+        if body is None:
+            return
         code, answer = self.site.correct(self.state.snapshot(), int(id), body)
         self._send(code, answer)
 

@@ -46,6 +46,12 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", f"{API}/tracks/{{id}}/view", "api_view", "api", old=("/api/tracks/{id}/view",)),
     Route("GET", f"{API}/tracks/{{id}}/taggram", "api_taggram", "api", old=("/api/tracks/{id}/taggram",)),
     Route("POST", f"{API}/tracks/{{id}}/correct", "api_correct", "api", old=("/api/tracks/{id}/correct",)),
+    # tagger as a similarity provider (tagger/serving/provider.py)
+    Route("GET", f"{API}/tracks/lookup", "api_lookup", "api"),
+    Route("POST", f"{API}/sonic/similar", "sonic_similar", "api"),
+    Route("POST", f"{API}/sonic/path", "sonic_path", "api"),
+    Route("GET", "/api/similar_tracks", "audiomuse_similar", "api"),
+    Route("GET", "/api/search_tracks", "audiomuse_search", "api"),
 )
 
 _COMPILED = [(r, r.regex(p), p != r.path) for r in ROUTES for p in (r.path, *r.old)]

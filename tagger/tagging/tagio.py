@@ -18,7 +18,7 @@ from typing import Any
 
 from mutagen.aiff import AIFF
 from mutagen.flac import FLAC
-from mutagen.id3 import ID3, TCON, TMOO, TXXX, ID3NoHeaderError
+from mutagen.id3 import ID3, TCON, TMOO, TXXX, UFID, ID3NoHeaderError
 from mutagen.mp3 import MP3
 from mutagen.mp4 import MP4, AtomDataType, MP4FreeForm
 from mutagen.oggopus import OggOpus
@@ -89,7 +89,10 @@ class TagFile:
                 frames = tags.getall(key)
             out: list[str] = []
             for fr in frames:
-                out += list(fr.genres) if isinstance(fr, TCON) else [str(t) for t in fr.text]
+                if isinstance(fr, UFID):  # an owner and bytes (the MusicBrainz recording id), not text
+                    out.append(bytes(getattr(fr, "data", b"")).decode("ascii", "replace"))
+                else:
+                    out += list(fr.genres) if isinstance(fr, TCON) else [str(t) for t in fr.text]
             if self.id3_version == 3 and name not in field_registry.INFO_STORAGE:
                 # v2.3 has one string per frame: split what was joined (the tool's values never hold the separator)
                 out = [part.strip() for v in out for part in v.split(self.v23_sep.strip() or self.v23_sep)]
