@@ -19,6 +19,7 @@ from tagger.cli import (
     eval,
     lookup,
     mpd,
+    reference,
     scan,
     serve,
     set,
@@ -32,7 +33,7 @@ from tagger.cli.options import common
 from tagger.errors import ConfigError, TaggerError
 
 # every command module registers its parser(s); this order is the order of `tagger --help`
-COMMANDS = (scan, analyze, show, lookup, watch, serve, mpd, train, batch, set, eval, config, undo)
+COMMANDS = (scan, analyze, show, lookup, watch, serve, mpd, train, batch, set, eval, config, undo, reference)
 
 
 class _JournalFormatter(logging.Formatter):
