@@ -4,7 +4,7 @@ A conforming module maps ``waveform`` (batch, window) float32 at ``card.sample_r
 output the card declares, in the card's order: for the common case ``tags`` (batch, n_labels)
 probabilities and ``embedding`` (batch, dim). Everything the runtime needs (labels and their groups,
 rate, window/hop, padding rules, resampler, output kinds, provenance, licence) is stored in the ONNX
-metadata under the single key :data:`METADATA_KEY` as JSON (schema: ``tagger/card.py``), so the file
+metadata under the single key :data:`METADATA_KEY` as JSON (schema: ``tagger/models/card.py``), so the file
 is the whole model.
 """
 from __future__ import annotations

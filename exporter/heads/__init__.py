@@ -8,7 +8,7 @@ target, exported through the exporter's checks as a plug-in ONNX file in ``<data
 then on decides that field in every scan and in the daemon. ``tagger train --remove`` takes it out again.
 
 It lives in the exporter because it needs torch, onnx and matplotlib (the ``train`` extra); the runtime that
-applies a head (``tagger/heads.py``) and removes one needs only onnxruntime.
+applies a head (``tagger/models/heads.py``) and removes one needs only onnxruntime.
 """
 from __future__ import annotations
 

@@ -42,7 +42,7 @@ def expand_path(value: str) -> Path:
     return Path(out).expanduser()
 
 
-FieldRule = FieldPolicy  # one field's decision and write policy (tagger/decide.py)
+FieldRule = FieldPolicy  # one field's decision and write policy (tagger/decision/decide.py)
 
 
 @dataclass(frozen=True)

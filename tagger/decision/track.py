@@ -56,7 +56,7 @@ def decide_head(card: Card, scores: np.ndarray, policy: FieldPolicy) -> FieldDec
 
 
 def with_context(fd: FieldDecision, vote: Vote | None, card: Card) -> FieldDecision:
-    """A head's decision with its album/folder mates' vote (see ``tagger/context.py``): agreeing mates
+    """A head's decision with its album/folder mates' vote (see ``tagger/decision/context.py``): agreeing mates
     confirm it; when they disagree or the head abstained, the mates' value is written, and the reason says so."""
     if vote is None:
         return fd

@@ -91,7 +91,7 @@ class Card:
     reads: tuple[Source, ...] = ()
     decides: str = ""
     # Scopes ("album", "folder") whose tagged mates may decide the field when they agree: enabled by
-    # `tagger train` only where it measured the vote's precision on the library (see tagger/context.py).
+    # `tagger train` only where it measured the vote's precision on the library (see tagger/decision/context.py).
     context: tuple[str, ...] = ()
     # When the runtime bounds the windows per track (`max_windows`), at most this many for this model (0: no
     # cap of its own): a model with long windows hears as much of a track in fewer of them (8 x 10 s against

@@ -1,7 +1,7 @@
 """A model's card (from the ONNX file's own metadata) and the onnxruntime session that runs it.
 
 Nothing in the runtime knows a model by name: labels and their groups, sample rate, window, hop,
-padding rules and output kinds all come from the card (``tagger/card.py``) the exporter writes. Any
+padding rules and output kinds all come from the card (``tagger/models/card.py``) the exporter writes. Any
 file that carries one and whose graph has the outputs it declares plugs in.
 """
 from __future__ import annotations

@@ -91,3 +91,19 @@ def test_similar_and_playlist_answer_from_taggers_embeddings(library):
     beet(beetsdir, "tagger-playlist", "-n", "4", "-o", str(m3u), "path:" + str(lib / "gen0.flac"))
     paths = [x for x in m3u.read_text().splitlines() if x and not x.startswith("#")]
     assert paths[0] == str(lib / "gen0.flac") and len(paths) == 4 and len(set(paths)) == 4
+
+
+def test_a_file_tagger_has_not_seen_is_analysed_on_request(library):
+    root, lib, decided, beetsdir = library
+    new = lib / "later"
+    new.mkdir()
+    write_audio(new / "late.flac", music_like(12.0, 44100, 2, seed=42), 44100)
+    beet(beetsdir, "import", "-s", str(new))  # a singleton: not mistaken for an album already there
+    assert beet(beetsdir, "ls", "-f", "%ifdef{mood,$mood}", "path:" + str(new / "late.flac")).strip() == ""
+    out = beet(beetsdir, "tagger", "--analyse", "-W", "path:" + str(new / "late.flac"))
+    assert "1 item(s) changed" in out
+    with Store(root / "db", writer=False) as store:
+        rec = store.get(new / "late.flac", "musicnn-msd")
+    assert rec is not None and rec["status"] == "ok"
+    mood = beet(beetsdir, "ls", "-f", "%ifdef{mood,$mood}", "path:" + str(new / "late.flac")).strip()
+    assert mood == "; ".join(rec["decided"].get("mood", [])) != ""

@@ -1,7 +1,7 @@
 """What each page shows, gathered from the read-only database, the files' tags and the model cards.
 
-The server (``tagger/serve.py``) owns HTTP, security and the reopened read-only store; this module turns a
-store snapshot into page data. It never writes: corrections go to the inbox (``tagger/control.py``).
+The server (``tagger/serving/http.py``) owns HTTP, security and the reopened read-only store; this module turns a
+store snapshot into page data. It never writes: corrections go to the inbox (``tagger/library/inbox.py``).
 """
 from __future__ import annotations
 
