@@ -72,6 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     for module in COMMANDS:
         module.add_parsers(sub, common)
+    p.set_defaults(whole_parser=build_parser)  # for the commands that describe the others (completion, man)
     return p
 
 

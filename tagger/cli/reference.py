@@ -105,24 +105,20 @@ def man_page(parser: argparse.ArgumentParser) -> str:
     return "\n".join(out) + "\n"
 
 
-def build(parser_factory: Callable[[], argparse.ArgumentParser]) -> Callable[[argparse.Namespace], int]:
-    def cmd(args: argparse.Namespace) -> int:
-        parser = parser_factory()
-        if args.command == "manpage":
-            print(man_page(parser), end="")
-        elif args.shell == "bash":
-            print(bash_completion(parser), end="")
-        else:
-            print(zsh_completion(parser), end="")
-        return EXIT_OK
-    return cmd
+def cmd_reference(args: argparse.Namespace) -> int:
+    parser = args.whole_parser()  # set by tagger.cli.build_parser: the parser of every command
+    if args.command == "manpage":
+        print(man_page(parser), end="")
+    elif args.shell == "bash":
+        print(bash_completion(parser), end="")
+    else:
+        print(zsh_completion(parser), end="")
+    return EXIT_OK
 
 
 def add_parsers(sub: argparse._SubParsersAction, common: Callable[[argparse.ArgumentParser], None]) -> None:
-    from tagger.cli import build_parser
-
     c = sub.add_parser("completion", help="shell completion: eval \"$(tagger completion bash)\"")
     c.add_argument("shell", choices=["bash", "zsh"])
-    c.set_defaults(func=build(build_parser))
+    c.set_defaults(func=cmd_reference)
     m = sub.add_parser("manpage", help="the man page (roff): tagger manpage > ~/.local/share/man/man1/tagger.1")
-    m.set_defaults(func=build(build_parser))
+    m.set_defaults(func=cmd_reference)
