@@ -153,34 +153,36 @@ class TaggerPlugin(BeetsPlugin):
                        analyse=opts.analyse or self.config["analyse"].get(bool), write=ui.should_write(opts.write))
         ui.print_(f"tagger: {n} item(s) changed")
 
-    def _seed(self, lib: Any, args: list[str]) -> tuple[Any, Any, Any]:
+    def _seed(self, lib: Any, args: list[str]) -> tuple[Store, Any, dict[str, Any], dict[str, Any]]:
+        """(tagger's store, its similarity view, the first match's record, beets' items by path): what
+        `beet similar` and `beet tagger-playlist` need; a query or a file tagger cannot answer is a UserError."""
         from tagger.cli.options import lookup_model
         from tagger.lookup.similar import Library
 
         items = list(lib.items(args))
         if not items:
             raise ui.UserError("no item matches the query")
-        cfg = self.tagger_config()
-        store = Store(cfg.database, writer=False)
-        model = lookup_model(cfg, store)
-        tlib = Library(store, model.spec.id, model.spec.labels)
+        try:
+            cfg = self.tagger_config()
+            store = Store(cfg.database, writer=False)
+        except TaggerError as exc:
+            raise ui.UserError(str(exc)) from exc
+        try:
+            model = lookup_model(cfg, store)
+            tlib = Library(store, model.spec.id, model.spec.labels)
+        except TaggerError as exc:
+            store.close()
+            raise ui.UserError(str(exc)) from exc
         seed = tlib.by_path.get(_path(items[0]))
         if seed is None:
             store.close()
             raise ui.UserError(f"{os.fsdecode(items[0].path)} is not in tagger's database (run `tagger scan` or "
                                "`beet tagger --analyse` on it)")
-        return store, tlib, seed
-
-    def _items_by_path(self, lib: Any) -> dict[str, Any]:
-        return {_path(i): i for i in lib.items()}
+        return store, tlib, seed, {_path(i): i for i in lib.items()}
 
     def _similar(self, lib: Any, opts: Any, args: list[str]) -> None:
-        try:
-            store, tlib, seed = self._seed(lib, args)
-        except TaggerError as exc:
-            raise ui.UserError(str(exc)) from exc
+        store, tlib, seed, mine = self._seed(lib, args)
         with store:
-            mine = self._items_by_path(lib)
             hits = tlib.similar(tlib.embedding_of(seed), seed, opts.n * 4, keep=lambda r: r["path"] in mine)
             for hit in hits[: opts.n]:
                 ui.print_(f"{hit.score:.3f}  {mine[hit.record['path']]}")
@@ -188,12 +190,8 @@ class TaggerPlugin(BeetsPlugin):
     def _playlist(self, lib: Any, opts: Any, args: list[str]) -> None:
         from tagger.lookup.similar import build_playlist, write_m3u
 
-        try:
-            store, tlib, seed = self._seed(lib, args)
-        except TaggerError as exc:
-            raise ui.UserError(str(exc)) from exc
+        store, tlib, seed, mine = self._seed(lib, args)
         with store:
-            mine = self._items_by_path(lib)
             rows = build_playlist(tlib, opts.n, seed=seed, query=tlib.embedding_of(seed),
                                   keep=lambda r: r["path"] in mine)
             if opts.output:

@@ -202,3 +202,40 @@ def sine(seconds: float, rate: int = 44100, channels: int = 2, freq: float = 440
     rng = np.random.default_rng(seed)
     mono = 0.3 * np.sin(2 * np.pi * freq * t) + 0.02 * rng.standard_normal(len(t))
     return np.stack([mono * (1 - 0.1 * c) for c in range(channels)]).astype(np.float32)
+
+
+def running_mpd(music: Path, tmp: Path):
+    """A real MPD over a Unix socket with a null output, serving ``music``, its database updated; yields the
+    socket path and stops MPD afterwards."""
+    import contextlib
+    import shutil
+    import subprocess
+    import time
+
+    from tagger.integrations.mpd import MpdClient
+
+    @contextlib.contextmanager
+    def running():
+        sock = tmp / "mpd.sock"
+        conf = tmp / "mpd.conf"
+        conf.write_text(f'music_directory "{music}"\ndb_file "{tmp}/mpd.db"\nlog_file "{tmp}/mpd.log"\n'
+                        f'state_file "{tmp}/state"\nbind_to_address "{sock}"\n'
+                        'audio_output {\n type "null"\n name "null"\n}\n')
+        proc = subprocess.Popen([shutil.which("mpd") or "mpd", "--no-daemon", str(conf)],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            deadline = time.monotonic() + 20
+            while not sock.exists():
+                assert proc.poll() is None and time.monotonic() < deadline, (tmp / "mpd.log").read_text()
+                time.sleep(0.05)
+            with MpdClient(str(sock)) as mpd:
+                mpd.command("update")
+                while any(k == "updating_db" for k, _ in mpd.command("status")):
+                    assert time.monotonic() < deadline
+                    time.sleep(0.05)
+            yield sock
+        finally:
+            proc.terminate()
+            proc.wait(timeout=20)
+
+    return running()

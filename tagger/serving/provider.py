@@ -90,14 +90,24 @@ class ProviderRoutes:
                            title=one.get("title"), album=one.get("album"))
         self._send(200, [{"id": store.doc_id(r["path"], lib.model), "path": r["path"], **song_ref(r)} for r in recs])
 
-    def sonic_similar(self, query: dict[str, list[str]]) -> None:
+    def _sonic_request(self, shape: str) -> tuple[Library, dict[str, Any], int] | None:
+        """(library, body, count) of a sonic-similarity request; None once an error is answered."""
         body = self._read_json()
-        if body is None or self._library() is None:
-            return
-        _, lib = self.state.current()
+        if body is None:
+            return None
+        found = self._library()
+        if found is None:
+            return None
         if not isinstance(body, dict):
-            return self._send(400, {"error": "the body must be {\"song\": SongRef, \"count\": n}"})
-        count = bounded("n", body.get("count") or None, 10)
+            self._send(400, {"error": f"the body must be {shape}"})
+            return None
+        return found[1], body, bounded("n", body.get("count") or None, 10)
+
+    def sonic_similar(self, query: dict[str, list[str]]) -> None:
+        req = self._sonic_request('{"song": SongRef, "count": n}')
+        if req is None:
+            return
+        lib, body, count = req
         seeds = _resolve(lib, body.get("song"))
         if not seeds:
             return self._send(404, {"error": "the song is not in tagger's database"})
@@ -105,13 +115,10 @@ class ProviderRoutes:
         self._send(200, {"matches": [{"song": song_ref(h.record), "similarity": similarity(h.score)} for h in hits]})
 
     def sonic_path(self, query: dict[str, list[str]]) -> None:
-        body = self._read_json()
-        if body is None or self._library() is None:
+        req = self._sonic_request('{"startSong": SongRef, "endSong": SongRef, "count": n}')
+        if req is None:
             return
-        _, lib = self.state.current()
-        if not isinstance(body, dict):
-            return self._send(400, {"error": "the body must be {\"startSong\", \"endSong\", \"count\"}"})
-        count = bounded("n", body.get("count") or None, 10)
+        lib, body, count = req
         start, end = _resolve(lib, body.get("startSong")), _resolve(lib, body.get("endSong"))
         if not start or not end:
             return self._send(404, {"error": f"the {'start' if not start else 'end'} song is not in tagger's database"})

@@ -2,14 +2,13 @@
 from __future__ import annotations
 
 import shutil
-import subprocess
-import time
 from dataclasses import replace
 from pathlib import Path
 
 import mutagen
 import pytest
 from audiofiles import music_like, write_audio
+from conftest import running_mpd
 
 from tagger.cli import main
 from tagger.config import load_config
@@ -54,38 +53,20 @@ def test_playlist_paths_relative_to_a_music_directory(library, capsys):
 @pytest.mark.skipif(MPD is None, reason="no mpd binary (apt-get install mpd)")
 def test_mpd_queue_is_kept_full_of_similar_tracks(library, tmp_path, capsys):
     root, music, cfg = library
-    sock = tmp_path / "mpd.sock"
-    conf = tmp_path / "mpd.conf"
-    conf.write_text(f'music_directory "{music}"\ndb_file "{tmp_path}/mpd.db"\nlog_file "{tmp_path}/mpd.log"\n'
-                    f'state_file "{tmp_path}/state"\nbind_to_address "{sock}"\n'
-                    'audio_output {\n type "null"\n name "null"\n}\n')
-    proc = subprocess.Popen([MPD, "--no-daemon", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 20
-        while not sock.exists():
-            assert proc.poll() is None and time.monotonic() < deadline, (tmp_path / "mpd.log").read_text()
-            time.sleep(0.05)
-        with MpdClient(str(sock)) as mpd:
-            mpd.command("update")
-            while any(k == "updating_db" for k, _ in mpd.command("status")):
-                assert time.monotonic() < deadline
-                time.sleep(0.05)
-            mpd.command("add", "a/0.flac")
-            mpd.command("play", "0")
-            assert main(["mpd", "--host", str(sock), "--once", "--ahead", "3", "--database", str(cfg.database)]) == 0
-            queue = [s["file"] for s in mpd.songs("playlistinfo")]
-            assert len(queue) == 4 and len(set(queue)) == 4, queue
-            assert "a/0-copy.flac" not in queue  # a copy of the recording playing is never queued
-            artists = [ARTISTS[int(Path(f).stem)] for f in queue]
-            assert all(a != b for a, b in zip(artists[1:], artists[2:])), artists  # never the same artist twice
-            assert main(["mpd", "--host", str(sock), "--once", "--ahead", "3", "--database", str(cfg.database)]) == 0
-            assert len(mpd.songs("playlistinfo")) == 4  # already full: nothing more
-            assert "nothing queued" in capsys.readouterr().out
-            with pytest.raises(MpdError, match="nosuchcommand"):
-                mpd.command("nosuchcommand")
-    finally:
-        proc.terminate()
-        proc.wait(timeout=20)
+    with running_mpd(music, tmp_path) as sock, MpdClient(str(sock)) as mpd:
+        mpd.command("add", "a/0.flac")
+        mpd.command("play", "0")
+        assert main(["mpd", "--host", str(sock), "--once", "--ahead", "3", "--database", str(cfg.database)]) == 0
+        queue = [s["file"] for s in mpd.songs("playlistinfo")]
+        assert len(queue) == 4 and len(set(queue)) == 4, queue
+        assert "a/0-copy.flac" not in queue  # a copy of the recording playing is never queued
+        artists = [ARTISTS[int(Path(f).stem)] for f in queue]
+        assert all(a != b for a, b in zip(artists[1:], artists[2:])), artists  # never the same artist twice
+        assert main(["mpd", "--host", str(sock), "--once", "--ahead", "3", "--database", str(cfg.database)]) == 0
+        assert len(mpd.songs("playlistinfo")) == 4  # already full: nothing more
+        assert "nothing queued" in capsys.readouterr().out
+        with pytest.raises(MpdError, match="nosuchcommand"):
+            mpd.command("nosuchcommand")
 
 
 def test_an_unreachable_mpd_is_a_clear_error(library, tmp_path, capsys):

@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import shutil
 import struct
-import subprocess
-import time
 from pathlib import Path
 
 import pytest
 from audiofiles import USER, music_like, with_user_tags, write_audio
+from conftest import running_mpd
 
 from tagger.errors import TagWriteError
+from tagger.integrations.mpd import MpdClient
 from tagger.tagging.plan import Change, plan_undo
 from tagger.tagging.writer import read_fields, write_changes
 
@@ -108,38 +108,6 @@ def test_wav_with_riff_info_tags_is_left_alone(tmp_path):
 MPD = shutil.which("mpd")
 
 
-class _MpdClient:
-    """Just enough of the MPD protocol (a line-based text protocol) to update the database and list tags."""
-
-    def __init__(self, sock_path: Path) -> None:
-        import socket
-
-        self.sock = socket.socket(socket.AF_UNIX)
-        self.sock.settimeout(20)
-        self.sock.connect(str(sock_path))
-        self.buf = b""
-        assert self._line().startswith("OK MPD")
-
-    def _line(self) -> str:
-        while b"\n" not in self.buf:
-            chunk = self.sock.recv(65536)
-            assert chunk, "MPD closed the connection"
-            self.buf += chunk
-        line, self.buf = self.buf.split(b"\n", 1)
-        return line.decode("utf-8")
-
-    def command(self, cmd: str) -> list[tuple[str, str]]:
-        self.sock.sendall(cmd.encode() + b"\n")
-        out = []
-        while True:
-            line = self._line()
-            if line == "OK":
-                return out
-            assert not line.startswith("ACK"), f"{cmd}: {line}"
-            key, _, value = line.partition(": ")
-            out.append((key, value))
-
-
 @pytest.mark.skipif(not MPD, reason="no mpd binary (apt-get install mpd)")
 def test_mpd_reads_our_values_beside_the_users(tmp_path):
     """MPD 0.23 (the daemon behind many home players) indexes every format with our values as separate genres
@@ -150,21 +118,7 @@ def test_mpd_reads_our_values_beside_the_users(tmp_path):
         sub = music / case.strip(".")
         sub.mkdir()
         write_changes(with_user_tags(sub, case), OURS, expect=None)
-    conf = tmp_path / "mpd.conf"
-    sock = tmp_path / "mpd.sock"
-    conf.write_text(f'music_directory "{music}"\ndb_file "{tmp_path}/mpd.db"\nlog_file "{tmp_path}/mpd.log"\n'
-                    f'bind_to_address "{sock}"\naudio_output {{\n type "null"\n name "null"\n}}\n')
-    proc = subprocess.Popen([MPD, "--no-daemon", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 20
-        while not sock.exists():
-            assert proc.poll() is None and time.monotonic() < deadline, (tmp_path / "mpd.log").read_text()
-            time.sleep(0.05)
-        mpd = _MpdClient(sock)
-        mpd.command("update")
-        while any(k == "updating_db" for k, _ in mpd.command("status")):
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
+    with running_mpd(music, tmp_path) as sock, MpdClient(str(sock)) as mpd:
         songs: dict[str, dict[str, list[str]]] = {}
         current: dict[str, list[str]] = {}
         for key, value in mpd.command("listallinfo"):
@@ -175,10 +129,6 @@ def test_mpd_reads_our_values_beside_the_users(tmp_path):
             else:
                 current.setdefault(key, []).append(value)
         has_mood = ("tagtype", "Mood") in mpd.command("tagtypes")
-        mpd.sock.close()
-    finally:
-        proc.terminate()
-        proc.wait(timeout=20)
     assert len(songs) == len(CASES), sorted(songs)
     for name, tags in songs.items():
         genres = [g.strip() for v in tags.get("Genre", []) for g in v.split(";")]
