@@ -65,3 +65,30 @@ def ms_per_window(model_name: str, threads: int, batch: int = 1, runs: int = 50,
         model.run_all(x)
         times.append((time.perf_counter() - t) * 1000 / batch)
     return statistics.median(times), float(np.percentile(times, 90))
+
+
+def ms_per_window_streams(model_name: str, streams: int, batch: int = 1, runs: int = 50,
+                          precision: str = "float") -> float:
+    """Milliseconds per window of throughput when ``streams`` single-threaded sessions of a bundled model run
+    side by side (how a scan uses the cores: one model per core), median of ``runs`` rounds after 5 warm-up
+    ones; each round every stream runs one batch."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import numpy as np
+
+    from tagger.models.session import load_model
+
+    models = [load_model(model_name, device="cpu", threads=1, precision=precision) for _ in range(streams)]
+    x = (np.random.default_rng(0).standard_normal((batch, models[0].card.window)) * 0.1).astype(np.float32)
+    with ThreadPoolExecutor(streams) as pool:
+        def round_() -> None:
+            list(pool.map(lambda m: m.run_all(x), models))
+
+        for _ in range(5):
+            round_()
+        times = []
+        for _ in range(runs):
+            t = time.perf_counter()
+            round_()
+            times.append((time.perf_counter() - t) * 1000 / (batch * streams))
+    return statistics.median(times)

@@ -13,6 +13,7 @@ and the end of input is always signalled.
 """
 from __future__ import annotations
 
+import collections
 import logging
 import os
 import queue
@@ -28,17 +29,18 @@ import numpy as np
 
 from tagger.analysis.cut import DecodeStopped, decode_windows
 from tagger.analysis.decode import StreamInfo
+from tagger.analysis.results import Accumulator, TrackFailure, TrackResult
+from tagger.analysis.windows import REFERENCE_WINDOW
 from tagger.errors import DecodeError, ModelError, TaggerError
-from tagger.models.card import Card
 from tagger.models.session import Model
 from tagger.models.shared_front import find_shared_fronts
 
 if TYPE_CHECKING:
     from tagger.analysis.workers import DecoderPool
 
+__all__ = ["Engine", "PipelineSettings", "TrackFailure", "TrackResult", "batch_sizes", "pipeline_settings"]
 log = logging.getLogger(__name__)
 
-REFERENCE_WINDOW = 48128  # batch sizes are counted in windows of this many samples (3 s at 16 kHz)
 
 
 @dataclass(frozen=True)
@@ -49,10 +51,11 @@ class PipelineSettings:
     decode_workers: int
     decode_processes: bool
     gpu: bool
+    streams: int = 1  # inference calls in flight at once (different models)
 
 
 def pipeline_settings(models: Sequence[Model], batch: int = 0, decode_workers: int = 0,
-                      decode_processes: bool | None = None) -> PipelineSettings:
+                      decode_processes: bool | None = None, streams: int = 0) -> PipelineSettings:
     """Resolve the settings a config leaves to auto (0, or None for ``decode_processes``) for this model set.
 
     On the CPU, inference is the bottleneck and takes both cores' worth of work: 4 windows per call and 2
@@ -62,100 +65,18 @@ def pipeline_settings(models: Sequence[Model], batch: int = 0, decode_workers: i
     interpreter lock), and worker processes scaled: 8 gave 79/min, 14 gave 180/min, and 16 windows per call
     216/min. So with a GPU: one decoder process per core but two (inference and the parent's own work keep
     those), and batches of 16.
+
+    Inference streams: on the CPU, as many models run at once as the sessions' threads leave cores for (2
+    single-threaded sessions on 2 cores; see :func:`tagger.models.session.auto_threads`); on a GPU one.
     """
     gpu = any(m.provider.startswith("CUDA") for m in models)
     cores = os.cpu_count() or 1
     workers = decode_workers if decode_workers > 0 else (max(2, cores - 2) if gpu else 2)
     processes = decode_processes if decode_processes is not None else (gpu and workers > 2)
-    return PipelineSettings(batch if batch > 0 else (16 if gpu else 4), workers, processes, gpu)
-
-
-@dataclass
-class ModelResult:
-    """One model's song-level view of one track."""
-
-    card: Card
-    tags: np.ndarray  # (n_labels,) aggregated main label output
-    embedding: np.ndarray  # (dim,) aggregated embedding (width 0 when the model has none)
-    n_windows: int
-    outputs: dict[str, np.ndarray] = field(default_factory=dict)  # every output, aggregated, by name
-    window_tags: np.ndarray | None = None  # (n_windows, n_labels) when asked for
-
-
-@dataclass
-class TrackResult:
-    path: Path
-    duration: float  # seconds of decoded audio
-    fingerprint: str
-    info: StreamInfo
-    models: dict[str, ModelResult] = field(default_factory=dict)  # by model id, in model-set order
-
-    @property
-    def first(self) -> ModelResult:
-        return next(iter(self.models.values()))
-
-    # The single-model view (the first model of the set), for callers that only need one.
-    @property
-    def tags(self) -> np.ndarray:
-        return self.first.tags
-
-    @property
-    def embedding(self) -> np.ndarray:
-        return self.first.embedding
-
-    @property
-    def n_windows(self) -> int:
-        return self.first.n_windows
-
-    @property
-    def window_tags(self) -> np.ndarray | None:
-        return self.first.window_tags
-
-
-@dataclass
-class TrackFailure:
-    path: Path
-    reason: str
-    error: TaggerError | None = None
-
-
-@dataclass
-class Accumulator:
-    """Running aggregate of one model's outputs for one track: the one aggregation rule, used by the engine
-    and by the batch job's inference actors alike (sums in float64 in window order, then mean or max as the
-    card says)."""
-
-    expected: int | None = None
-    done: int = 0
-    sums: dict[str, np.ndarray] = field(default_factory=dict)
-    maxes: dict[str, np.ndarray] = field(default_factory=dict)
-    rows: list[np.ndarray] = field(default_factory=list)
-
-    def add(self, outs: dict[str, np.ndarray], row: int, tags_name: str, keep_rows: bool = False) -> None:
-        """Fold in row ``row`` of one inference batch's outputs."""
-        for name, value in outs.items():
-            v = value[row].astype(np.float64)
-            if name in self.sums:
-                self.sums[name] += v
-                np.maximum(self.maxes[name], v, out=self.maxes[name])
-            else:
-                self.sums[name] = v.copy()
-                self.maxes[name] = v.copy()
-        if keep_rows:
-            self.rows.append(outs[tags_name][row].astype(np.float32))
-        self.done += 1
-
-    def result(self, card: Card) -> "ModelResult":
-        aggregated = {}
-        for out in card.outputs:
-            if out.name in self.sums:
-                aggregated[out.name] = (self.maxes[out.name] if out.aggregate == "max"
-                                        else self.sums[out.name] / max(self.done, 1)).astype(np.float32)
-        tags = aggregated[card.tags.name]
-        emb_out = card.embedding
-        emb = aggregated[emb_out.name] if emb_out is not None else np.zeros(0, np.float32)
-        rows = np.stack(self.rows) if self.rows else None
-        return ModelResult(card, tags, emb, self.done, aggregated, rows)
+    if streams <= 0:  # the cores the sessions' threads leave, one model per stream (auto_threads splits them)
+        threads = max(1, min(m.threads for m in models))
+        streams = 1 if gpu else max(1, min(len(models), cores // threads))
+    return PipelineSettings(batch if batch > 0 else (16 if gpu else 4), workers, processes, gpu, streams)
 
 
 @dataclass
@@ -176,7 +97,7 @@ class Engine:
 
     def __init__(self, models: Model | Sequence[Model], *, max_batch: int = 16, decode_workers: int = 2,
                  keep_window_tags: bool = False, max_windows: int = 0, decode_processes: bool | None = False,
-                 regions: bool = True) -> None:
+                 regions: bool = True, streams: int = 0) -> None:
         """``max_batch`` and ``decode_workers`` of 0 and ``decode_processes`` of None mean auto
         (:func:`pipeline_settings`): what suits the model set's device and this machine's cores."""
         if max_batch < 0:
@@ -184,7 +105,8 @@ class Engine:
         self.models: list[Model] = [models] if isinstance(models, Model) else list(models)
         if not self.models:
             raise ValueError("an engine needs at least one model")
-        settings = pipeline_settings(self.models, max_batch, decode_workers, decode_processes)
+        settings = pipeline_settings(self.models, max_batch, decode_workers, decode_processes, streams)
+        self.streams = settings.streams
         if settings.gpu and (max_batch == 0 or decode_workers == 0 or decode_processes is None):
             log.info("GPU inference: %d windows per call, %d decoder %s", settings.batch, settings.decode_workers,
                      "processes" if settings.decode_processes else "threads")
@@ -266,7 +188,8 @@ class Engine:
         stop = threading.Event()
         pending: dict[int, _Pending] = {}
         failed: set[int] = set()
-        lock = threading.Lock()
+        lock = threading.Lock()  # guards `pending` between the feeder and the rest
+        done_lock = threading.RLock()  # accumulators, completion and failure, across inference streams
         every = list(range(len(self.models)))
 
         def wanted_of(item) -> tuple[Path, list[int]]:
@@ -328,32 +251,89 @@ class Engine:
                 outs = (model.run_all(stacked) if front is None else
                         dict(zip(model.output_names, front.run(model, stacked, model.output_names))))
             except Exception as exc:  # onnxruntime failure (memory, a bad graph): these files fail, the run goes on
-                for key in {k for k, _ in batch}:
-                    st = pending.get(key)
-                    err = ModelError(model.path, f"inference failed on {st.path if st else key}: {exc}")
-                    err.__cause__ = exc
-                    fail(key, err.reason, err)
+                with done_lock:
+                    for key in {k for k, _ in batch}:
+                        st = pending.get(key)
+                        err = ModelError(model.path, f"inference failed on {st.path if st else key}: {exc}")
+                        err.__cause__ = exc
+                        fail(key, err.reason, err)
                 return
             dt = time.perf_counter() - t0
             self.heartbeat = time.monotonic()
-            self.stats["infer_seconds"] += dt
-            self.stats["windows"] += len(batch)
-            self.stats["batches"] += 1
-            pm = self.per_model[model.card.id]
-            pm["windows"] += len(batch)
-            pm["batches"] += 1
-            pm["seconds"] += dt
-            touched = set()
-            tags_name = model.card.tags.name
-            for row, (key, _) in enumerate(batch):
-                st = pending.get(key)
-                if st is None:
-                    continue
-                st.accs[i].add(outs, row, tags_name, self.keep_window_tags)
-                touched.add(key)
-            for key in touched:
-                if complete(key):
-                    finish(key)
+            with done_lock:
+                self.stats["infer_seconds"] += dt
+                self.stats["windows"] += len(batch)
+                self.stats["batches"] += 1
+                pm = self.per_model[model.card.id]
+                pm["windows"] += len(batch)
+                pm["batches"] += 1
+                pm["seconds"] += dt
+                touched = set()
+                tags_name = model.card.tags.name
+                for row, (key, _) in enumerate(batch):
+                    st = pending.get(key)
+                    if st is None:
+                        continue
+                    st.accs[i].add(outs, row, tags_name, self.keep_window_tags)
+                    touched.add(key)
+                for key in touched:
+                    if complete(key):
+                        finish(key)
+
+        # With several streams, different models' batches run at once (each session on its own threads);
+        # one model's batches always run one at a time and in order, so every accumulator sees its windows
+        # in window order, as with one stream.
+        queued: dict[int, collections.deque[list[tuple[int, np.ndarray]]]] = {i: collections.deque() for i in every}
+        scheduled: set[int] = set()
+        room = threading.Condition()
+        in_flight = [0]
+        pool = (ThreadPoolExecutor(self.streams, thread_name_prefix="tagger-infer") if self.streams > 1 else None)
+        crashed: list[BaseException] = []
+
+        def drain(i: int) -> None:
+            try:
+                while True:
+                    with room:
+                        if not queued[i] or crashed:
+                            scheduled.discard(i)
+                            room.notify_all()
+                            return
+                        b = queued[i].popleft()
+                    infer(i, b)
+                    with room:
+                        in_flight[0] -= 1
+                        room.notify_all()
+            except BaseException as exc:  # a fault of ours, not of a file: stop the run and surface it
+                with room:
+                    crashed.append(exc)
+                    scheduled.discard(i)
+                    room.notify_all()
+
+        def submit(i: int, b: list[tuple[int, np.ndarray]]) -> None:
+            if pool is None:
+                infer(i, b)
+                return
+            with room:
+                # Back-pressure: at most two batches waiting per stream, so memory stays flat.
+                while in_flight[0] >= 2 * self.streams and not crashed:
+                    room.wait()
+                if crashed:
+                    raise crashed[0]
+                queued[i].append(b)
+                in_flight[0] += 1
+                if i not in scheduled:
+                    scheduled.add(i)
+                    pool.submit(drain, i)
+
+        def settle() -> None:
+            """Wait for every submitted batch (the end of input, or before the result stream ends)."""
+            if pool is None:
+                return
+            with room:
+                while (in_flight[0] or scheduled) and not crashed:
+                    room.wait()
+                if crashed:
+                    raise crashed[0]
 
         def inferrer() -> None:
             batches: dict[int, list[tuple[int, np.ndarray]]] = {i: [] for i in every}
@@ -362,7 +342,7 @@ class Engine:
                 for i, b in batches.items():
                     if b:
                         batches[i] = []
-                        infer(i, b)
+                        submit(i, b)
 
             try:
                 while True:
@@ -376,8 +356,10 @@ class Engine:
                         key, payload = item[0], item[1]
                         if key == -1 and payload is _END:
                             flush_all()
-                            for k in [k for k, st in pending.items() if not st.decoded]:
-                                fail(k, "decoder ended without a result", None)  # defensive: never wait forever
+                            settle()
+                            with done_lock:
+                                for k in [k for k, st in pending.items() if not st.decoded]:
+                                    fail(k, "decoder ended without a result", None)  # defensive: never wait forever
                             results.put(_END)
                             return
                         if key in failed:
@@ -387,18 +369,20 @@ class Engine:
                             b.append((key, item[2]))
                             if len(b) >= self.batch_of[payload]:
                                 batches[payload] = []
-                                infer(payload, b)
+                                submit(payload, b)
                         elif payload is _END:
-                            st = pending[key]
-                            for i, n in item[2].items():
-                                st.accs[i].expected = n
-                            st.decoded, st.duration, st.fingerprint, st.info = True, item[3], item[4], item[5]
-                            if complete(key):
-                                finish(key)
+                            with done_lock:
+                                st = pending[key]
+                                for i, n in item[2].items():
+                                    st.accs[i].expected = n
+                                st.decoded, st.duration, st.fingerprint, st.info = True, item[3], item[4], item[5]
+                                if complete(key):
+                                    finish(key)
                         else:  # a decode error
                             for i in batches:
                                 batches[i] = [(k, w) for k, w in batches[i] if k != key]
-                            fail(key, payload.reason, payload)
+                            with done_lock:
+                                fail(key, payload.reason, payload)
                         try:
                             item = windows.get_nowait()
                         except queue.Empty:
@@ -407,6 +391,12 @@ class Engine:
             except BaseException as exc:  # never die silently: surface it to the consumer
                 results.put(exc)
                 results.put(_END)
+            finally:
+                if pool is not None:
+                    with room:
+                        crashed.append(DecodeStopped())  # queued batches are dropped; running ones finish
+                        room.notify_all()
+                    pool.shutdown(wait=True)
 
         threads = [threading.Thread(target=feeder, name="tagger-feeder", daemon=True),
                    threading.Thread(target=inferrer, name="tagger-infer", daemon=True)]

@@ -25,7 +25,8 @@ from urllib.parse import urlsplit
 import numpy as np
 
 from tagger.analysis.cut import decode_windows
-from tagger.analysis.engine import Accumulator, batch_sizes
+from tagger.analysis.engine import batch_sizes
+from tagger.analysis.results import Accumulator
 from tagger.errors import TaggerError
 from tagger.fsutil import path_key
 from tagger.models.card import Card

@@ -270,6 +270,24 @@ class Model:
         return tags, emb
 
 
+def auto_threads(n_models: int, device: str = "auto") -> int:
+    """Intra-op threads per session for a set of ``n_models`` when the config leaves ``threads`` at 0.
+
+    On the CPU the cores are split between the models the engine runs at once (one model per core, up to the
+    set's size; see :func:`tagger.analysis.engine.pipeline_settings`): small batches scale poorly over
+    several threads, and two single-threaded sessions side by side scanned 13 full-length tracks 14 % faster
+    than one two-threaded session at a time on 2 cores (bench/bench_streams.py). One model, or a GPU, gets
+    every core, as before.
+    """
+    import onnxruntime as ort
+
+    cores = os.cpu_count() or 1
+    providers, _ = Model._choose_providers(ort, device)
+    if n_models < 2 or providers[0] != "CPUExecutionProvider":
+        return cores
+    return max(1, cores // min(n_models, cores))
+
+
 def load_model(name_or_path: str, *, models_dir: Path | None = None, device: str = "auto", threads: int = 0,
                memory: str = "fast", precision: str = "float") -> Model:
     return Model(resolve_model_path(name_or_path, models_dir), device=device, threads=threads, memory=memory,

@@ -102,9 +102,10 @@ def now_iso() -> str:
 
 def load_models(cfg: Config) -> list[Model]:
     """The configured model set, each loaded once (one session per model for the whole run)."""
-    from tagger.models.session import load_model
+    from tagger.models.session import auto_threads, load_model
 
-    models = [load_model(name, models_dir=cfg.models_dir, device=cfg.device, threads=cfg.threads,
+    threads = cfg.threads or auto_threads(len(cfg.models), cfg.device)
+    models = [load_model(name, models_dir=cfg.models_dir, device=cfg.device, threads=threads,
                          memory=cfg.memory, precision=cfg.precision)
               for name in cfg.models]
     ids = [m.card.id for m in models]

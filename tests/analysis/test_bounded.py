@@ -5,7 +5,7 @@ import numpy as np
 from conftest import EXPORTER_DATA
 
 from tagger.analysis.engine import Engine, TrackResult
-from tagger.analysis.windows import Windower, expected_windows, spread
+from tagger.analysis.windows import REFERENCE_RATE, REFERENCE_WINDOW, Windower, expected_windows, spread, window_bound
 from tagger.models.card import Card, Output
 
 
@@ -20,6 +20,23 @@ def test_spread_picks_evenly_and_keeps_the_first_and_last():
     keep = spread(card, 1050, 4)
     assert keep == frozenset({0, 3, 6, 9})
     assert spread(card, 1050, 10) is None and spread(card, 1050, 0) is None and spread(card, 0, 4) is None
+
+
+def test_models_with_long_windows_hear_at_least_as_much_audio_as_the_3_s_models():
+    def card(seconds: float, rate: int = 16000, cap: int = 0) -> Card:
+        return Card(id="t", version="1", sample_rate=rate, window=int(seconds * rate), hop=int(seconds * rate),
+                    outputs=(Output("tags", "sigmoid", ("a",)),), max_windows=cap)
+
+    three = REFERENCE_WINDOW / REFERENCE_RATE
+    assert window_bound(card(three), 32) == 32 and window_bound(card(three), 0) == 0
+    assert window_bound(card(29.0), 32) == 4  # 116 s: the fewest 29-s windows that cover 32 x 3 s
+    assert window_bound(card(29.0), 1) == 1 and window_bound(card(29.0), 10) == 2
+    assert window_bound(card(10.0, 32000), 32) == 10 and window_bound(card(10.0, 32000, cap=8), 32) == 8
+    assert window_bound(card(1.0), 32) == 32  # shorter windows never get more than the bound
+    for seconds in (3.0, 5.0, 10.0, 29.0, 60.0):
+        for bound in (1, 4, 16, 32):
+            n = window_bound(card(seconds), bound)
+            assert 1 <= n <= bound and (n * seconds >= bound * three - 1e-6 or n == bound)
 
 
 def test_windower_emits_only_the_kept_windows_with_the_right_audio():

@@ -42,8 +42,8 @@ def test_cuda_sessions_ask_for_full_float32_and_fall_back_loudly(monkeypatch, ca
     assert any("CUDA provider did not start" in r.getMessage() and r.levelname == "WARNING" for r in caplog.records)
 
 
-def _fake(provider: str) -> SimpleNamespace:
-    return SimpleNamespace(provider=provider)
+def _fake(provider: str, threads: int = 1) -> SimpleNamespace:
+    return SimpleNamespace(provider=provider, threads=threads)
 
 
 def test_auto_pipeline_settings_follow_the_device(monkeypatch):
@@ -57,6 +57,22 @@ def test_auto_pipeline_settings_follow_the_device(monkeypatch):
     monkeypatch.setattr(engine_mod.os, "cpu_count", lambda: 2)
     small = pipeline_settings([_fake("CUDAExecutionProvider")])
     assert (small.decode_workers, small.decode_processes) == (2, False)  # no processes for two workers
+
+
+def test_cpu_cores_are_split_between_models_run_at_once(monkeypatch):
+    monkeypatch.setattr(engine_mod.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(tagger_model.os, "cpu_count", lambda: 2)
+    assert tagger_model.auto_threads(5, "cpu") == 1 and tagger_model.auto_threads(1, "cpu") == 2
+    five = [_fake("CPUExecutionProvider", 1) for _ in range(5)]
+    assert pipeline_settings(five).streams == 2
+    assert pipeline_settings(five, streams=1).streams == 1
+    assert pipeline_settings([_fake("CPUExecutionProvider", 2)] * 5).streams == 1  # threads given: one at a time
+    assert pipeline_settings([_fake("CPUExecutionProvider", 2)]).streams == 1
+    assert pipeline_settings([_fake("CUDAExecutionProvider", 1)] * 5).streams == 1
+    monkeypatch.setattr(engine_mod.os, "cpu_count", lambda: 16)
+    monkeypatch.setattr(tagger_model.os, "cpu_count", lambda: 16)
+    threads = tagger_model.auto_threads(5, "cpu")
+    assert threads == 3 and pipeline_settings([_fake("CPUExecutionProvider", threads)] * 5).streams == 5
 
 
 def test_config_defaults_leave_the_pipeline_to_auto(tmp_path):
