@@ -26,7 +26,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     models = load_models(cfg)
     decider = decider_for(cfg, {m.card.id: m.card for m in models})
     engine = Engine(models, max_batch=cfg.batch_size, decode_workers=cfg.decode_workers, max_windows=cfg.max_windows,
-                    decode_processes=cfg.decode_processes)
+                    decode_processes=cfg.decode_processes, streams=cfg.streams)
     paths = [Path(p) for p in args.files]
     failed = 0
     out: list[dict[str, Any]] = []

@@ -56,6 +56,7 @@ class Config:
     batch_size: int
     decode_workers: int
     decode_processes: bool | None  # worker processes instead of threads; None: auto (processes with a GPU)
+    streams: int  # inference calls in flight at once, each a different model; 0: auto
     extensions: frozenset[str]
     commit_every: int
     commit_seconds: float

@@ -49,6 +49,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("decode_workers", "decode_workers", "int", "files decoded in parallel with inference (0: auto)",
             lo=0, hi=64),
     Setting("decode_processes", "decode_processes", "auto-bool", "decode in worker processes (auto: with a GPU)"),
+    Setting("streams", "streams", "int", "models run at once, each call on its own session (0: auto: as many as "
+            "the sessions' threads leave cores for on the CPU, one on a GPU)", lo=0, hi=64),
     Setting("max_windows", "max_windows", "int", "analyse at most N windows per track and model, spread evenly "
             "(0: all)", lo=0, hi=100_000, flag="--max-windows"),
     Setting("memory", "memory", "choice", "onnxruntime memory arenas", choices=("shared", "lean", "fast"),

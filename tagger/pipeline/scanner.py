@@ -128,7 +128,8 @@ class Scanner:
         self.write = cfg.write_enabled if write is None else write
         self.cards: dict[str, Card] = {m.card.id: m.card for m in self.models}
         self.engine = Engine(self.models, max_batch=cfg.batch_size, decode_workers=cfg.decode_workers,
-                             max_windows=cfg.max_windows, decode_processes=cfg.decode_processes)
+                             max_windows=cfg.max_windows, decode_processes=cfg.decode_processes,
+                             streams=cfg.streams)
         self.decider = Decider(self.cards, cfg.fields, cfg.vocabulary, store.root if store is not None else None,
                                (lambda: list(store.records(next(iter(self.cards))))) if store is not None else None)
         self.heads: list[Head] = self.decider.heads

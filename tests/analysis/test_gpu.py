@@ -50,8 +50,10 @@ def test_auto_pipeline_settings_follow_the_device(monkeypatch):
     monkeypatch.setattr(engine_mod.os, "cpu_count", lambda: 16)
     gpu = pipeline_settings([_fake("CUDAExecutionProvider"), _fake("CUDAExecutionProvider")])
     assert (gpu.batch, gpu.decode_workers, gpu.decode_processes, gpu.gpu) == (16, 14, True, True)
-    cpu = pipeline_settings([_fake("CPUExecutionProvider")])
+    cpu = pipeline_settings([_fake("CPUExecutionProvider", threads=2)])
     assert (cpu.batch, cpu.decode_workers, cpu.decode_processes, cpu.gpu) == (4, 2, False, False)
+    single = pipeline_settings([_fake("CPUExecutionProvider", threads=1)] * 5)
+    assert (single.batch, single.streams) == (1, 5)  # 16 cores: five single-threaded models at once, a window each
     given = pipeline_settings([_fake("CUDAExecutionProvider")], batch=8, decode_workers=3, decode_processes=False)
     assert (given.batch, given.decode_workers, given.decode_processes) == (8, 3, False)
     monkeypatch.setattr(engine_mod.os, "cpu_count", lambda: 2)
