@@ -34,6 +34,7 @@ sys.path.insert(0, str(ROOT))
 from bench.common import ms_per_window, ms_per_window_streams, save  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
+AUDIO = {".ogg", ".mp3", ".flac", ".opus", ".m4a", ".wav"}  # what a corpus folder contributes
 
 
 def original(py: str, *args: str) -> dict:
@@ -41,11 +42,13 @@ def original(py: str, *args: str) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+# Peak RSS from /proc's VmHWM: ru_maxrss would carry over the bench's own peak through fork and exec.
 SCAN = """
-import resource, sys
+import sys
 from tagger.cli import main
 rc = main(sys.argv[1:])
-print("peak_rss_kb", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)
+hwm = [line.split()[1] for line in open("/proc/self/status") if line.startswith("VmHWM")]
+print("peak_rss_kb", hwm[0], file=sys.stderr)
 sys.exit(rc)
 """
 
@@ -64,7 +67,8 @@ t = time.process_time()
 for f in files:
     decode_windows(f, cards, range(len(cards)), cfg.max_windows, lambda i, w: None)
 decode = time.process_time() - t
-engine = Engine(models, max_windows=cfg.max_windows)
+engine = Engine(models, max_batch=cfg.batch_size, decode_workers=cfg.decode_workers, max_windows=cfg.max_windows,
+                decode_processes=cfg.decode_processes, streams=cfg.streams)  # as the scanner builds it
 t = time.perf_counter()
 for _ in engine.analyse(files):
     pass
@@ -168,11 +172,13 @@ def main() -> None:
     ap.add_argument("files", nargs="*", type=Path, help="tracks of one more corpus, named 'files'")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--skip-window", action="store_true", help="only the per-file comparisons")
+    ap.add_argument("--stages-only", action="store_true",
+                    help="only the per-stage breakdown, merged into the saved results of an earlier full run")
     args = ap.parse_args()
     corpora: dict[str, list[Path]] = {}
     for spec in args.corpus:
         name, _, folder = spec.partition("=")
-        corpora[name] = sorted(p for p in Path(folder).rglob("*") if p.is_file())
+        corpora[name] = sorted(p for p in Path(folder).rglob("*") if p.is_file() and p.suffix.lower() in AUDIO)
     if args.files:
         corpora["files"] = list(args.files)
     from bench.common import machine
@@ -180,6 +186,14 @@ def main() -> None:
     m = machine()
     print(f"CPU: {m['cpu']}, {m['cores']} cores, flags {' '.join(m['isa'])}; onnxruntime {m['onnxruntime']}; {m['date']}")
     py = args.original_python
+    if args.stages_only:
+        saved = json.loads((HERE / "results" / "original.json").read_text())
+        for name, files in corpora.items():
+            saved["per_file_s"][name]["stages"] = stages(files)
+            print(f"{name}: stages per track: {json.dumps(saved['per_file_s'][name]['stages'])}")
+        saved.pop("machine", None)
+        print("wrote", save("original", saved))
+        return
     out: dict = {"per_window_ms": {}, "per_file_s": {}}
     threads = os.cpu_count() or 1
     for batch in () if args.skip_window else (1, 8):
