@@ -31,7 +31,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from bench.common import ms_per_window, ms_per_window_streams, save  # noqa: E402
+from bench.common import ms_per_window, save  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 AUDIO = {".ogg", ".mp3", ".flac", ".opus", ".m4a", ".wav"}  # what a corpus folder contributes
@@ -56,9 +56,8 @@ STAGES = """
 import json, sys, time
 from pathlib import Path
 from tagger.analysis.cut import decode_windows
-from tagger.analysis.engine import Engine
 from tagger.config import load_config
-from tagger.pipeline.scanner import load_models
+from tagger.pipeline.scanner import engine_for, load_models
 files = [Path(p) for p in sys.argv[1:]]
 cfg = load_config(None)
 models = load_models(cfg)
@@ -67,8 +66,7 @@ t = time.process_time()
 for f in files:
     decode_windows(f, cards, range(len(cards)), cfg.max_windows, lambda i, w: None)
 decode = time.process_time() - t
-engine = Engine(models, max_batch=cfg.batch_size, decode_workers=cfg.decode_workers, max_windows=cfg.max_windows,
-                decode_processes=cfg.decode_processes, streams=cfg.streams)  # as the scanner builds it
+engine = engine_for(cfg, models)  # as a scan builds it
 t = time.perf_counter()
 for _ in engine.analyse(files):
     pass
@@ -202,7 +200,7 @@ def main() -> None:
             tf_ms.append(original(py, "window", "--batch", str(batch))["ms_per_window"])
             fp_ms.append(ms_per_window("musicnn-msd", threads, batch)[0])
             q_ms.append(ms_per_window("musicnn-msd", threads, batch, precision="int8")[0])
-            s_ms.append(ms_per_window_streams("musicnn-msd", threads, batch, precision="int8"))
+            s_ms.append(ms_per_window("musicnn-msd", 1, batch, precision="int8", streams=threads)[0])
         a, b, c, d = (statistics.median(x) for x in (tf_ms, fp_ms, q_ms, s_ms))
         out["per_window_ms"][f"batch {batch}"] = {"original_tensorflow": round(a, 2), "tagger_float": round(b, 2),
                                                   "tagger_int8": round(c, 2),

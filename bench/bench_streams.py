@@ -28,14 +28,13 @@ from bench.common import save  # noqa: E402
 CHILD = """
 import json, sys, time
 from pathlib import Path
-from tagger.analysis.engine import Engine
+from tagger.pipeline.scanner import engine_for
 from tagger.config import load_config
 from tagger.models.session import load_model
 threads, streams, files = int(sys.argv[1]), int(sys.argv[2]), [Path(p) for p in sys.argv[3:]]
 cfg = load_config(None)
 models = [load_model(n, device="cpu", threads=threads, memory=cfg.memory, precision=cfg.precision) for n in cfg.models]
-engine = Engine(models, max_batch=cfg.batch_size, decode_workers=cfg.decode_workers, max_windows=cfg.max_windows,
-                decode_processes=cfg.decode_processes, streams=streams)  # as the scanner builds it
+engine = engine_for(cfg, models, streams=streams)  # as a scan builds it
 t, c = time.perf_counter(), time.process_time()
 n = sum(1 for _ in engine.analyse(files))
 print(json.dumps({"tracks": n, "wall": time.perf_counter() - t, "cpu": time.process_time() - c,

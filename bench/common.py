@@ -49,36 +49,18 @@ def save(name: str, data: dict) -> Path:
 
 
 def ms_per_window(model_name: str, threads: int, batch: int = 1, runs: int = 50,
-                  precision: str = "float") -> tuple[float, float]:
-    """(median, p90) milliseconds per window of a bundled model on noise windows, after 5 warm-up runs."""
-    import numpy as np
+                  precision: str = "float", streams: int = 1) -> tuple[float, float]:
+    """(median, p90) milliseconds per window of a bundled model on noise windows, after 5 warm-up runs.
 
-    from tagger.models.session import load_model
-
-    model = load_model(model_name, device="cpu", threads=threads, precision=precision)
-    x = (np.random.default_rng(0).standard_normal((batch, model.card.window)) * 0.1).astype(np.float32)
-    for _ in range(5):
-        model.run_all(x)
-    times = []
-    for _ in range(runs):
-        t = time.perf_counter()
-        model.run_all(x)
-        times.append((time.perf_counter() - t) * 1000 / batch)
-    return statistics.median(times), float(np.percentile(times, 90))
-
-
-def ms_per_window_streams(model_name: str, streams: int, batch: int = 1, runs: int = 50,
-                          precision: str = "float") -> float:
-    """Milliseconds per window of throughput when ``streams`` single-threaded sessions of a bundled model run
-    side by side (how a scan uses the cores: one model per core), median of ``runs`` rounds after 5 warm-up
-    ones; each round every stream runs one batch."""
+    With ``streams`` > 1, that many sessions of ``threads`` threads each run a batch side by side in every round
+    (how a scan uses the cores: one model per core), and the figure is milliseconds per window of throughput."""
     from concurrent.futures import ThreadPoolExecutor
 
     import numpy as np
 
     from tagger.models.session import load_model
 
-    models = [load_model(model_name, device="cpu", threads=1, precision=precision) for _ in range(streams)]
+    models = [load_model(model_name, device="cpu", threads=threads, precision=precision) for _ in range(streams)]
     x = (np.random.default_rng(0).standard_normal((batch, models[0].card.window)) * 0.1).astype(np.float32)
     with ThreadPoolExecutor(streams) as pool:
         def round_() -> None:
@@ -91,4 +73,4 @@ def ms_per_window_streams(model_name: str, streams: int, batch: int = 1, runs: i
             t = time.perf_counter()
             round_()
             times.append((time.perf_counter() - t) * 1000 / (batch * streams))
-    return statistics.median(times)
+    return statistics.median(times), float(np.percentile(times, 90))

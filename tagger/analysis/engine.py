@@ -293,13 +293,14 @@ class Engine:
         room = threading.Condition()
         in_flight = [0]
         pool = (ThreadPoolExecutor(self.streams, thread_name_prefix="tagger-infer") if self.streams > 1 else None)
-        crashed: list[BaseException] = []
+        crashed: list[BaseException] = []  # a fault of ours in a stream: the run stops and raises it
+        closing = threading.Event()  # the inferrer is leaving: queued batches are dropped, running ones finish
 
         def drain(i: int) -> None:
             try:
                 while True:
                     with room:
-                        if not queued[i] or crashed:
+                        if not queued[i] or crashed or closing.is_set():
                             scheduled.discard(i)
                             room.notify_all()
                             return
@@ -398,9 +399,7 @@ class Engine:
                 results.put(_END)
             finally:
                 if pool is not None:
-                    with room:
-                        crashed.append(DecodeStopped())  # queued batches are dropped; running ones finish
-                        room.notify_all()
+                    closing.set()
                     pool.shutdown(wait=True)
 
         threads = [threading.Thread(target=feeder, name="tagger-feeder", daemon=True),

@@ -18,15 +18,15 @@ log = logging.getLogger("tagger")
 
 
 def cmd_analyze(args: argparse.Namespace) -> int:
-    from tagger.analysis.engine import Engine, TrackFailure
+    from tagger.analysis.engine import TrackFailure
     from tagger.fsutil import path_key
+    from tagger.pipeline.scanner import engine_for
     from tagger.tagging.writer import read_fields
 
     cfg = settings_from(args)
     models = load_models(cfg)
     decider = decider_for(cfg, {m.card.id: m.card for m in models})
-    engine = Engine(models, max_batch=cfg.batch_size, decode_workers=cfg.decode_workers, max_windows=cfg.max_windows,
-                    decode_processes=cfg.decode_processes, streams=cfg.streams)
+    engine = engine_for(cfg, models)
     paths = [Path(p) for p in args.files]
     failed = 0
     out: list[dict[str, Any]] = []

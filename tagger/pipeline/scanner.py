@@ -13,10 +13,11 @@ import logging
 import os
 import time
 from collections import defaultdict, deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -117,6 +118,15 @@ def load_models(cfg: Config) -> list[Model]:
     return models
 
 
+def engine_for(cfg: Config, models: Sequence[Model], **overrides: Any) -> Engine:
+    """The engine a command runs for ``cfg``: its batch size, decoders, window bound and streams (the one place
+    the pipeline settings are read from the config; ``overrides`` for what a caller fixes itself)."""
+    settings: dict[str, Any] = dict(max_batch=cfg.batch_size, decode_workers=cfg.decode_workers,
+                                    max_windows=cfg.max_windows, decode_processes=cfg.decode_processes,
+                                    streams=cfg.streams)
+    return Engine(models, **{**settings, **overrides})
+
+
 class Scanner:
     """Drives one analysis pass over a model set; the daemon reuses it for its batches."""
 
@@ -127,9 +137,7 @@ class Scanner:
         self.roots: list[Path] = list(roots) if roots is not None else list(cfg.library)  # the write boundary
         self.write = cfg.write_enabled if write is None else write
         self.cards: dict[str, Card] = {m.card.id: m.card for m in self.models}
-        self.engine = Engine(self.models, max_batch=cfg.batch_size, decode_workers=cfg.decode_workers,
-                             max_windows=cfg.max_windows, decode_processes=cfg.decode_processes,
-                             streams=cfg.streams)
+        self.engine = engine_for(cfg, self.models)
         self.decider = Decider(self.cards, cfg.fields, cfg.vocabulary, store.root if store is not None else None,
                                (lambda: list(store.records(next(iter(self.cards))))) if store is not None else None)
         self.heads: list[Head] = self.decider.heads
