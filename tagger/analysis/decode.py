@@ -1,8 +1,9 @@
 """Decode any supported audio file to mono float32 at the model's sample rate.
 
 The container format is decided from the file's first bytes, never from its extension. pedalboard
-(libsndfile-grade decoders, fast) reads WAV, AIFF, FLAC, Ogg Vorbis and MP3; PyAV (FFmpeg) reads what
-pedalboard cannot open on Linux: MP4/M4A (AAC, ALAC), Opus and ASF/WMA. Channels are averaged *before*
+reads WAV, AIFF and Ogg Vorbis; PyAV (FFmpeg) reads the rest: FLAC, MP3, MP4/M4A (AAC, ALAC), Opus and
+ASF/WMA (the table in :mod:`tagger.analysis.formats` says which). FFmpeg decodes MP3 twice as fast as
+pedalboard did and trims the encoder delay and padding itself. Channels are averaged *before*
 resampling and soxr 'HQ' resamples, which is what the reference models were evaluated with. Decoding
 is streamed in blocks, so memory stays bounded however long the file is.
 """
@@ -19,11 +20,7 @@ from typing import Any, Literal
 import numpy as np
 
 from tagger.analysis.formats import PEDALBOARD_FORMATS, REGION_FORMATS, sniff
-from tagger.analysis.mp3gapless import (
-    count_frames,
-    read_gapless,
-    xing_header,
-)
+from tagger.analysis.mp3frames import count_frames, xing_header
 from tagger.analysis.resample import RateConverter
 from tagger.errors import DecodeError
 
@@ -74,8 +71,9 @@ def _file_chunks(f, start: int, size: int, big_endian: bool) -> Iterator[tuple[b
 def check_complete(path: Path, fmt: str) -> bool:
     """Refuse files whose header promises more audio than the file holds.
 
-    pedalboard zero-fills a truncated WAV, AIFF or MP3 up to the length its header declares, which
-    would be analysed as silence; the declared sizes make the truncation visible before decoding. Every
+    pedalboard zero-fills a truncated WAV or AIFF up to the length its header declares, which would be
+    analysed as silence, and FFmpeg quietly stops where a cut MP3 stops; the declared sizes make the
+    truncation visible before decoding. Every
     chunk is visited (a big JUNK or LIST chunk before the audio must not hide a cut). Returns True when
     the audio chunk's size is a placeholder (0 or 0xFFFFFFFF, as streaming writers leave it): then the
     real length is what the file holds, which only the FFmpeg path measures.
@@ -147,15 +145,10 @@ def _flac_declared_frames(path: Path) -> int:
 
 
 def _pedalboard_bounds(f, path: Path, fmt: str, info: StreamInfo) -> tuple[int, int]:
-    """Fill ``info`` from an open pedalboard file; (first, end) frame of the audio as the file counts it, the MP3
-    encoder delay and padding left out (gapless)."""
-    gap = read_gapless(str(path)) if fmt == "mp3" else None
+    """Fill ``info`` from an open pedalboard file; (first, end) frame of the audio as the file counts it."""
     info.source_rate, info.channels = int(f.samplerate), int(f.num_channels)
-    total = int(f.frames)
-    first = min(gap.skip_start, total) if gap is not None else 0
-    end = max(total - gap.skip_end, first) if gap is not None else total
-    info.declared_frames = end - first
-    return first, end
+    info.declared_frames = int(f.frames)
+    return 0, info.declared_frames
 
 
 def _pedalboard_read(f, start: int, end: int, rate: int) -> Iterator[np.ndarray]:
@@ -284,10 +277,10 @@ class RegionReader:
     without decoding all of it.
 
     Only formats whose decoder seeks to the exact sample are offered (``REGION_FORMATS``: pedalboard's
-    WAV, AIFF, Ogg Vorbis and MP3, and FLAC through FFmpeg, whose frames carry their first sample's number;
+    WAV, AIFF and Ogg Vorbis, and FLAC through FFmpeg, whose frames carry their first sample's number;
     ``tests/analysis/test_regions.py`` checks each against a full decode), and only when the header's length can be
     trusted (:func:`check_complete`); :meth:`open` returns None for anything else, and the caller decodes the
-    whole file. Positions are frames at the file's own rate, after the MP3 encoder delay, as
+    whole file. Positions are frames at the file's own rate, as
     :func:`stream_native_mono` counts them. Call :meth:`check_end` after reading the last stretch: a FLAC
     that ends before its declared length is refused, as a full decode refuses it.
     """

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from tagger.analysis.mp3gapless import audio_start
+from tagger.analysis.mp3frames import audio_start
 from tagger.errors import DecodeError
 
 
@@ -27,7 +27,7 @@ FORMATS: dict[str, Format] = {f.name: f for f in (
     Format("wav", "pedalboard", True, "id3", "audio/wav", ("wav",)),
     Format("aiff", "pedalboard", True, "id3", "audio/aiff", ("aif", "aiff", "aifc")),
     Format("vorbis", "pedalboard", True, "vorbis", "audio/ogg", ("ogg", "oga")),
-    Format("mp3", "pedalboard", True, "id3", "audio/mpeg", ("mp3",)),
+    Format("mp3", "pyav", False, "id3", "audio/mpeg", ("mp3",)),
     Format("flac", "pyav", True, "vorbis", "audio/flac", ("flac",)),
     Format("mp4", "pyav", False, "mp4", "audio/mp4", ("m4a", "mp4", "m4b")),
     Format("opus", "pyav", False, "vorbis", "audio/ogg", ("opus",)),

@@ -15,7 +15,7 @@ from tagger.errors import DecodeError
 from tagger.models.card import Card, Output
 
 DECODER = {".wav": "pedalboard", ".aiff": "pedalboard", ".flac": "pyav", ".ogg": "pedalboard",
-           ".mp3": "pedalboard", ".opus": "pyav", ".m4a": "pyav", ".alac.m4a": "pyav", ".wma": "pyav"}
+           ".mp3": "pyav", ".opus": "pyav", ".m4a": "pyav", ".alac.m4a": "pyav", ".wma": "pyav"}
 
 
 @pytest.fixture(scope="module")

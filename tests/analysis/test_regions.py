@@ -51,7 +51,7 @@ def _windows(path, max_windows, regions, wanted=(0, 1)):
     return got, d
 
 
-@pytest.mark.parametrize("ext", [".wav", ".aiff", ".ogg", ".mp3", ".flac"])
+@pytest.mark.parametrize("ext", [".wav", ".aiff", ".ogg", ".flac"])
 def test_region_windows_match_a_full_decode(long_files, ext):
     path = long_files[ext]
     assert sniff(path) in REGION_FORMATS
@@ -94,8 +94,10 @@ def test_no_regions_when_windows_cover_most_of_the_track():
     assert plan is not None and plan.frames <= MAX_FRACTION * frames
 
 
-def test_formats_that_cannot_seek_exactly_are_decoded_whole(long_files):
-    _, d = _windows(long_files[".m4a"], 4, regions=True)  # AAC: priming samples, no exact seek
+@pytest.mark.parametrize("ext", [".m4a", ".mp3"])
+def test_formats_that_cannot_seek_exactly_are_decoded_whole(long_files, ext):
+    # AAC: priming samples; MP3 through FFmpeg: it seeks to a frame near the time asked, not to the sample.
+    _, d = _windows(long_files[ext], 4, regions=True)
     assert not d.fingerprint.startswith("pkt:")
 
 
