@@ -2,8 +2,7 @@
 
 The container format is decided from the file's first bytes, never from its extension. pedalboard
 reads WAV, AIFF and Ogg Vorbis; PyAV (FFmpeg) reads the rest: FLAC, MP3, MP4/M4A (AAC, ALAC), Opus and
-ASF/WMA (the table in :mod:`tagger.analysis.formats` says which). FFmpeg decodes MP3 twice as fast as
-pedalboard did and trims the encoder delay and padding itself. Channels are averaged *before*
+ASF/WMA (the table in :mod:`tagger.analysis.formats` says which, and why). Channels are averaged *before*
 resampling and soxr 'HQ' resamples, which is what the reference models were evaluated with. Decoding
 is streamed in blocks, so memory stays bounded however long the file is.
 """
@@ -19,7 +18,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from tagger.analysis.formats import PEDALBOARD_FORMATS, REGION_FORMATS, sniff
+from tagger.analysis.formats import FORMATS, PEDALBOARD_FORMATS, REGION_FORMATS, sniff
 from tagger.analysis.mp3frames import count_frames, xing_header
 from tagger.analysis.resample import RateConverter
 from tagger.errors import DecodeError
@@ -184,21 +183,29 @@ def _pyav_blocks(path: Path, info: StreamInfo) -> Iterator[np.ndarray]:
         elif container.duration and stream.rate:
             info.declared_frames = int(container.duration / 1_000_000 * stream.rate)
         converter: av.AudioResampler | None = None
-        # Codec frames are short (20 ms for Opus, 23 ms for AAC): gathered into blocks of BLOCK_SECONDS, so
-        # the per-block work downstream (downmix, resampling, every model's windower) runs a hundred times
-        # less often.
+        # Codec frames are short (20 ms for Opus, 23 ms for AAC, 3-23 ms for Vorbis): gathered into blocks of
+        # BLOCK_SECONDS, so the per-block work downstream (downmix, resampling, every model's windower) runs a
+        # hundred times less often.
         pending: list[np.ndarray] = []
         held = 0
+        started = False
         for frame in container.decode(stream):
-            if converter is None:
+            if not started:
+                started = True
                 info.source_rate, info.channels = int(frame.sample_rate), len(frame.layout.channels)
-                converter = av.AudioResampler(format="fltp", layout=frame.layout, rate=frame.sample_rate)
                 block = max(1, int(BLOCK_SECONDS * info.source_rate))
             elif frame.sample_rate != info.source_rate:
                 raise DecodeError(path, "sample rate changes mid-stream")
-            for out in converter.resample(frame):
-                pending.append(out.to_ndarray().astype(np.float32, copy=False))
-                held += pending[-1].shape[-1]
+            if frame.format.name == "fltp" and len(frame.layout.channels) == info.channels:
+                # planar float32 already (Vorbis, MP3, AAC, Opus): no conversion
+                pending.append(frame.to_ndarray())
+                held += frame.samples
+            else:  # integer or packed samples (FLAC...), or a channel layout that changed: planar float32
+                if converter is None:
+                    converter = av.AudioResampler(format="fltp", layout=frame.layout, rate=frame.sample_rate)
+                for out in converter.resample(frame):
+                    pending.append(out.to_ndarray().astype(np.float32, copy=False))
+                    held += pending[-1].shape[-1]
             if held >= block:
                 yield pending[0] if len(pending) == 1 else np.concatenate(pending, axis=-1)
                 pending, held = [], 0
@@ -300,7 +307,7 @@ class RegionReader:
             return None
         reader = cls(path, info)
         try:
-            reader._open_flac() if fmt == "flac" else reader._open_pedalboard(fmt)
+            reader._open_pedalboard(fmt) if FORMATS[fmt].regions == "pedalboard" else reader._open_flac()
         except _NoRegions:
             reader.close()
             return None
@@ -345,7 +352,7 @@ class RegionReader:
         stop = min(stop, self.frames)
         if start >= stop:
             return iter(())
-        blocks = self._flac_blocks(start, stop) if self.info.format == "flac" else self._pedalboard_blocks(start, stop)
+        blocks = self._pedalboard_blocks(start, stop) if self.info.decoder == "pedalboard" else self._flac_blocks(start, stop)
         return _checked_mono(self.path, self.info.format, blocks, self.info)
 
     def _pedalboard_blocks(self, start: int, stop: int) -> Iterator[np.ndarray]:
