@@ -21,6 +21,7 @@ from tagger.models.shared_front import (
     _read_split,
     _write_split,
     find_shared_fronts,
+    session_device,
     split_shared_prefix,
 )
 
@@ -52,6 +53,9 @@ def test_the_bundled_fcns_share_their_front_end_and_give_the_same_outputs(defaul
             for name in whole:
                 np.testing.assert_array_equal(whole[name], split[name])
     assert shared.hits - hits == len(batches)  # the second model of each pair reused the spectrogram
+    # The spectrogram stays an onnxruntime value on the front session's device (I/O binding), not a copy in
+    # numpy: on a GPU it never leaves it between the front end and the bodies.
+    assert shared._last_out.device_name().lower() == session_device(shared.session) == "cpu"
     assert find_shared_fronts(default_set)[3] is shared  # analysed once, kept with the models
 
 
