@@ -55,22 +55,71 @@ sys.exit(rc)
 STAGES = """
 import json, sys, time
 from pathlib import Path
-from tagger.analysis.cut import decode_windows
+from tagger.analysis.cut import FINGERPRINT_RATE, decode_windows
+from tagger.analysis.decode import StreamInfo, stream_native_mono
+from tagger.analysis.digests import Fingerprint
+from tagger.analysis.resample import RateConverter
 from tagger.config import load_config
+from tagger.models.session import load_model
 from tagger.pipeline.scanner import engine_for, load_models
 files = [Path(p) for p in sys.argv[1:]]
 cfg = load_config(None)
 models = load_models(cfg)
 cards = [m.card for m in models]
-t = time.process_time()
-for f in files:
-    decode_windows(f, cards, range(len(cards)), cfg.max_windows, lambda i, w: None)
-decode = time.process_time() - t
+rates = sorted({c.sample_rate for c in cards} | {FINGERPRINT_RATE})
+
+
+def core_s(work):
+    t = time.process_time()
+    work()
+    return (time.process_time() - t) / len(files)
+
+
+def decoder_only():
+    for f in files:
+        for _ in stream_native_mono(f):
+            pass
+
+
+def with_resampling():  # the whole-file path's decoding, resampling to every rate and the 16-kHz fingerprint
+    for f in files:
+        info, fp, convs = StreamInfo(), Fingerprint(), None
+        for mono in stream_native_mono(f, info):
+            convs = convs or {r: RateConverter(info.source_rate, r) for r in rates}
+            for r, c in convs.items():
+                block = c.push(mono)
+                if r == FINGERPRINT_RATE:
+                    fp.update(block)
+
+
+decoder = core_s(decoder_only)
+resampled = core_s(with_resampling)
+decode = core_s(lambda: [decode_windows(f, cards, range(len(cards)), cfg.max_windows, lambda i, w: None)
+                         for f in files])
+# Each model's own inference cost: its kept windows of every file, one window per call on a single-threaded
+# session, nothing else running (the FCN pair's shared front end is counted in both).
+alone = {}
+for i, m in enumerate(models):
+    solo = load_model(str(m.path), device="cpu", threads=1, memory="shared", precision=cfg.precision)
+    spent = 0.0
+    for f in files:
+        windows = []
+        decode_windows(f, cards, [i], cfg.max_windows, lambda _, w: windows.append(w))
+        t = time.process_time()
+        for w in windows:
+            solo.run(w[None])
+        spent += time.process_time() - t
+    alone[solo.card.id] = spent / len(files)
 engine = engine_for(cfg, models)  # as a scan builds it
-t = time.perf_counter()
+t, c = time.perf_counter(), time.process_time()
 for _ in engine.analyse(files):
     pass
-print(json.dumps({"decode_core_s_per_track": decode / len(files), "wall_s_per_track": (time.perf_counter() - t) / len(files),
+wall, cpu = (time.perf_counter() - t) / len(files), (time.process_time() - c) / len(files)
+print(json.dumps({"decode_core_s_per_track": decode, "decoder_only_core_s_per_track": decoder,
+                  "resampling_and_fingerprint_core_s_per_track": resampled - decoder,
+                  "windowing_and_regions_core_s_per_track": decode - resampled,
+                  "models_alone_core_s_per_track": alone, "wall_s_per_track": wall, "scan_core_s_per_track": cpu,
+                  "rest_core_s_per_track": cpu - decode - sum(alone.values()),
                   "streams": engine.streams, "threads_per_session": models[0].threads,
                   "per_model": {k: {"windows_per_track": v["windows"] / len(files),
                                     "ms_per_window": 1000 * v["seconds"] / max(v["windows"], 1),
@@ -95,7 +144,11 @@ def scan_seconds(files: list[Path], extra: list[str]) -> tuple[float, float]:
 
 
 def stages(files: list[Path]) -> dict:
-    """Where a track's time goes in the default scan: decoding (core seconds) and each model's inference."""
+    """Where a track's time goes in the default scan, in core seconds per track: the decoder alone; resampling
+    to every model rate plus the 16-kHz fingerprint; windowing (and region reads where they apply); each model's
+    inference alone on one core; then the scan itself (wall and CPU, each model's seconds of one stream sharing
+    the cores) and the rest (what the scan's CPU holds beyond decoding and inference: the engine's Python,
+    contention)."""
     out = subprocess.run([sys.executable, "-c", STAGES, *map(str, files)], check=True, capture_output=True, text=True,
                          env={**os.environ, "PYTHONPATH": str(ROOT)})
     return json.loads(out.stdout.strip().splitlines()[-1])
