@@ -7,7 +7,10 @@ Runs `tagger scan --pretend --json` (fresh database, default model set) three wa
 - ``every``: every window of every model (``--max-windows 0``), the reference;
 - ``count``: the bound before 2026-12-05: at most 32 windows per model whatever their length (so the 29-s
   FCNs heard every window of a 4-minute track), reproduced by replacing ``window_bound`` in the child;
-- ``default``: the bound now: 32 windows' worth of 3-s audio per model (4 FCN windows, 8 AudioSet windows).
+- ``uncapped``: the bound before the musicnn cards' own cap of 16 (2026-12-05): 32 windows for every 3-s model,
+  reproduced by ignoring the caps of short-window cards in the child;
+- ``default``: the bound now: 32 windows' worth of 3-s audio per model (4 FCN windows), capped by each card
+  (8 AudioSet windows, 16 for each musicnn model).
 
 It prints, per pair, how many files' decisions (genre, mood, descriptors: the values that would be written)
 differ, which, and the scan's wall seconds, and saves ``bench/results/windows.json``.
@@ -34,6 +37,16 @@ from tagger.cli import main
 sys.exit(main(sys.argv[1:]))
 """
 
+UNCAPPED_RULE = """
+import dataclasses, sys
+import tagger.analysis.windows as w
+rule = w.window_bound
+w.window_bound = lambda card, n: rule(dataclasses.replace(card, max_windows=0) if card.window < 100_000 else card, n)
+from tagger.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+RULES = {"count": COUNT_RULE, "uncapped": UNCAPPED_RULE}
+
 
 def scan(files: list[Path], how: str) -> tuple[dict[str, dict[str, list[str]]], float]:
     with tempfile.TemporaryDirectory() as td:
@@ -44,7 +57,7 @@ def scan(files: list[Path], how: str) -> tuple[dict[str, dict[str, list[str]]], 
         args = ["scan", str(lib), "--pretend", "--json", "--database", f"{td}/db"]
         if how == "every":
             args += ["--max-windows", "0"]
-        cmd = ([sys.executable, "-c", COUNT_RULE, *args] if how == "count" else
+        cmd = ([sys.executable, "-c", RULES[how], *args] if how in RULES else
                [sys.executable, "-m", "tagger", *args])
         out = subprocess.run(cmd, capture_output=True, text=True, check=True, env={**os.environ,
                                                                                   "PYTHONPATH": str(ROOT)})
@@ -59,9 +72,10 @@ def main() -> None:
     ap.add_argument("paths", nargs="+", type=Path)
     args = ap.parse_args()
     files = sorted(p for a in args.paths for p in ([a] if a.is_file() else a.rglob("*")) if p.is_file())
-    runs = {how: scan(files, how) for how in ("every", "count", "default")}
+    runs = {how: scan(files, how) for how in ("every", "count", "uncapped", "default")}
     out: dict = {"tracks": len(files), "seconds": {k: v[1] for k, v in runs.items()}, "differ": {}}
-    for a, b in (("every", "count"), ("every", "default"), ("count", "default")):
+    for a, b in (("every", "count"), ("every", "uncapped"), ("every", "default"), ("count", "uncapped"),
+                 ("uncapped", "default")):
         da, db = runs[a][0], runs[b][0]
         diffs = {name: {k: [da[name][k], db[name].get(k)] for k in da[name] if da[name][k] != db[name].get(k)}
                  for name in da}

@@ -60,6 +60,7 @@ class ModelCard:
     licence: str = ""
     licence_text: str = ""
     metrics: dict[str, float | str] = field(default_factory=dict)
+    max_windows: int = 0  # with bounded windows, at most this many for this model (0: the runtime's bound alone)
 
     def to_card(self) -> Card:
         outputs = (Output("tags", "sigmoid", tuple(self.labels), dict(self.groups), aggregate=self.aggregate,
@@ -70,7 +71,7 @@ class ModelCard:
                     hop=int(self.hop), outputs=outputs, pad_start=self.pad_start, pad_end=self.pad_end,
                     short_input=self.short_input, partial_tail=self.partial_tail, resampler=self.resampler,
                     description=self.description, licence=self.licence, licence_text=self.licence_text,
-                    source=dict(self.source), metrics=dict(self.metrics))
+                    source=dict(self.source), metrics=dict(self.metrics), max_windows=self.max_windows)
 
     def to_json(self) -> str:
         return self.to_card().to_json()

@@ -11,6 +11,7 @@ from exporter.errors import ExporterError
 from tagger.models.card import Card, Output
 
 from . import sota
+from .musicnn import MAX_WINDOWS as MUSICNN_MAX_WINDOWS
 from .resampling import bin_gains
 from .weights import sha256_file
 
@@ -94,6 +95,7 @@ def build_sota(arch: str, dataset: str, weights: Path | None = None, *,
         outputs=(Output("tags", "sigmoid", tuple(labels), groups, meaning="sigmoid probability per label, independent"),
                  Output("embedding", "embedding", dim=module.embedding_dim, meaning=EMBEDDINGS[arch])),
         short_input="repeat", partial_tail=tail, resampler="soxr-hq",
+        max_windows=MUSICNN_MAX_WINDOWS if isinstance(module, sota.MusicnnSota) else 0,
         description=(f"{ARCH_NAMES[arch]} trained on {DATASETS[dataset]} by Minz Won et al. (MTG, UPF), "
                      "from sota-music-tagging-models. Input: raw 16 kHz mono; the dB mel front-end is inside the "
                      "model" + (", with a fixed per-bin correction so soxr-HQ audio matches the kaiser_best "

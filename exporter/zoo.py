@@ -8,7 +8,7 @@ from typing import Callable
 from torch import nn
 
 from .export import ModelCard
-from .musicnn import PAD, SAMPLE_RATE, WINDOW, WINDOW_HOP, Musicnn, Vgg
+from .musicnn import MAX_WINDOWS, PAD, SAMPLE_RATE, WINDOW, WINDOW_HOP, Musicnn, Vgg
 from .weights import WeightsArchive
 
 
@@ -65,6 +65,7 @@ def build_published(model_id: str, archive: WeightsArchive, *, spectral: bool = 
                      f"with the log-mel front-end inside the model. {spec.note}").strip(),
         embedding_output=emb, source=ck.source, licence="ISC", licence_text=ck.licence,
         metrics={"roc_auc": spec.roc_auc, "dataset": spec.dataset},
+        max_windows=MAX_WINDOWS if isinstance(module, Musicnn) else 0,
     )
     return module, card
 

@@ -95,7 +95,7 @@ class Card:
     context: tuple[str, ...] = ()
     # When the runtime bounds the windows per track (`max_windows`), at most this many for this model (0: no
     # cap of its own): a model with long windows hears as much of a track in fewer of them (8 x 10 s against
-    # 32 x 3 s), and its front end costs per window.
+    # 32 x 3 s), and its front end costs per window; a 3-s model may need fewer to summarise a track (musicnn: 16).
     max_windows: int = 0
 
     @property
