@@ -18,8 +18,8 @@ SHA256 = "899a8c6217063f6941793102a2780b3dd788ab11fce468d9cf5f0577c453321c"
 UPSTREAM_COMMIT = "a425fdce"
 EXPORT_REVISION = "tagger.1"
 MODEL_ID = "mn04-audioset"
-# With bounded windows (the default), 8 windows of 10 s spread over a track: 80 s heard, as much as the musicnn
-# models' 32 windows of 3 s, at a quarter of the cost of 32.
+# With bounded windows (the default), 8 windows of 10 s spread over a track: 80 s heard, at a quarter of the cost
+# of 32 (5 windows changed 2 of 45 real tracks' decisions against 8, 2026-12-05).
 MAX_WINDOWS = 8
 
 # Which AudioSet classes (rows of class_labels_indices.csv) belong to which of the card's groups, after the
