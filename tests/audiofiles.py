@@ -149,5 +149,5 @@ def native_audio(path):
     from tagger.analysis.decode import StreamInfo, _pedalboard_blocks
 
     info = StreamInfo()
-    audio = np.concatenate(list(_pedalboard_blocks(path, "vorbis", info)), axis=1)
+    audio = np.concatenate(list(_pedalboard_blocks(path, info)), axis=1)
     return audio, info.source_rate

@@ -143,11 +143,11 @@ def _flac_declared_frames(path: Path) -> int:
         return 0
 
 
-def _pedalboard_bounds(f, path: Path, fmt: str, info: StreamInfo) -> tuple[int, int]:
-    """Fill ``info`` from an open pedalboard file; (first, end) frame of the audio as the file counts it."""
+def _pedalboard_info(f, info: StreamInfo) -> int:
+    """Fill ``info`` from an open pedalboard file; its length in frames."""
     info.source_rate, info.channels = int(f.samplerate), int(f.num_channels)
     info.declared_frames = int(f.frames)
-    return 0, info.declared_frames
+    return info.declared_frames
 
 
 def _pedalboard_read(f, start: int, end: int, rate: int) -> Iterator[np.ndarray]:
@@ -161,13 +161,13 @@ def _pedalboard_read(f, start: int, end: int, rate: int) -> Iterator[np.ndarray]
         yield chunk
 
 
-def _pedalboard_blocks(path: Path, fmt: str, info: StreamInfo) -> Iterator[np.ndarray]:
+def _pedalboard_blocks(path: Path, info: StreamInfo) -> Iterator[np.ndarray]:
     from pedalboard.io import AudioFile
 
     name = _utf8_name(path)
     with (open(path, "rb") if name is None else nullcontext()) as handle, AudioFile(_source(name, handle)) as f:
-        first, end = _pedalboard_bounds(f, path, fmt, info)
-        yield from _pedalboard_read(f, first, end, info.source_rate)
+        frames = _pedalboard_info(f, info)
+        yield from _pedalboard_read(f, 0, frames, info.source_rate)
 
 
 def _pyav_blocks(path: Path, info: StreamInfo) -> Iterator[np.ndarray]:
@@ -188,10 +188,8 @@ def _pyav_blocks(path: Path, info: StreamInfo) -> Iterator[np.ndarray]:
         # hundred times less often.
         pending: list[np.ndarray] = []
         held = 0
-        started = False
         for frame in container.decode(stream):
-            if not started:
-                started = True
+            if not info.source_rate:  # the first frame
                 info.source_rate, info.channels = int(frame.sample_rate), len(frame.layout.channels)
                 block = max(1, int(BLOCK_SECONDS * info.source_rate))
             elif frame.sample_rate != info.source_rate:
@@ -262,7 +260,7 @@ def stream_native_mono(path: str | Path, info: StreamInfo | None = None) -> Iter
     info.format = fmt
     placeholder_size = check_complete(path, fmt)
     if fmt in PEDALBOARD_FORMATS and not placeholder_size:
-        info.decoder, blocks = "pedalboard", _pedalboard_blocks(path, fmt, info)
+        info.decoder, blocks = "pedalboard", _pedalboard_blocks(path, info)
     else:
         info.decoder, blocks = "pyav", _pyav_blocks(path, info)
     declared = _flac_declared_frames(path) if fmt == "flac" else 0
@@ -296,7 +294,6 @@ class RegionReader:
         self.path, self.info = path, info
         self._file: Any = None  # pedalboard's AudioFile, or PyAV's container for FLAC
         self._handle: Any = None
-        self._offset = 0
         self.frames = 0
 
     @classmethod
@@ -307,7 +304,7 @@ class RegionReader:
             return None
         reader = cls(path, info)
         try:
-            reader._open_pedalboard(fmt) if FORMATS[fmt].regions == "pedalboard" else reader._open_flac()
+            reader._open_pedalboard() if FORMATS[fmt].regions == "pedalboard" else reader._open_flac()
         except _NoRegions:
             reader.close()
             return None
@@ -319,7 +316,7 @@ class RegionReader:
             raise DecodeError(path, f"cannot decode {fmt}: {str(exc).strip() or type(exc).__name__}") from exc
         return reader
 
-    def _open_pedalboard(self, fmt: str) -> None:
+    def _open_pedalboard(self) -> None:
         from pedalboard.io import AudioFile
 
         name = _utf8_name(self.path)
@@ -327,8 +324,7 @@ class RegionReader:
             self._handle = open(self.path, "rb")
         self._file = AudioFile(_source(name, self._handle))
         self.info.decoder = "pedalboard"
-        self._offset, end = _pedalboard_bounds(self._file, self.path, fmt, self.info)
-        self.frames = end - self._offset
+        self.frames = _pedalboard_info(self._file, self.info)
 
     def _open_flac(self) -> None:
         import av
@@ -352,11 +348,12 @@ class RegionReader:
         stop = min(stop, self.frames)
         if start >= stop:
             return iter(())
-        blocks = self._pedalboard_blocks(start, stop) if self.info.decoder == "pedalboard" else self._flac_blocks(start, stop)
+        pedalboard = self.info.decoder == "pedalboard"
+        blocks = self._pedalboard_blocks(start, stop) if pedalboard else self._flac_blocks(start, stop)
         return _checked_mono(self.path, self.info.format, blocks, self.info)
 
     def _pedalboard_blocks(self, start: int, stop: int) -> Iterator[np.ndarray]:
-        return _pedalboard_read(self._file, self._offset + start, self._offset + stop, self.info.source_rate)
+        return _pedalboard_read(self._file, start, stop, self.info.source_rate)
 
     def _flac_blocks(self, start: int, stop: int) -> Iterator[np.ndarray]:
         import av

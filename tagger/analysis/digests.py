@@ -69,7 +69,7 @@ def native_digest(path: str | Path) -> str:
     info = StreamInfo(format=fmt)
     digest = NativeHash()
     placeholder_size = check_complete(path, fmt)
-    blocks = (_pedalboard_blocks(path, fmt, info) if fmt in PEDALBOARD_FORMATS and not placeholder_size
+    blocks = (_pedalboard_blocks(path, info) if fmt in PEDALBOARD_FORMATS and not placeholder_size
               else _pyav_blocks(path, info))
     try:
         for block in blocks:
