@@ -16,7 +16,7 @@ import hashlib
 import json
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -151,8 +151,45 @@ def context_check(ds: Dataset, opts: TrainOptions) -> dict:
                     f"over {voted} votes (needs {opts.precision:.2f} over 5+)"}
 
 
+def set_agreement_check(ds: Dataset, cards: list[Card], held: np.ndarray, thresholds: Mapping[str, float],
+                        policy: FieldPolicy, vocabulary: Mapping[str, Sequence[str]] | None,
+                        opts: TrainOptions) -> dict:
+    """How often the head's top label is right on the tagged tracks where the head, held out, stays below its
+    threshold but the model set's own decision (from the same stored vectors, the rule a scan uses) is that
+    same value. Enabled (``agree_with_set`` on the card) only where it meets the precision target over 5+ such
+    tracks: a library whose own values the set never says, or says wrongly, never turns it on."""
+    from tagger.decision.context import normalise
+    from tagger.decision.decide import decide_field
+
+    off = {"enabled": False, "agreed": 0, "precision": None}
+    if vocabulary is None or not vocabulary:
+        return {**off, "note": "not used: no vocabulary given"}
+    offsets = np.cumsum([0] + [s.dim for s in ds.sources])
+    tag_cols = {s.model: (int(a), int(a) + s.dim) for s, a in zip(ds.sources, offsets) if s.part == "tags"}
+    by_id = {c.id: c for c in cards if c.id in tag_cols}
+    agreed = right = 0
+    for i, row in enumerate(ds.X):
+        j = int(held[i].argmax())
+        label = ds.labels[j]
+        if label in thresholds and held[i, j] >= thresholds[label]:
+            continue  # the head writes on its own
+        results = {mid: (card, row[slice(*tag_cols[mid])]) for mid, card in by_id.items()}
+        base = decide_field(ds.field, results, policy, vocabulary)
+        if not base.values or normalise(base.values[0].value) != normalise(label):
+            continue
+        agreed += 1
+        right += bool(ds.Y[i, j] > 0)
+    precision = right / agreed if agreed else None
+    enabled = precision is not None and agreed >= 5 and precision >= opts.precision
+    return {"enabled": enabled, "agreed": agreed, "precision": precision,
+            "note": ("below its threshold, the head's top label is written when the model set decides the same "
+                     "value") if enabled else
+                    (f"not used: held-out precision {precision if precision is None else round(precision, 3)} "
+                     f"over {agreed} agreements (needs {opts.precision:.2f} over 5+)")}
+
+
 def train_field(store: Store, cards: list[Card], field_name: str, policy: FieldPolicy, opts: TrainOptions,
-                database: Path, progress_cb=None) -> FieldResult:
+                database: Path, progress_cb=None, vocabulary: Mapping[str, Sequence[str]] | None = None) -> FieldResult:
     t0 = time.monotonic()
     ds = collect(store, cards, field_name, opts.min_tracks)
     if len(ds.labels) < 2 or len(ds.X) < opts.min_labelled:
@@ -189,15 +226,18 @@ def train_field(store: Store, cards: list[Card], field_name: str, policy: FieldP
                    "precision_when_written": float(truth[flags].mean()) if flags.any() else None}
         rel = reliability(held.ravel(), truth.ravel())
     context = context_check(ds, opts)
+    agreement = (set_agreement_check(ds, cards, held, thresholds, policy, vocabulary, opts) if kind == "softmax"
+                 else {"enabled": False, "note": "not used: only an exclusive field's head offers one value"})
     final = fit(ds.X, ds.Y if kind == "softmax" else (ds.Y > 0).astype(np.float32), kind, l2=opts.l2, seed=opts.seed)
     progress.step()
     digest = hashlib.sha256(final.weight.tobytes() + final.bias.tobytes()
-                            + json.dumps([ds.labels, thresholds, context["scopes"]]).encode()).hexdigest()[:12]
+                            + json.dumps([ds.labels, thresholds, context["scopes"], agreement["enabled"]]).encode()
+                            ).hexdigest()[:12]
     group = field_registry.groups_of(field_name)[0]
     report = {"field": field_name, "kind": kind, "tracks": len(ds.X), "untagged_tracks": ds.unlabelled,
               "labels": {label: int((ds.Y[:, j] > 0).sum()) for j, label in enumerate(ds.labels)},
               "left_out_rare": ds.left_out, "calibration": opts.calibration, "precision_target": opts.precision,
-              **split_info, **summary, "context": context, "per_label": per_label, "reliability": rel,
+              **split_info, **summary, "context": context, "set_agreement": agreement, "per_label": per_label, "reliability": rel,
               "confusion": confusion.tolist() if confusion is not None else None,
               "reads": [f"{s.analyser}:{s.part}" for s in ds.sources], "version": digest}
     card = Card(id=f"head-{field_name}", version=digest, sample_rate=0, window=0, hop=0,
@@ -205,6 +245,7 @@ def train_field(store: Store, cards: list[Card], field_name: str, policy: FieldP
                                 thresholds=thresholds,
                                 meaning=f"your own {field_name} values, learned from {len(ds.X)} tagged tracks"),),
                 input_name="features", reads=ds.sources, decides=field_name, context=tuple(context["scopes"]),
+                agree_with_set=bool(agreement["enabled"]),
                 description=f"Head for {field_name} trained by `tagger train` on {database}",
                 metrics={k: v for k, v in summary.items() if v is not None})
     from exporter.export import export_onnx
@@ -230,7 +271,8 @@ def train_field(store: Store, cards: list[Card], field_name: str, policy: FieldP
 
 
 def train(store: Store, cards: list[Card], policies: Mapping[str, FieldPolicy], database: Path,
-          opts: TrainOptions | None = None, progress_cb=None) -> list[FieldResult]:
+          opts: TrainOptions | None = None, progress_cb=None,
+          vocabulary: Mapping[str, Mapping[str, Sequence[str]]] | None = None) -> list[FieldResult]:
     """Train a head for every field in ``opts.fields`` the library has enough of the user's own values for."""
     opts = opts or TrainOptions()
     out = []
@@ -238,5 +280,6 @@ def train(store: Store, cards: list[Card], policies: Mapping[str, FieldPolicy], 
         if name not in policies:
             out.append(FieldResult(name, "skipped", "not a configured field"))
             continue
-        out.append(train_field(store, cards, name, policies[name], opts, database, progress_cb))
+        out.append(train_field(store, cards, name, policies[name], opts, database, progress_cb,
+                               None if vocabulary is None else vocabulary.get(name, {})))
     return out

@@ -58,7 +58,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             sys.stderr.flush()
 
     with Store(cfg.database, writer=False) as store:
-        results = train(store, cards, cfg.fields, Path(cfg.database), opts, progress)
+        results = train(store, cards, cfg.fields, Path(cfg.database), opts, progress, cfg.vocabulary)
     if args.json:
         print(json.dumps([{"field": r.field, "status": r.status, "reason": r.reason or None,
                            "head": os.fsdecode(r.head) if r.head else None, "report": r.report or None}
@@ -77,6 +77,11 @@ def cmd_train(args: argparse.Namespace) -> int:
             ctx = rep["context"]
             print("  album/folder mates: " + (f"used (held-out precision {ctx['precision']:.2f} over {ctx['voted']} "
                                                  "tracks)" if ctx["enabled"] else ctx["note"]))
+            agr = rep.get("set_agreement") or {}
+            if agr:
+                print("  agreement with the model set: " + (
+                    f"used (held-out precision {agr['precision']:.2f} over {agr['agreed']} tracks where the head "
+                    "alone stayed below its threshold)" if agr.get("enabled") else agr["note"]))
             if rep["left_out_rare"]:
                 print(f"  left out (fewer than {opts.min_tracks} tracks): {', '.join(sorted(rep['left_out_rare']))}")
             never = [k for k, v in rep["per_label"].items() if "never_written" in v]

@@ -19,9 +19,14 @@ MIN_MATES = 2
 AGREEMENT = 0.8
 
 
+_IGNORED = str.maketrans("", "", " \t\n\r\f\v-_&")
+
+
 def normalise(value: str) -> str:
-    """One key for spellings that differ only in case or spacing ("Dub  techno" is "Dub Techno")."""
-    return " ".join(value.split()).casefold()
+    """One key for spellings of one value that differ only in case, spacing, hyphens or '&' ("Dub  techno" is
+    "Dub Techno", "hip hop" is "Hip-Hop", "R & B" is "R&B"): how a listener compares genres, and how a user's
+    value is matched with the tool's, with album and folder mates' and with a head's labels."""
+    return value.casefold().translate(_IGNORED)
 
 
 def scope_keys(path: str, album: str | None) -> list[tuple[str, str]]:

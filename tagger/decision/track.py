@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from tagger.decision.context import LibraryContext, Vote
+from tagger.decision.context import LibraryContext, Vote, normalise
 from tagger.decision.decide import Candidate, Decision, FieldDecision, decide
 from tagger.fields import FieldPolicy
 from tagger.models.card import Card
@@ -69,12 +69,29 @@ def with_context(fd: FieldDecision, vote: Vote | None, card: Card) -> FieldDecis
     return FieldDecision(fd.field, [chosen], fd.candidates, f"{vote.reason} ({before})")
 
 
+def with_set(fd: FieldDecision, base: FieldDecision | None, card: Card) -> FieldDecision:
+    """A head that abstained, with the model set's own decision for the field: when the set writes the value that
+    is the head's top label (compared as `tagger eval` compares values: case, spaces, hyphens and '&' ignored),
+    the head's label is written in the user's spelling. Two voices trained on different data agree, which is
+    rarer by chance than either alone; `tagger train` enables this only where that agreement reached the
+    precision target on the library's own tagged tracks, held out."""
+    if fd.values or base is None or not base.values or not fd.candidates:
+        return fd
+    top = fd.candidates[0]
+    if normalise(base.values[0].value) != normalise(top.value):
+        return fd
+    chosen = Candidate(top.value, top.score, [card.id, "model set"], dict(top.per_model), dict(top.labels))
+    return FieldDecision(fd.field, [chosen], fd.candidates,
+                         f"{top.value}: head {card.id} gives it {top.score:.2f}, below its own threshold, and the "
+                         f"model set's decision is {base.values[0].value} too ({fd.reason})")
+
+
 def decide_track(vectors: Vectors, cards: Mapping[str, Card], heads: list[Head],
                  policies: Mapping[str, FieldPolicy], vocabulary: Mapping[str, Mapping[str, Sequence[str]]],
                  context: Callable[[Head], Vote | None] | None = None) -> Decision:
     """The one decision rule (scan, daemon and ``analyze``): the model set's fused decision, with every
-    field that has a usable trained head decided by the head instead (with its album/folder mates'
-    vote when its card enables that and ``context`` can supply one)."""
+    field that has a usable trained head decided by the head instead (confirmed by the set's own value, and by
+    its album/folder mates' vote, where its card enables that and ``context`` can supply one)."""
     scores = {mid: (cards[mid], tags) for mid, (_, tags, _) in vectors.items() if mid in cards}
     decision = decide(scores, policies, vocabulary)
     for head in heads:
@@ -83,6 +100,8 @@ def decide_track(vectors: Vectors, cards: Mapping[str, Card], heads: list[Head],
         if policy is None or row is None:
             continue
         fd = decide_head(head.card, head.predict(row)[0], policy)
+        if head.card.agree_with_set and policy.max_values > 0:
+            fd = with_set(fd, decision.fields.get(head.field), head.card)
         if head.card.context and context is not None and policy.max_values > 0:
             fd = with_context(fd, context(head), head.card)
         decision.fields[head.field] = fd

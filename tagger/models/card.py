@@ -93,6 +93,10 @@ class Card:
     # Scopes ("album", "folder") whose tagged mates may decide the field when they agree: enabled by
     # `tagger train` only where it measured the vote's precision on the library (see tagger/decision/context.py).
     context: tuple[str, ...] = ()
+    # A head below its threshold may still write its top label when the model set's own decision for the field
+    # is that same value (two independent voices agree): enabled by `tagger train` only where it measured that
+    # agreement's precision on the library's tagged tracks (see tagger/decision/track.py, with_set).
+    agree_with_set: bool = False
     # When the runtime bounds the windows per track (`max_windows`), at most this many for this model (0: no
     # cap of its own): a model with long windows hears as much of a track in fewer of them (8 x 10 s against
     # 32 x 3 s), and its front end costs per window; a 3-s model may need fewer to summarise a track (musicnn: 16).
@@ -161,6 +165,8 @@ class Card:
             raise CardError(f"{where}: a head must say which field it decides")
         if set(self.context) - {"album", "folder"} or (self.context and not self.reads):
             raise CardError(f"{where}: context must name album and/or folder, and only a head has one")
+        if self.agree_with_set and not self.reads:
+            raise CardError(f"{where}: only a head can agree with the model set")
         for name in ("sample_rate", "window", "hop"):
             if not self.reads and int(getattr(self, name)) <= 0:
                 raise CardError(f"{where}: {name} must be positive")
@@ -203,7 +209,7 @@ class Card:
         data = asdict(self)
         data["schema"] = SCHEMA
         if not self.reads:
-            del data["reads"], data["decides"], data["context"]
+            del data["reads"], data["decides"], data["context"], data["agree_with_set"]
         if not self.max_windows:
             del data["max_windows"]
         for o in data["outputs"]:
@@ -268,5 +274,5 @@ def _from_v2(raw: dict) -> Card:
                   for r in raw.get("reads", ()))
     return Card(outputs=tuple(outputs), resampler=str(raw.get("resampler", "soxr-hq")),
                 input_name=str(raw.get("input_name", "waveform")), reads=reads, decides=str(raw.get("decides", "")),
-                context=tuple(map(str, raw.get("context", ()))),
+                context=tuple(map(str, raw.get("context", ()))), agree_with_set=bool(raw.get("agree_with_set", False)),
                 **_common(raw))

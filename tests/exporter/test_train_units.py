@@ -156,3 +156,76 @@ def test_a_damaged_head_is_skipped_with_its_name_logged_and_the_field_falls_back
     (tmp_path / "heads" / "genre.onnx").write_bytes(b"not a model")
     assert load_heads(tmp_path, {"m": "m@1"}) == []
     assert "genre.onnx" in caplog.text and "not used" in caplog.text
+
+
+def _genre_set_card(mid: str) -> Card:
+    labels = ("jazz", "classical", "rock")
+    return Card(id=mid, version="1", sample_rate=16000, window=100, hop=100,
+                outputs=(Output("tags", "sigmoid", labels, dict.fromkeys(labels, "genre")),
+                         Output("embedding", "embedding", dim=2))).validate()
+
+
+def test_a_head_below_its_threshold_is_confirmed_only_by_the_sets_own_same_value():
+    from tagger.decision.decide import Candidate, FieldDecision
+    from tagger.decision.track import with_set
+
+    policy = FieldPolicy("fill", 2, 0.25, 0.8, 2, "share")
+    card = _head_card()
+    below = decide_head(card, np.array([0.55, 0.4, 0.05]), policy)  # Dub Techno 0.55 < 0.6
+    assert below.written == []
+
+    def base(value: str) -> FieldDecision:
+        c = Candidate(value, 0.5, ["m"], {"m": 0.5}, {"m": [value]})
+        return FieldDecision("genre", [c], [c], f"{value} from the set")
+
+    fd = with_set(below, base("dub-techno"), card)  # compared as `tagger eval` compares values
+    assert fd.written == ["Dub Techno"] and "model set" in fd.reason and "below its own threshold" in fd.reason
+    assert fd.values[0].support == ["head-genre", "model set"]
+    assert with_set(below, base("Film Score"), card).written == []  # the set says something else
+    assert with_set(below, FieldDecision("genre", [], [], "abstained"), card).written == []
+    assert with_set(below, None, card) is below
+    sure = decide_head(card, np.array([0.1, 0.8, 0.1]), policy)  # the head alone decides: the set is not asked
+    assert with_set(sure, base("Dub Techno"), card) is sure
+
+    import dataclasses
+    agreeing = dataclasses.replace(card, agree_with_set=True)
+    assert Card.from_json(agreeing.to_json()).agree_with_set and not Card.from_json(card.to_json()).agree_with_set
+    audio = _genre_set_card("a")
+    with pytest.raises(CardError, match="agree with the model set"):
+        dataclasses.replace(audio, agree_with_set=True).validate()
+    assert "agree_with_set" not in audio.to_json()
+
+
+def test_set_agreement_is_enabled_only_when_it_reaches_the_precision_target_held_out():
+    """Rows where the held-out head stays below its threshold and the set's decision equals the head's top
+    label: 6 such rows, 6 right -> enabled; one wrong of 6 at target 0.9 -> not; fewer than 5 -> not."""
+    from exporter.heads import TrainOptions, set_agreement_check
+    from exporter.heads.dataset import Dataset, sources_of
+
+    cards = [_genre_set_card("a"), _genre_set_card("b")]
+    sources = sources_of(cards)
+    vocab = {"Jazz": ["jazz"], "Classical": ["classical"], "Rock": ["rock"]}
+    policy = FieldPolicy("fill", 2, 0.25, 0.8, 2, "share")
+
+    def row(jazz: float, classical: float) -> list[float]:  # both models hear the same; embeddings unused
+        tags = [jazz, classical, 0.02]
+        return tags + [0.0, 0.0] + tags + [0.0, 0.0]
+
+    def dataset(user: list[str]) -> Dataset:
+        X = np.array([row(0.8, 0.05)] * len(user), np.float32)  # the set decides Jazz on every row
+        labels = ["jazz", "Classical"]
+        Y = np.array([[1.0, 0.0] if u == "jazz" else [0.0, 1.0] for u in user], np.float32)
+        return Dataset("genre", sources, X, Y, labels, [{"path": f"/m/{i}.mp3"} for i in range(len(user))], 0)
+
+    held = np.tile(np.array([[0.55, 0.45]], np.float32), (6, 1))  # the head's top is jazz, below 0.9
+    opts = TrainOptions(precision=0.9)
+    ok = set_agreement_check(dataset(["jazz"] * 6), cards, held, {"jazz": 0.9}, policy, vocab, opts)
+    assert ok["enabled"] and ok["agreed"] == 6 and ok["precision"] == 1.0
+    one_wrong = set_agreement_check(dataset(["jazz"] * 5 + ["Classical"]), cards, held, {"jazz": 0.9}, policy,
+                                    vocab, opts)
+    assert not one_wrong["enabled"] and one_wrong["agreed"] == 6 and abs(one_wrong["precision"] - 5 / 6) < 1e-9
+    few = set_agreement_check(dataset(["jazz"] * 4), cards, held[:4], {"jazz": 0.9}, policy, vocab, opts)
+    assert not few["enabled"] and few["agreed"] == 4
+    confident = set_agreement_check(dataset(["jazz"] * 6), cards, held, {"jazz": 0.5}, policy, vocab, opts)
+    assert confident["agreed"] == 0  # the head writes on its own there: nothing to confirm
+    assert not set_agreement_check(dataset(["jazz"] * 6), cards, held, {"jazz": 0.9}, policy, None, opts)["enabled"]
