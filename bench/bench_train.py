@@ -63,7 +63,7 @@ def main() -> None:
         built = time.monotonic() - t0
         with Store(db, writer=False) as store:
             t0 = time.monotonic()
-            (result, _) = train(store, cards, cfg.fields, db, TrainOptions(fields=("genre", "mood")))
+            (result, _) = train(store, cards, cfg.fields, db, TrainOptions(fields=("genre", "mood")), None, cfg.vocabulary)
             seconds = time.monotonic() - t0
     out = {"date": str(date.today()), "machine": f"{platform.processor() or platform.machine()}, "
            f"{__import__('os').cpu_count()} cores", "tracks": args.n, "tagged": result.report["tracks"],
