@@ -132,10 +132,42 @@ def test_block_rewrite_is_exact_integer_arithmetic():
     assert np.abs(got - ref).max() < 0.05 * np.abs(ref).max()
 
 
-def test_sites_skip_one_bin_filters_and_padded_convolutions():
+@pytest.mark.parametrize("freq_axis", [3, 2])
+@pytest.mark.parametrize("frames", [8 + 2 * quantize.TIME_GROUP, 30, 13])  # whole groups, a padded last one, one short group
+def test_temporal_rewrite_is_exact_integer_arithmetic(freq_axis, frames):
+    """A one-bin filter over time (musicnn's temporal branches), computed a group of time positions per row:
+    max over frequency of sum((xq - zp) * wq) * scale + bias, the same integers position by position."""
+    rng = np.random.default_rng(3)
+    kt, c = 9, 4
+    w = rng.standard_normal((c, 1, kt, 1)).astype(np.float32)
+    w_graph = w if freq_axis == 3 else w.transpose(0, 1, 3, 2).copy()
+    b = rng.standard_normal(c).astype(np.float32)
+    model = _conv_max_model(w_graph, b, freq_axis)
+    x = rng.uniform(-1.0, 2.0, (2, 1, frames, 16)).astype(np.float32)  # (B, 1, time, freq)
+    x_graph = x if freq_axis == 3 else x.transpose(0, 1, 3, 2).copy()
+    sites = quantize.find_sites(model)
+    assert [s.freq_axis for s in sites] == [freq_axis]
+    ranges = quantize.input_ranges(model, sites, [x_graph], lambda blob, batch, names: _run(blob, batch, names))
+    (r,) = ranges.values()
+    rewritten = quantize.rewrite(model, sites, ranges)
+    assert "Conv" not in [n.op_type for n in rewritten.graph.node]
+    got = _run(rewritten.SerializeToString(), x_graph)[0]
+
+    scale, zp = quantize._u8_params(r.low, r.high)
+    xq = np.clip(np.round(x[:, 0] / scale) + zp, 0, 255).astype(np.int64) - zp  # (B, T, F)
+    w_scale = np.abs(w).reshape(c, -1).max(1) / 127.0
+    wq = np.clip(np.round(w[:, 0, :, 0] / w_scale[:, None]), -127, 127).astype(np.int64)  # (C, kt)
+    t_out = frames - kt + 1
+    acc = sum(wq[None, :, dt, None, None] * xq[:, None, dt:dt + t_out, :] for dt in range(kt))  # (B, C, T, F)
+    want = acc.max(axis=3) * (np.float32(scale) * w_scale.astype(np.float32))[None, :, None] + b[None, :, None]
+    assert got.shape == (2, c, t_out)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    ref = _run(model.SerializeToString(), x_graph)[0]
+    assert np.abs(got - ref).max() < 0.05 * np.abs(ref).max()
+
+
+def test_sites_skip_padded_convolutions():
     rng = np.random.default_rng(2)
-    temporal = _conv_max_model(rng.standard_normal((4, 1, 9, 1)).astype(np.float32), np.zeros(4, np.float32), 3)
-    assert quantize.find_sites(temporal) == []
     padded = _conv_max_model(rng.standard_normal((4, 1, 3, 3)).astype(np.float32), np.zeros(4, np.float32), 3)
     padded.graph.node[0].attribute.append(helper.make_attribute("pads", [1, 1, 1, 1]))
     assert quantize.find_sites(padded) == []
@@ -249,10 +281,19 @@ def test_exporter_writes_nothing_when_the_variant_misses_the_bar(tmp_path, monke
         songs.append((clip.name, np.stack(windows)))
     out = tmp_path / "int8" / "musicnn-msd.onnx"
     monkeypatch.setattr(quantize, "TAG_TOLERANCE", 1e-6)
-    with pytest.raises(quantize.QuantizeError, match="misses the bar"):
+    with pytest.raises(quantize.QuantizeError, match="misses the bar") as err:
         quantize.build_int8_variant(BUNDLED_DIR / "musicnn-msd.onnx", out, calib, songs)
+    assert "with the temporal filters" in str(err.value) and "without the temporal filters" in str(err.value)
     assert not out.exists() and not list(tmp_path.rglob("*.tmp"))
     monkeypatch.setattr(quantize, "TAG_TOLERANCE", 0.01)
+    # The whole rewrite missing the bar falls back to the one without the temporal filters.
+    verdicts = iter([False, True])
+    monkeypatch.setattr(quantize.Verification, "passed", lambda self: next(verdicts))
+    quantize.build_int8_variant(BUNDLED_DIR / "musicnn-msd.onnx", out, calib, songs)
+    meta = json.loads({p.key: p.value for p in onnx.load(str(out)).metadata_props}[VARIANT_KEY])
+    assert meta["quantised"] and not any("temporal" in name for name in meta["quantised"])
+    monkeypatch.undo()
+    out.unlink()
     v = quantize.build_int8_variant(BUNDLED_DIR / "musicnn-msd.onnx", out, calib, songs)
     assert v.passed() and out.exists() and oct(out.stat().st_mode & 0o777) == "0o644"
     assert Model(BUNDLED_DIR / "musicnn-msd.onnx", device="cpu").precision == "float"
