@@ -77,7 +77,7 @@ class FreqMaxSite:
     conv: onnx.NodeProto
     reduce: onnx.NodeProto
     freq_axis: int  # 3: input (B, 1, time, freq), kernel (time, freq); 2: input (B, 1, freq, time), kernel (freq, time)
-    kernel_bins: int = 0  # how many frequency bins the kernel spans (1: a temporal filter)
+    kernel_bins: int  # how many frequency bins the kernel spans (1: a temporal filter)
 
     @property
     def input(self) -> str:
@@ -298,7 +298,7 @@ def _rewrite_block(s: BlockSite, inits: dict[str, onnx.TensorProto], r: InputRan
 
 def _is_temporal(site: FreqMaxSite | BlockSite) -> bool:
     """A one-bin filter over time (a temporal branch), not a filter spanning frequency bins or a block."""
-    return isinstance(site, FreqMaxSite) and len(site.conv.input) > 1 and site.kernel_bins == 1
+    return isinstance(site, FreqMaxSite) and site.kernel_bins == 1
 
 
 def _rewrite_temporal(s: FreqMaxSite, inits: dict[str, onnx.TensorProto], r: InputRange,
@@ -394,7 +394,7 @@ def rewrite(model: onnx.ModelProto, sites: Sequence[FreqMaxSite | BlockSite],
             new_nodes[s.conv.name] = _rewrite_block(s, inits, ranges[s.input], new_inits)
             continue
         conv, red = s.conv, s.reduce
-        if numpy_helper.to_array(inits[conv.input[1]]).shape[s.freq_axis] == 1:  # one bin: a temporal filter
+        if _is_temporal(s):
             new_nodes[conv.name] = _rewrite_temporal(s, inits, ranges[s.input], new_inits)
             continue
         p = _safe(conv.name) + "_int8"

@@ -161,9 +161,8 @@ def set_agreement_check(ds: Dataset, cards: list[Card], held: np.ndarray, thresh
     from tagger.decision.context import normalise
     from tagger.decision.decide import decide_field
 
-    off = {"enabled": False, "agreed": 0, "precision": None}
-    if vocabulary is None or not vocabulary:
-        return {**off, "note": "not used: no vocabulary given"}
+    if not vocabulary:
+        return {"enabled": False, "agreed": 0, "precision": None, "note": "not used: no vocabulary given"}
     offsets = np.cumsum([0] + [s.dim for s in ds.sources])
     tag_cols = {s.model: (int(a), int(a) + s.dim) for s, a in zip(ds.sources, offsets) if s.part == "tags"}
     by_id = {c.id: c for c in cards if c.id in tag_cols}
@@ -237,7 +236,8 @@ def train_field(store: Store, cards: list[Card], field_name: str, policy: FieldP
     report = {"field": field_name, "kind": kind, "tracks": len(ds.X), "untagged_tracks": ds.unlabelled,
               "labels": {label: int((ds.Y[:, j] > 0).sum()) for j, label in enumerate(ds.labels)},
               "left_out_rare": ds.left_out, "calibration": opts.calibration, "precision_target": opts.precision,
-              **split_info, **summary, "context": context, "set_agreement": agreement, "per_label": per_label, "reliability": rel,
+              **split_info, **summary, "context": context, "set_agreement": agreement, "per_label": per_label,
+              "reliability": rel,
               "confusion": confusion.tolist() if confusion is not None else None,
               "reads": [f"{s.analyser}:{s.part}" for s in ds.sources], "version": digest}
     card = Card(id=f"head-{field_name}", version=digest, sample_rate=0, window=0, hop=0,

@@ -165,6 +165,8 @@ class Card:
             raise CardError(f"{where}: a head must say which field it decides")
         if set(self.context) - {"album", "folder"} or (self.context and not self.reads):
             raise CardError(f"{where}: context must name album and/or folder, and only a head has one")
+        if not isinstance(self.agree_with_set, bool):
+            raise CardError(f"{where}: agree_with_set must be true or false, got {self.agree_with_set!r}")
         if self.agree_with_set and not self.reads:
             raise CardError(f"{where}: only a head can agree with the model set")
         for name in ("sample_rate", "window", "hop"):
@@ -274,5 +276,5 @@ def _from_v2(raw: dict) -> Card:
                   for r in raw.get("reads", ()))
     return Card(outputs=tuple(outputs), resampler=str(raw.get("resampler", "soxr-hq")),
                 input_name=str(raw.get("input_name", "waveform")), reads=reads, decides=str(raw.get("decides", "")),
-                context=tuple(map(str, raw.get("context", ()))), agree_with_set=bool(raw.get("agree_with_set", False)),
+                context=tuple(map(str, raw.get("context", ()))), agree_with_set=raw.get("agree_with_set", False),
                 **_common(raw))

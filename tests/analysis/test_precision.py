@@ -42,6 +42,18 @@ def _run(blob: bytes, x: np.ndarray, names: list[str] | None = None) -> list[np.
     return ort.InferenceSession(blob, providers=["CPUExecutionProvider"]).run(names, {"x": x})
 
 
+def _rewrite_and_run(model: onnx.ModelProto, x: np.ndarray, freq_axis: int) -> tuple:
+    """The one conv-and-max site of ``model`` found, calibrated on ``x``, rewritten and run on ``x``:
+    (its input range, the rewritten graph's output)."""
+    sites = quantize.find_sites(model)
+    assert [s.freq_axis for s in sites] == [freq_axis]
+    ranges = quantize.input_ranges(model, sites, [x], lambda blob, batch, names: _run(blob, batch, names))
+    (r,) = ranges.values()
+    rewritten = quantize.rewrite(model, sites, ranges)
+    assert "Conv" not in [n.op_type for n in rewritten.graph.node]
+    return r, _run(rewritten.SerializeToString(), x)[0]
+
+
 @pytest.mark.parametrize("freq_axis", [3, 2])
 def test_rewrite_is_exact_integer_arithmetic(freq_axis):
     """The rewritten graph computes max over frequency of sum((xq - zp) * wq) * scale + bias exactly: the
@@ -54,14 +66,8 @@ def test_rewrite_is_exact_integer_arithmetic(freq_axis):
     model = _conv_max_model(w_graph, b, freq_axis)
     x = rng.uniform(-1.0, 2.0, (2, 1, 12, 16)).astype(np.float32)  # (B, 1, time, freq)
     x_graph = x if freq_axis == 3 else x.transpose(0, 1, 3, 2).copy()
-    sites = quantize.find_sites(model)
-    assert [s.freq_axis for s in sites] == [freq_axis]
-    ranges = quantize.input_ranges(model, sites, [x_graph], lambda blob, batch, names: _run(blob, batch, names))
-    (rng_,) = ranges.values()
+    rng_, got = _rewrite_and_run(model, x_graph, freq_axis)
     assert (rng_.low, rng_.high) == (pytest.approx(float(x.min())), pytest.approx(float(x.max())))
-    rewritten = quantize.rewrite(model, sites, ranges)
-    assert "Conv" not in [n.op_type for n in rewritten.graph.node]
-    got = _run(rewritten.SerializeToString(), x_graph)[0]
 
     # the same arithmetic in numpy
     scale, zp = quantize._u8_params(rng_.low, rng_.high)
@@ -145,13 +151,7 @@ def test_temporal_rewrite_is_exact_integer_arithmetic(freq_axis, frames):
     model = _conv_max_model(w_graph, b, freq_axis)
     x = rng.uniform(-1.0, 2.0, (2, 1, frames, 16)).astype(np.float32)  # (B, 1, time, freq)
     x_graph = x if freq_axis == 3 else x.transpose(0, 1, 3, 2).copy()
-    sites = quantize.find_sites(model)
-    assert [s.freq_axis for s in sites] == [freq_axis]
-    ranges = quantize.input_ranges(model, sites, [x_graph], lambda blob, batch, names: _run(blob, batch, names))
-    (r,) = ranges.values()
-    rewritten = quantize.rewrite(model, sites, ranges)
-    assert "Conv" not in [n.op_type for n in rewritten.graph.node]
-    got = _run(rewritten.SerializeToString(), x_graph)[0]
+    r, got = _rewrite_and_run(model, x_graph, freq_axis)
 
     scale, zp = quantize._u8_params(r.low, r.high)
     xq = np.clip(np.round(x[:, 0] / scale) + zp, 0, 255).astype(np.int64) - zp  # (B, T, F)

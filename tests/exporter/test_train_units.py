@@ -190,6 +190,8 @@ def test_a_head_below_its_threshold_is_confirmed_only_by_the_sets_own_same_value
     import dataclasses
     agreeing = dataclasses.replace(card, agree_with_set=True)
     assert Card.from_json(agreeing.to_json()).agree_with_set and not Card.from_json(card.to_json()).agree_with_set
+    with pytest.raises(CardError, match="true or false"):  # a hand-edited "false" is not read as true
+        Card.from_json(agreeing.to_json().replace('"agree_with_set": true', '"agree_with_set": "false"'))
     audio = _genre_set_card("a")
     with pytest.raises(CardError, match="agree with the model set"):
         dataclasses.replace(audio, agree_with_set=True).validate()
