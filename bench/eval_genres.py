@@ -1,10 +1,12 @@
-"""How often the default configuration would write a wrong GENRE, and how often it writes one at all.
+"""How often the default configuration would write a wrong GENRE, and how often it writes one at all; which MOODs.
 
     python bench/eval_genres.py [FOLDER...]
 
 With no folder: the shared clips, judged against ../shared/data/genre-dev.json (the acceptable genres per
 file; compared case-insensitively, ignoring spaces, hyphens and '&'; abstaining is never wrong). Folders given
-are reported without a verdict (no labels): the share of files that get a genre, and which values. The
+are reported without a verdict (no labels): the share of files that get a genre, and which values. For every
+folder (the shared clips included) the moods written are counted too: we have no mood labels, so this says how
+often each mood would go in, not whether rightly. The
 decision is exactly `tagger scan --pretend`'s (same models, same code), whatever tags the files hold.
 """
 from __future__ import annotations
@@ -27,9 +29,16 @@ def norm(s: str) -> str:
     return re.sub(r"[\s\-&]", "", s.lower())
 
 
-def decisions(folder: Path, cfg, models) -> dict[str, list[str]]:
+def decisions(folder: Path, cfg, models, field: str = "genre") -> dict[str, list[str]]:
     report = scan([folder], cfg, models, None, pretend=True)
-    return {o.path.name: (o.decision.fields["genre"].written if o.decision else []) for o in report.outcomes}
+    return {o.path.name: (o.decision.fields[field].written if o.decision else []) for o in report.outcomes}
+
+
+def mood_counts(folder: Path, cfg, models) -> dict:
+    got = decisions(folder, cfg, models, "mood")
+    counts = Counter(v for values in got.values() for v in values)
+    print(f"{folder}: {len(got)} files, a mood written to {sum(bool(v) for v in got.values())}: {dict(counts.most_common())}")
+    return {"files": len(got), "with_mood": sum(bool(v) for v in got.values()), "values": dict(counts.most_common())}
 
 
 def main() -> None:
@@ -50,6 +59,7 @@ def main() -> None:
     out["dev"] = {"files": n, "written": sum(bool(r["written"]) for r in rows), "wrong": sum(r["wrong"] for r in rows),
                   "rows": rows}
     print(f"dev: {out['dev']['written']}/{n} written, {out['dev']['wrong']} wrong")
+    out["moods"] = {"shared clips": mood_counts(SHARED / "audio", cfg, models)}
     for folder in map(Path, sys.argv[1:]):
         got = decisions(folder, cfg, models)
         counts = Counter(v for values in got.values() for v in values)
@@ -57,6 +67,7 @@ def main() -> None:
         out.setdefault("folders", {})[str(folder)] = {"files": len(got), "written_share": round(share, 3),
                                                       "values": dict(counts.most_common())}
         print(f"{folder}: {len(got)} files, genre written to {share:.0%}: {dict(counts.most_common())}")
+        out["moods"][str(folder)] = mood_counts(folder, cfg, models)
     print("saved", save("genres", out))
 
 
