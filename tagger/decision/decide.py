@@ -20,7 +20,9 @@ that are each data in the config, and it explains itself:
    all of them), or, for a value only one model of the set can name, when that model alone is sure of it
    (``solo_score``, see ``_solo``). A second value is written only when it is nearly as strong (``relative`` of
    the first). For an exclusive field the winner must also not lose the comparison with a close rival, in
-   which a model that cannot name the winner but is sure of the rival counts against it (see ``_contest``).
+   which a model that cannot name the winner but is sure of the rival counts against it (see ``_contest``);
+   when it does, the rival the models able to choose prefer is written if it clears every bar itself and
+   wins that comparison outright (see ``_rival``).
    Otherwise the field is left alone: a wrong genre in a user's files is worse than none.
 """
 from __future__ import annotations
@@ -149,6 +151,7 @@ def decide_field(field_name: str, results: Mapping[str, tuple[Card, np.ndarray]]
     chosen: list[Candidate] = []
     top = cands[0]
     solo = _solo(top, best_of, policy)
+    upset = None
     if top.score < policy.min_score:
         reason = f"abstained: best {top.value} {top.score:.2f} < min_score {policy.min_score:.2f}"
     elif len(top.support) < need and solo is None:
@@ -156,11 +159,17 @@ def decide_field(field_name: str, results: Mapping[str, tuple[Card, np.ndarray]]
                 f"{max(top.prob.values()):.2f} < solo_score {policy.solo_score:.2f}") if len(top.per_model) == 1 else ""
         reason = (f"abstained: {top.value} {top.score:.2f} is backed by {len(top.support)} model(s) "
                   f"({', '.join(top.support) or 'none'}), needs {need}{lone}")
-    elif (upset := _contest(top, cands[1:], policy)) is not None:
+    elif (upset := _contest(top, cands[1:], policy)) is not None and \
+            (rival := _rival(cands, best_of, policy, need)) is None:
         reason = upset
     else:
+        leader = top
+        if upset is not None:
+            top = rival
+            solo = _solo(top, best_of, policy)
         chosen.append(top)
-        for c in cands[1:]:
+        # A second value comes from below the winner: values a rival winner beat head-to-head are not added back.
+        for c in cands[cands.index(top) + 1:]:
             if len(chosen) >= policy.max_values:
                 break
             if c.score >= policy.relative * top.score and c.score >= policy.min_score \
@@ -172,6 +181,10 @@ def decide_field(field_name: str, results: Mapping[str, tuple[Card, np.ndarray]]
                            f"{', '.join(c.support)}" for c in chosen)
         if solo is not None and len(top.support) < need:
             reason += f" ({solo})"
+        if top is not leader:
+            for_top, for_leader = _votes(top, leader, policy)
+            reason += (f" ({leader.value} {leader.score:.2f} leads on average, but the models that can choose "
+                       f"prefer {top.value}: {', '.join(for_top)} against {', '.join(for_leader) or 'none'})")
         runner = next((c for c in cands if c not in chosen), None)
         if runner is not None:
             reason += f" (next: {runner.value} {runner.score:.2f})"
@@ -195,18 +208,22 @@ def _solo(top: Candidate, best_of: Mapping[str, float], policy: FieldPolicy) -> 
 
 
 def _votes(top: Candidate, other: Candidate, policy: FieldPolicy) -> tuple[list[str], list[str]]:
-    """Which models prefer ``top`` and which prefer ``other``. A model that can name both compares its two
-    scores. A model that can name only one of them votes for it when it backs that value (within ``relative``
-    of its own best) and is sure of it (calibrated probability >= ``counter_score``): a model that strongly hears jazz speaks against
-    Classical although it has no "classical" label."""
+    """Which models prefer ``top`` and which prefer ``other``. A model that can name both votes when it clearly
+    prefers one: the other's score is below ``relative`` of it, the bar below which a model is said not to back
+    a value. Scores within that bar are a tie, not a preference: on orchestral game music the Jamendo models
+    give Classical and Soundtrack 0.32 each, and a 0.001 difference used to veto a value every other model
+    preferred. A model that can name only one of them votes for it when it backs that value (within ``relative``
+    of its own best) and is sure of it (calibrated probability >= ``counter_score``): a model that strongly
+    hears jazz speaks against Classical although it has no "classical" label."""
     for_top: list[str] = []
     for_other: list[str] = []
     for m in sorted(set(top.per_model) | set(other.per_model)):
         in_top, in_other = m in top.per_model, m in other.per_model
         if in_top and in_other:
-            if top.per_model[m] > other.per_model[m]:
+            t, o = top.per_model[m], other.per_model[m]
+            if t > o and o < policy.relative * t:
                 for_top.append(m)
-            elif other.per_model[m] > top.per_model[m]:
+            elif o > t and t < policy.relative * o:
                 for_other.append(m)
         elif in_other and other.prob.get(m, 0.0) >= policy.counter_score and m in other.support:
             for_other.append(m)
@@ -230,6 +247,29 @@ def _contest(top: Candidate, others: Sequence[Candidate], policy: FieldPolicy) -
         if len(for_other) > len(for_top) or (outside and len(for_other) == len(for_top)):
             return (f"abstained: {top.value} {top.score:.2f} leads on average, but as many models or more prefer "
                     f"{other.value} ({', '.join(for_other)} against {', '.join(for_top) or 'none'})")
+    return None
+
+
+def _rival(cands: Sequence[Candidate], best_of: Mapping[str, float], policy: FieldPolicy,
+           need: int) -> Candidate | None:
+    """When the leader by mean loses the head-to-head, the value the models able to choose prefer may still be
+    the answer: the leader's mean is often lifted by a model that cannot name the rival and pushes its evidence to
+    the nearest value it has (fcn-mtat has no "soundtrack", so a game score's evidence goes to Classical). One of
+    the leader's close rivals (the next three) is written instead when it clears every bar on its own
+    (``min_score``; backed by ``min_models`` or ``solo_score``), beats every value ranked above it outright (more
+    models prefer it, and at least ``min_models`` of them: one model's preference does not overturn a mean) and
+    loses to none of the close values below it. Otherwise nothing is written."""
+    if policy.rule != "share" or policy.max_values < 1:
+        return None
+    for i, rival in enumerate(cands[1:4], start=1):
+        if rival.score < policy.min_score:
+            return None  # ranked by score: the rest are lower still
+        if len(rival.support) < need and _solo(rival, best_of, policy) is None:
+            continue
+        above = cands[:i]
+        if all(len(f[0]) > len(f[1]) and len(f[0]) >= need for f in (_votes(rival, a, policy) for a in above)) and \
+                _contest(rival, cands[i + 1:], policy) is None:
+            return rival
     return None
 
 

@@ -117,12 +117,60 @@ def test_a_value_only_one_model_can_name_is_written_when_that_model_is_sure():
 
 def test_a_model_sure_of_a_rival_it_can_name_counts_against_a_value_it_cannot():
     """The Jamendo models hear piano jazz as classical; the Last.fm model, which has no "classical", is sure of
-    jazz; a wide model that can say both hears jazz."""
+    jazz; a wide model that can say both clearly hears jazz."""
     jam2 = card("jam2", {label: JAM.groups.get(label, "") for label in JAM.labels})
     results = {"jam": (JAM, scores(JAM, classical=0.7, jazz=0.3)), "jam2": (jam2, scores(jam2, classical=0.7, jazz=0.3)),
-               "wide": (WIDE, scores(WIDE, classical=0.35, jazz=0.4)),
+               "wide": (WIDE, scores(WIDE, classical=0.3, jazz=0.45)),
                "msd": (MSD, scores(MSD, jazz=0.9, rock=0.05))}
     blind = decide_field("genre", results, FieldPolicy("fill", 2, 0.30, 0.8, 1, "share", counter_score=1.0), VOCAB)
     assert blind.written[:1] == ["Classical"]  # of the models that can say both, two prefer Classical, one Jazz
     seeing = decide_field("genre", results, FieldPolicy("fill", 2, 0.30, 0.8, 1, "share"), VOCAB)
     assert seeing.written == [] and "prefer Jazz" in seeing.reason and "msd" in seeing.reason
+    # Jazz, the rival, does not win outright either (two against two): nothing is written.
+    assert "Jazz" not in seeing.written
+
+
+# -- near ties and the rival the models able to choose prefer ------------------------------------------------
+
+FCN_MTT = card("fcnmtt", {"classical": "genre", "rock": "genre", "electronic": "genre"})  # no "soundtrack"
+
+
+def _score_music(jam_soundtrack: float, jam2_classical: float, jam2_soundtrack: float, wide_classical: float,
+                 wide_soundtrack: float, mtt_classical: float):
+    """An orchestral game score: two Jamendo-like models that can say Classical and Soundtrack, a wide model that
+    can say both, and an MTT-like model that has only "classical" (so its evidence lifts Classical's mean)."""
+    jam2 = card("jam2", {label: JAM.groups.get(label, "") for label in JAM.labels})
+    wide = card("wide2", {"classical": "genre", "soundtrack": "genre", "rock": "genre"})
+    return {"jam": (JAM, scores(JAM, classical=0.5, soundtrack=jam_soundtrack)),
+            "jam2": (jam2, scores(jam2, classical=jam2_classical, soundtrack=jam2_soundtrack)),
+            "wide": (wide, scores(wide, classical=wide_classical, soundtrack=wide_soundtrack)),
+            "mtt": (FCN_MTT, scores(FCN_MTT, classical=mtt_classical))}
+
+
+def test_a_near_tie_is_not_a_vote():
+    """Two models giving Classical and Soundtrack 0.50 and 0.51 prefer neither; the wide model clearly hears
+    Classical. The old rule counted the near ties as two votes for Soundtrack and wrote nothing."""
+    fd = decide_field("genre", _score_music(0.51, 0.5, 0.51, wide_classical=0.5, wide_soundtrack=0.1,
+                                            mtt_classical=0.45), GENRE, VOCAB)
+    assert fd.written[:1] == ["Classical"], fd.reason
+
+
+def test_the_value_the_models_able_to_choose_prefer_is_written():
+    """Classical leads on average only through the model that cannot say soundtrack; of the three models that
+    can choose, two clearly prefer Soundtrack: Soundtrack is written, alone (the value it beat is not added
+    back), and the reason says why."""
+    music = _score_music(0.7, 0.6, 0.2, wide_classical=0.2, wide_soundtrack=0.5, mtt_classical=0.4)
+    fd = decide_field("genre", music, GENRE, VOCAB)
+    assert fd.candidates[0].value == "Classical"  # the mean's leader
+    assert fd.written == ["Soundtrack"], fd.reason
+    assert "Classical 0.59 leads on average, but the models that can choose prefer Soundtrack: jam, wide against jam2" \
+        in fd.reason
+    # One model's clear preference does not overturn the mean: with the Jamendo-like models at a near tie only the
+    # wide model prefers Soundtrack; Classical loses that comparison (nothing else speaks for it) and nothing is
+    # written.
+    lone = decide_field("genre", _score_music(0.53, 0.5, 0.53, wide_classical=0.2, wide_soundtrack=0.3,
+                                              mtt_classical=0.4), GENRE, VOCAB)
+    assert lone.candidates[0].value == "Classical" and lone.written == [], lone.reason
+    # The rival must clear every bar itself: with min_score above its mean, nothing is written.
+    strict = FieldPolicy("fill", 2, round(fd.values[0].score + 0.02, 2), 0.8, 2, "share")
+    assert decide_field("genre", music, strict, VOCAB).written == []
