@@ -151,7 +151,7 @@ def decide_field(field_name: str, results: Mapping[str, tuple[Card, np.ndarray]]
     chosen: list[Candidate] = []
     top = cands[0]
     solo = _solo(top, best_of, policy)
-    upset = None
+    winner: Candidate | None = None
     if top.score < policy.min_score:
         reason = f"abstained: best {top.value} {top.score:.2f} < min_score {policy.min_score:.2f}"
     elif len(top.support) < need and solo is None:
@@ -159,14 +159,13 @@ def decide_field(field_name: str, results: Mapping[str, tuple[Card, np.ndarray]]
                 f"{max(top.prob.values()):.2f} < solo_score {policy.solo_score:.2f}") if len(top.per_model) == 1 else ""
         reason = (f"abstained: {top.value} {top.score:.2f} is backed by {len(top.support)} model(s) "
                   f"({', '.join(top.support) or 'none'}), needs {need}{lone}")
-    elif (upset := _contest(top, cands[1:], policy)) is not None and \
-            (rival := _rival(cands, best_of, policy, need)) is None:
+    elif (upset := _contest(top, cands[1:], policy)) is None:
+        winner = top
+    elif (winner := _rival(cands, best_of, policy, need)) is None:
         reason = upset
-    else:
-        leader = top
-        if upset is not None:
-            top = rival
-            solo = _solo(top, best_of, policy)
+    if winner is not None:
+        leader, top = top, winner
+        solo = _solo(top, best_of, policy)
         chosen.append(top)
         # A second value comes from below the winner: values a rival winner beat head-to-head are not added back.
         for c in cands[cands.index(top) + 1:]:
@@ -185,7 +184,7 @@ def decide_field(field_name: str, results: Mapping[str, tuple[Card, np.ndarray]]
             for_top, for_leader = _votes(top, leader, policy)
             reason += (f" ({leader.value} {leader.score:.2f} leads on average, but the models that can choose "
                        f"prefer {top.value}: {', '.join(for_top)} against {', '.join(for_leader) or 'none'})")
-        runner = next((c for c in cands if c not in chosen), None)
+        runner = next((c for c in cands[cands.index(top) + 1:] if c not in chosen), None)
         if runner is not None:
             reason += f" (next: {runner.value} {runner.score:.2f})"
     if policy.max_values == 0:
