@@ -254,11 +254,10 @@ def _rival(cands: Sequence[Candidate], best_of: Mapping[str, float], policy: Fie
     """When the leader by mean loses the head-to-head, the value the models able to choose prefer may still be
     the answer: the leader's mean is often lifted by a model that cannot name the rival and pushes its evidence to
     the nearest value it has, or by one model's strong share (on a hard-rock song Metal led on average while three
-    of the five models preferred Rock). One of
-    the leader's close rivals (the next three) is written instead when it clears every bar on its own
-    (``min_score``; backed by ``min_models`` or ``solo_score``), beats every value ranked above it outright (more
-    models prefer it, and at least ``min_models`` of them: one model's preference does not overturn a mean) and
-    loses to none of the close values below it. Otherwise nothing is written."""
+    of the five models preferred Rock). One of the leader's close rivals (the next three) is written instead when
+    it clears every bar on its own (``min_score``; backed by ``min_models`` or ``solo_score``), beats every value
+    ranked above it outright (more models prefer it, and at least ``min_models`` of them: one model's preference
+    does not overturn a mean) and loses to none of the close values below it. Otherwise nothing is written."""
     if policy.rule != "share" or policy.max_values < 1:
         return None
     for i, rival in enumerate(cands[1:4], start=1):
