@@ -20,7 +20,6 @@ import json
 import re
 import sys
 import tempfile
-import wave
 from collections import Counter
 from dataclasses import replace
 from pathlib import Path
@@ -28,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench.common import machine, save  # noqa: E402
+from bench.common import decode_mono, machine, save, write_wav  # noqa: E402
 from tagger.config import load_config  # noqa: E402
 from tagger.library.store import Store  # noqa: E402
 from tagger.pipeline.scanner import load_models, scan  # noqa: E402
@@ -42,20 +41,7 @@ def norm(s: str) -> str:
 
 
 def to_22k_mono(src: Path, dst: Path) -> None:
-    import av
-
-    chunks = []
-    with av.open(str(src)) as container:
-        resampler = av.AudioResampler(format="s16", layout="mono", rate=RATE)
-        for frame in container.decode(audio=0):
-            chunks.extend(o.to_ndarray().reshape(-1) for o in resampler.resample(frame))
-        chunks.extend(o.to_ndarray().reshape(-1) for o in resampler.resample(None))
-    pcm = np.concatenate(chunks).astype("<i2")
-    with wave.open(str(dst), "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(RATE)
-        w.writeframes(pcm.tobytes())
+    write_wav(dst, decode_mono(src, RATE), RATE)
 
 
 def analyse(folder: Path, db: Path, cfg, models) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, dict[str, list[str]]]]:

@@ -74,3 +74,27 @@ def ms_per_window(model_name: str, threads: int, batch: int = 1, runs: int = 50,
             round_()
             times.append((time.perf_counter() - t) * 1000 / (batch * streams))
     return statistics.median(times), float(np.percentile(times, 90))
+
+
+def decode_mono(path: Path, rate: int):
+    """The file as 16-bit mono PCM at ``rate`` (PyAV's resampler): how the low-rate copies are made."""
+    import av
+    import numpy as np
+
+    chunks = []
+    with av.open(str(path)) as container:
+        resampler = av.AudioResampler(format="s16", layout="mono", rate=rate)
+        for frame in container.decode(audio=0):
+            chunks.extend(o.to_ndarray().reshape(-1) for o in resampler.resample(frame))
+        chunks.extend(o.to_ndarray().reshape(-1) for o in resampler.resample(None))
+    return np.concatenate(chunks).astype("<i2")
+
+
+def write_wav(path: Path, pcm, rate: int) -> None:
+    import wave
+
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes(pcm.tobytes())
