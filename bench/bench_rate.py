@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 import tempfile
 from collections import Counter
@@ -27,21 +26,13 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench.common import decode_mono, machine, save, write_wav  # noqa: E402
+from bench.common import LOW_RATE, decode_mono, machine, save, write_wav  # noqa: E402
 from tagger.config import load_config  # noqa: E402
+from tagger.decision.context import normalise  # noqa: E402
 from tagger.library.store import Store  # noqa: E402
 from tagger.pipeline.scanner import load_models, scan  # noqa: E402
 
 SHARED = Path(__file__).resolve().parent.parent.parent / "shared"
-RATE = 22050
-
-
-def norm(s: str) -> str:
-    return re.sub(r"[\s\-&]", "", s.lower())
-
-
-def to_22k_mono(src: Path, dst: Path) -> None:
-    write_wav(dst, decode_mono(src, RATE), RATE)
 
 
 def analyse(folder: Path, db: Path, cfg, models) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, dict[str, list[str]]]]:
@@ -67,10 +58,13 @@ def main() -> None:
     ap.add_argument("--accept", type=Path, help="JSON: file stem or name -> acceptable genre values")
     args = ap.parse_args()
     folders = args.folders or [SHARED / "audio"]
+    for folder in folders:
+        if not folder.is_dir():
+            ap.error(f"{folder}: not a folder")
     accept_file = args.accept or (SHARED / "data" / "genre-dev.json" if not args.folders else None)
     accept = {}
     if accept_file is not None:
-        accept = {Path(k).stem: {norm(v) for v in vs}
+        accept = {Path(k).stem: {normalise(v) for v in vs}
                   for k, vs in json.loads(accept_file.read_text()).items() if not k.startswith("_")}
     cfg = load_config(None)
     models = load_models(cfg)
@@ -83,7 +77,7 @@ def main() -> None:
             for f in sorted(folder.rglob("*")):
                 if f.is_file() and f.suffix.lower() in exts:
                     (orig / f.name).symlink_to(f.resolve())
-                    to_22k_mono(f, low / (f.stem + ".wav"))
+                    write_wav(low / (f.stem + ".wav"), decode_mono(f, LOW_RATE), LOW_RATE)
         a_vec, a_dec = analyse(orig, Path(tmp) / "db-orig", cfg, models)
         b_vec, b_dec = analyse(low, Path(tmp) / "db-low", cfg, models)
     stems = sorted(set(a_vec) & set(b_vec))
@@ -102,7 +96,7 @@ def main() -> None:
             for name, dec in (("own_rate", a_dec), ("22k_mono", b_dec)):
                 judged = [s for s in stems if s in accept]
                 written = [s for s in judged if dec[s][field]]
-                wrong = [s for s in written if not all(norm(v) in accept[s] for v in dec[s][field])]
+                wrong = [s for s in written if not all(normalise(v) in accept[s] for v in dec[s][field])]
                 entry[name] = {"judged": len(judged), "written": len(written), "wrong": len(wrong),
                                "wrong_files": {s: dec[s][field] for s in wrong}}
                 print(f"genre at {name}: {len(judged)} judged, {len(written)} written, {len(wrong)} wrong")

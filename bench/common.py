@@ -76,6 +76,9 @@ def ms_per_window(model_name: str, threads: int, batch: int = 1, runs: int = 50,
     return statistics.median(times), float(np.percentile(times, 90))
 
 
+LOW_RATE = 22050  # the rate of many older rips, of the shared clips and of the classic genre datasets
+
+
 def decode_mono(path: Path, rate: int):
     """The file as 16-bit mono PCM at ``rate`` (PyAV's resampler): how the low-rate copies are made."""
     import av

@@ -11,31 +11,26 @@ values (compared ignoring case, spaces, hyphens and '&'); abstaining is never wr
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 import tempfile
 from collections import Counter
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench.common import decode_mono, save, write_wav  # noqa: E402
+from bench.common import LOW_RATE, decode_mono, save, write_wav  # noqa: E402
 from tagger.config import load_config  # noqa: E402
+from tagger.decision.context import normalise  # noqa: E402
 from tagger.pipeline.scanner import load_models, scan  # noqa: E402
 
-RATE = 22050
+RATE = LOW_RATE
 SECONDS = 30
 AT = (0.2, 0.5, 0.8)
-AUDIO = {".ogg", ".oga", ".opus", ".flac", ".mp3", ".m4a", ".wav"}
 
 
-def norm(s: str) -> str:
-    return re.sub(r"[\s\-&]", "", s.lower())
-
-
-def cut(folder: Path, group: int, out: Path) -> int:
+def cut(folder: Path, group: int, out: Path, extensions) -> int:
     n = 0
     for f in sorted(folder.rglob("*")):
-        if f.suffix.lower() not in AUDIO or not f.is_file():
+        if f.suffix.lower() not in extensions or not f.is_file():
             continue
         pcm = decode_mono(f, RATE)
         length = SECONDS * RATE
@@ -56,23 +51,26 @@ def main() -> None:
     groups = []
     for spec in args.group:
         values, _, folder = spec.partition("=")
-        groups.append(([v.strip() for v in values.split(",") if v.strip()], Path(folder)))
+        accept = [v.strip() for v in values.split(",") if v.strip()]
+        if not accept or not folder or not Path(folder).is_dir():
+            ap.error(f"--group {spec!r}: expected V1,V2,...=FOLDER with an existing folder")
+        groups.append((accept, Path(folder)))
     cfg = load_config(None)
     models = load_models(cfg)
     with tempfile.TemporaryDirectory() as tmp:
         lib = args.keep or Path(tmp)
         lib.mkdir(parents=True, exist_ok=True)
         for i, (_, folder) in enumerate(groups):
-            cut(folder, i, lib)
+            cut(folder, i, lib, set(cfg.extensions))
         report = scan([lib], cfg, models, None, pretend=True)
         got = {o.path.stem: (o.decision.fields["genre"].written if o.decision else []) for o in report.outcomes}
     out: dict = {"models": [m.card.analyser for m in models], "format": f"{RATE} Hz mono 16-bit WAV, {SECONDS} s",
                  "at": list(AT), "groups": []}
     for i, (ok, folder) in enumerate(groups):
         mine = {k: v for k, v in got.items() if k.startswith(f"g{i}-")}
-        accept = {norm(v) for v in ok}
+        accept = {normalise(v) for v in ok}
         written = [k for k, v in mine.items() if v]
-        wrong = {k: v for k, v in mine.items() if v and not all(norm(x) in accept for x in v)}
+        wrong = {k: v for k, v in mine.items() if v and not all(normalise(x) in accept for x in v)}
         values = Counter(x for v in mine.values() for x in v)
         out["groups"].append({"folder": str(folder), "accept": ok, "excerpts": len(mine), "written": len(written),
                               "wrong": len(wrong), "wrong_excerpts": wrong, "values": dict(values.most_common())})

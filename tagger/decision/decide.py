@@ -167,8 +167,9 @@ def decide_field(field_name: str, results: Mapping[str, tuple[Card, np.ndarray]]
         leader, top = top, winner
         solo = _solo(top, best_of, policy)
         chosen.append(top)
+        below = cands[cands.index(top) + 1:]
         # A second value comes from below the winner: values a rival winner beat head-to-head are not added back.
-        for c in cands[cands.index(top) + 1:]:
+        for c in below:
             if len(chosen) >= policy.max_values:
                 break
             if c.score >= policy.relative * top.score and c.score >= policy.min_score \
@@ -184,7 +185,7 @@ def decide_field(field_name: str, results: Mapping[str, tuple[Card, np.ndarray]]
             for_top, for_leader = _votes(top, leader, policy)
             reason += (f" ({leader.value} {leader.score:.2f} leads on average, but the models that can choose "
                        f"prefer {top.value}: {', '.join(for_top)} against {', '.join(for_leader) or 'none'})")
-        runner = next((c for c in cands[cands.index(top) + 1:] if c not in chosen), None)
+        runner = next((c for c in below if c not in chosen), None)
         if runner is not None:
             reason += f" (next: {runner.value} {runner.score:.2f})"
     if policy.max_values == 0:
